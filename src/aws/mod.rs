@@ -1,0 +1,88 @@
+//! The AWS adapter: the only module that uses the AWS SDK.
+//!
+//! It turns SDK outputs into plain snapshots and SDK errors into [`AwsError`], whose variants
+//! tell a caller whether to retry, to treat the workforce as gone, or to give up.
+
+mod error;
+mod workforce;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_config::timeout::TimeoutConfig;
+
+use crate::domain::Region;
+
+pub use error::AwsError;
+pub use workforce::{CreateWorkforceInput, UpdateWorkforceInput, VpcSnapshot, WorkforceSnapshot};
+
+/// How the service reaches AWS.
+#[derive(Debug, Clone)]
+pub enum Endpoint {
+    /// The standard credential chain, region settings and endpoint variables
+    /// (`AWS_ENDPOINT_URL_SAGEMAKER`, `AWS_ENDPOINT_URL_EC2`).
+    Aws,
+    /// A sandbox at this URL, with fixed dummy credentials for SigV4 signing.
+    Sandbox { url: String },
+}
+
+/// The SDK clients of one region.
+#[derive(Debug, Clone)]
+struct RegionClients {
+    sagemaker: aws_sdk_sagemaker::Client,
+    ec2: aws_sdk_ec2::Client,
+}
+
+/// SageMaker and EC2 clients for each configured region.
+#[derive(Debug, Clone)]
+pub struct Aws {
+    regions: Arc<HashMap<Region, RegionClients>>,
+}
+
+/// Time allowed for one SDK call, retries included. SageMaker's workforce calls answer in well
+/// under a second; this only bounds a hung connection.
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Aws {
+    pub async fn connect(endpoint: &Endpoint, regions: &[Region]) -> Self {
+        let mut clients = HashMap::new();
+        for region in regions {
+            let timeouts = TimeoutConfig::builder()
+                .operation_timeout(OPERATION_TIMEOUT)
+                .connect_timeout(Duration::from_secs(5))
+                .build();
+            let mut loader = aws_config::defaults(BehaviorVersion::latest())
+                .region(aws_config::Region::new(region.as_str().to_owned()))
+                .timeout_config(timeouts);
+            if let Endpoint::Sandbox { url } = endpoint {
+                loader = loader.endpoint_url(url.clone()).credentials_provider(
+                    aws_sdk_sagemaker::config::Credentials::new("AKIDSANDBOX", "sandbox-secret", None, None, "sandbox"),
+                );
+            }
+            let config = loader.load().await;
+            clients.insert(
+                region.clone(),
+                RegionClients {
+                    sagemaker: aws_sdk_sagemaker::Client::new(&config),
+                    ec2: aws_sdk_ec2::Client::new(&config),
+                },
+            );
+        }
+        Self { regions: Arc::new(clients) }
+    }
+
+    fn clients(&self, region: &Region) -> Result<&RegionClients, AwsError> {
+        self.regions.get(region).ok_or_else(|| AwsError::Rejected {
+            code: "RegionNotConfigured".to_owned(),
+            message: format!("region {region} is not configured in this service"),
+            request_id: None,
+        })
+    }
+
+    /// Returns the EC2 client of a region, for callers that inspect VPC resources.
+    pub fn ec2(&self, region: &Region) -> Result<&aws_sdk_ec2::Client, AwsError> {
+        Ok(&self.clients(region)?.ec2)
+    }
+}

@@ -1,0 +1,238 @@
+//! Acceptance of changes: the state rules, the operation and its audit event, in one
+//! transaction, before the API answers `202 Accepted`.
+
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::db::audit::{self, NewAuditEvent};
+use crate::db::operations::{self, NewOperation, OperationRow};
+use crate::db::workforces::{self, NewWorkforce, WorkforceRow};
+use crate::db::is_unique_violation;
+use crate::domain::{Change, OidcSecret, Region, WorkforceName};
+use crate::http::error::ApiError;
+use crate::http::models::WorkforceResponse;
+use crate::secrets::SecretSealer;
+
+/// Who asked for a change, and the id of the HTTP request that carried it.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub actor: String,
+    pub request_id: Option<String>,
+}
+
+/// What the acceptance of a change needs from the application.
+pub struct Acceptor<'a> {
+    pub db: &'a PgPool,
+    pub sealer: &'a SecretSealer,
+    pub deadline: std::time::Duration,
+}
+
+fn change_json(change: &Change) -> Value {
+    serde_json::to_value(change).expect("a change serializes to JSON")
+}
+
+fn audit_action(change: &Change) -> &'static str {
+    match change {
+        Change::CreateWorkforce { .. } => "workforce.create.requested",
+        Change::DeleteWorkforce => "workforce.delete.requested",
+        Change::PutVpcConfig { .. } => "workforce.vpc_config.put.requested",
+        Change::DeleteVpcConfig => "workforce.vpc_config.delete.requested",
+        Change::PutSourceIpConfig { .. } => "workforce.source_ip_config.put.requested",
+        Change::PutOidcConfig { .. } => "workforce.oidc_config.put.requested",
+    }
+}
+
+fn workforce_state(row: &WorkforceRow) -> Value {
+    serde_json::to_value(WorkforceResponse::from_row(row, None)).expect("a workforce serializes to JSON")
+}
+
+/// Details of a change for the audit log: the change itself, and whether a secret was set.
+fn audit_detail(change: &Change, secret: Option<&OidcSecret>) -> Value {
+    json!({ "change": change_json(change), "client_secret_set": secret.is_some() })
+}
+
+impl Acceptor<'_> {
+    /// Accepts the creation of a workforce.
+    pub async fn create(&self, caller: &Caller, region: &Region, name: &WorkforceName, change: Change, secret: Option<OidcSecret>) -> Result<OperationRow, ApiError> {
+        let Change::CreateWorkforce { cognito_config, oidc_config, vpc_config, source_ip_config, tags, .. } = &change else {
+            unreachable!("create takes a CreateWorkforce change")
+        };
+        let (auth_kind, auth_config) = match (cognito_config, oidc_config) {
+            (Some(cognito), _) => ("cognito", json!({ "cognito_config": cognito })),
+            (None, Some(oidc)) => ("oidc", json!({ "oidc_config": oidc })),
+            (None, None) => unreachable!("validation requires one auth config"),
+        };
+        let mut tx = self.db.begin().await?;
+        let inserted = workforces::insert(
+            &mut tx,
+            NewWorkforce {
+                region: region.as_str(),
+                name: name.as_str(),
+                auth_kind,
+                auth_config,
+                vpc_config: vpc_config.as_ref().map(|v| serde_json::to_value(v).expect("VPC config serializes")),
+                source_ip_cidrs: source_ip_config.as_ref().map(|s| s.cidrs.iter().map(|c| c.as_str().to_owned()).collect()).unwrap_or_default(),
+                tags: serde_json::to_value(tags).expect("tags serialize"),
+            },
+        )
+        .await;
+        if let Err(error) = inserted {
+            if is_unique_violation(&error, workforces::ONE_PER_REGION) || is_unique_violation(&error, workforces::PRIMARY_KEY) {
+                drop(tx);
+                let existing = workforces::list(self.db, Some(region.as_str()), None, None, 1).await?;
+                let existing_name = existing.first().map(|w| w.name.as_str()).unwrap_or("another workforce");
+                let detail = format!(
+                    "region {region} already has the workforce '{existing_name}'; AWS allows one private workforce per account and region, so delete it first or change it instead"
+                );
+                self.record_rejection(caller, region, name, &change, &detail).await;
+                return Err(ApiError::Conflict { detail, operation_id: None });
+            }
+            return Err(error.into());
+        }
+        let operation = self.insert_operation(&mut tx, caller, region, name, &change, secret.as_ref()).await?;
+        audit::insert(
+            &mut tx,
+            NewAuditEvent {
+                actor: &caller.actor,
+                action: audit_action(&change),
+                outcome: "accepted",
+                region: Some(region.as_str()),
+                workforce_name: Some(name.as_str()),
+                operation_id: Some(operation.id),
+                request_id: caller.request_id.as_deref(),
+                before_state: None,
+                after_state: Some(change_json(&change)),
+                detail: Some(audit_detail(&change, secret.as_ref())),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(operation)
+    }
+
+    /// Accepts a change of an existing workforce, if its state allows one.
+    pub async fn change(&self, caller: &Caller, region: &Region, name: &WorkforceName, change: Change, secret: Option<OidcSecret>) -> Result<OperationRow, ApiError> {
+        let mut tx = self.db.begin().await?;
+        let Some(workforce) = workforces::find_for_update(&mut tx, region.as_str(), name.as_str()).await? else {
+            return Err(ApiError::NotFound(format!("no workforce named '{name}' in region {region}")));
+        };
+        if let Some(in_flight) = operations::find_unfinished(&mut *tx, region.as_str(), name.as_str()).await? {
+            drop(tx);
+            return Err(self.in_flight_conflict(caller, region, name, &change, in_flight.id).await);
+        }
+        let status = workforce.aws_status.as_deref().unwrap_or("not yet created");
+        let allowed = match change {
+            Change::DeleteWorkforce => matches!(status, "Active" | "Failed"),
+            _ => status == "Active",
+        };
+        if !allowed {
+            let needed = if matches!(change, Change::DeleteWorkforce) { "Active or Failed" } else { "Active" };
+            let detail = format!("workforce '{name}' is {status}; this change is allowed only when it is {needed}");
+            drop(tx);
+            self.record_rejection(caller, region, name, &change, &detail).await;
+            return Err(ApiError::Conflict { detail, operation_id: None });
+        }
+        let operation = match self.insert_operation(&mut tx, caller, region, name, &change, secret.as_ref()).await {
+            Ok(operation) => operation,
+            Err(ApiError::Conflict { operation_id, .. }) => {
+                drop(tx);
+                return Err(self.in_flight_conflict(caller, region, name, &change, operation_id.unwrap_or_default()).await);
+            }
+            Err(other) => return Err(other),
+        };
+        audit::insert(
+            &mut tx,
+            NewAuditEvent {
+                actor: &caller.actor,
+                action: audit_action(&change),
+                outcome: "accepted",
+                region: Some(region.as_str()),
+                workforce_name: Some(name.as_str()),
+                operation_id: Some(operation.id),
+                request_id: caller.request_id.as_deref(),
+                before_state: Some(workforce_state(&workforce)),
+                after_state: Some(change_json(&change)),
+                detail: Some(audit_detail(&change, secret.as_ref())),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(operation)
+    }
+
+    async fn insert_operation(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        caller: &Caller,
+        region: &Region,
+        name: &WorkforceName,
+        change: &Change,
+        secret: Option<&OidcSecret>,
+    ) -> Result<OperationRow, ApiError> {
+        let inserted = operations::insert(
+            tx,
+            NewOperation {
+                id: Uuid::new_v4(),
+                kind: change.kind().as_str(),
+                region: region.as_str(),
+                workforce_name: name.as_str(),
+                request: change_json(change),
+                sealed_secret: secret.map(|s| self.sealer.seal(s)),
+                findings: json!([]),
+                deadline: self.deadline,
+                request_id: caller.request_id.as_deref(),
+                actor: &caller.actor,
+            },
+        )
+        .await;
+        match inserted {
+            Ok(operation) => Ok(operation),
+            Err(error) if is_unique_violation(&error, operations::ONE_UNFINISHED_PER_WORKFORCE) => {
+                Err(ApiError::Conflict { detail: String::new(), operation_id: None })
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    async fn in_flight_conflict(&self, caller: &Caller, region: &Region, name: &WorkforceName, change: &Change, operation_id: Uuid) -> ApiError {
+        let operation_id = match operation_id.is_nil() {
+            true => operations::find_unfinished(self.db, region.as_str(), name.as_str()).await.ok().flatten().map(|o| o.id),
+            false => Some(operation_id),
+        };
+        let detail = match operation_id {
+            Some(id) => format!("workforce '{name}' already has operation {id} in flight; wait for it to finish, then send the change again"),
+            None => format!("workforce '{name}' already has an operation in flight; wait for it to finish, then send the change again"),
+        };
+        self.record_rejection(caller, region, name, change, &detail).await;
+        ApiError::Conflict { detail, operation_id }
+    }
+
+    /// Audits a change rejected because of the workforce's state. A failure to write this
+    /// event is logged and does not change the answer, since nothing was changed.
+    async fn record_rejection(&self, caller: &Caller, region: &Region, name: &WorkforceName, change: &Change, reason: &str) {
+        let result = async {
+            let mut conn = self.db.acquire().await?;
+            audit::insert(
+                &mut conn,
+                NewAuditEvent {
+                    actor: &caller.actor,
+                    action: audit_action(change),
+                    outcome: "rejected",
+                    region: Some(region.as_str()),
+                    workforce_name: Some(name.as_str()),
+                    operation_id: None,
+                    request_id: caller.request_id.as_deref(),
+                    before_state: None,
+                    after_state: None,
+                    detail: Some(json!({ "change": change_json(change), "reason": reason })),
+                },
+            )
+            .await
+        }
+        .await;
+        if let Err(error) = result {
+            tracing::warn!(error = %error, workforce.name = %name, aws.region = %region, "failed to audit a rejected change");
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! The `audit_events` table: an append-only record of every accepted change, every operation
+//! transition and every failure. The database rejects updates and deletes of it.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{PgConnection, PgExecutor};
+use uuid::Uuid;
+
+#[derive(Debug, Clone)]
+pub struct AuditEventRow {
+    pub id: i64,
+    pub occurred_at: DateTime<Utc>,
+    pub actor: String,
+    pub action: String,
+    pub outcome: String,
+    pub region: Option<String>,
+    pub workforce_name: Option<String>,
+    pub operation_id: Option<Uuid>,
+    pub request_id: Option<String>,
+    pub before_state: Option<Value>,
+    pub after_state: Option<Value>,
+    pub detail: Option<Value>,
+}
+
+#[derive(Debug, Default)]
+pub struct NewAuditEvent<'a> {
+    pub actor: &'a str,
+    pub action: &'a str,
+    pub outcome: &'a str,
+    pub region: Option<&'a str>,
+    pub workforce_name: Option<&'a str>,
+    pub operation_id: Option<Uuid>,
+    pub request_id: Option<&'a str>,
+    pub before_state: Option<Value>,
+    pub after_state: Option<Value>,
+    pub detail: Option<Value>,
+}
+
+pub async fn insert(conn: &mut PgConnection, event: NewAuditEvent<'_>) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar!(
+        "insert into audit_events (actor, action, outcome, region, workforce_name, operation_id,
+                                   request_id, before_state, after_state, detail)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+         returning id",
+        event.actor,
+        event.action,
+        event.outcome,
+        event.region,
+        event.workforce_name,
+        event.operation_id,
+        event.request_id,
+        event.before_state,
+        event.after_state,
+        event.detail,
+    )
+    .fetch_one(conn)
+    .await
+}
+
+#[derive(Debug, Default)]
+pub struct AuditFilter<'a> {
+    pub region: Option<&'a str>,
+    pub workforce_name: Option<&'a str>,
+    pub operation_id: Option<Uuid>,
+    pub action: Option<&'a str>,
+    pub actor: Option<&'a str>,
+    pub outcome: Option<&'a str>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    /// Id of the last event of the previous page.
+    pub before_id: Option<i64>,
+    pub limit: i64,
+}
+
+/// Lists events newest first.
+pub async fn list(executor: impl PgExecutor<'_>, filter: AuditFilter<'_>) -> Result<Vec<AuditEventRow>, sqlx::Error> {
+    sqlx::query_as!(
+        AuditEventRow,
+        "select id, occurred_at, actor, action, outcome, region, workforce_name, operation_id,
+                request_id, before_state, after_state, detail
+           from audit_events
+          where ($1::text is null or region = $1)
+            and ($2::text is null or workforce_name = $2)
+            and ($3::uuid is null or operation_id = $3)
+            and ($4::text is null or action = $4)
+            and ($5::text is null or actor = $5)
+            and ($6::text is null or outcome = $6)
+            and ($7::timestamptz is null or occurred_at >= $7)
+            and ($8::timestamptz is null or occurred_at < $8)
+            and ($9::bigint is null or id < $9)
+          order by id desc
+          limit $10",
+        filter.region,
+        filter.workforce_name,
+        filter.operation_id,
+        filter.action,
+        filter.actor,
+        filter.outcome,
+        filter.since,
+        filter.until,
+        filter.before_id,
+        filter.limit,
+    )
+    .fetch_all(executor)
+    .await
+}

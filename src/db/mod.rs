@@ -1,0 +1,49 @@
+//! Storage: the PostgreSQL pool, migrations and one module of queries per table.
+
+pub mod audit;
+pub mod operations;
+pub mod workforces;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::migrate::MigrateDatabase;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Postgres};
+
+/// Migrations embedded in the binary, applied at start.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Creates the database if it is missing, connects and applies pending migrations.
+pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+    if !Postgres::database_exists(url).await.context("failed to reach PostgreSQL")? {
+        Postgres::create_database(url).await.context("failed to create the database")?;
+        tracing::info!("created the database");
+    }
+    let options: PgConnectOptions = url.parse().context("invalid DATABASE_URL")?;
+    let pool = PgPoolOptions::new()
+        .max_connections(max_connections)
+        // Fail fast while the database is down, so requests get a 503 instead of hanging.
+        .acquire_timeout(Duration::from_secs(3))
+        .connect_with(options.application_name("workforce-service"))
+        .await
+        .context("failed to connect to PostgreSQL")?;
+    MIGRATOR.run(&pool).await.context("failed to apply database migrations")?;
+    Ok(pool)
+}
+
+/// Returns true when `error` is a unique violation of the named constraint or index.
+pub fn is_unique_violation(error: &sqlx::Error, constraint: &str) -> bool {
+    match error {
+        sqlx::Error::Database(db_error) => {
+            db_error.is_unique_violation() && db_error.constraint() == Some(constraint)
+        }
+        _ => false,
+    }
+}
+
+/// Returns true when `error` means the database cannot be reached right now.
+pub fn is_unavailable(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed | sqlx::Error::Tls(_))
+        || matches!(error, sqlx::Error::Database(db) if db.code().is_some_and(|code| code.starts_with("57P") || code.starts_with("08")))
+}

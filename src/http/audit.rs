@@ -1,0 +1,76 @@
+//! The audit log route.
+
+use axum::extract::State;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use utoipa::IntoParams;
+use uuid::Uuid;
+
+use super::error::{ApiError, Problem};
+use super::extract::Query;
+use super::models::{AuditEventListResponse, AuditEventResponse};
+use super::{AppState, pagination};
+use crate::db::audit::{self as audit_store, AuditFilter};
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ListAuditEventsQuery {
+    region: Option<String>,
+    workforce_name: Option<String>,
+    operation_id: Option<Uuid>,
+    /// Such as `workforce.create.requested` or `operation.succeeded`.
+    action: Option<String>,
+    actor: Option<String>,
+    outcome: Option<String>,
+    /// Only events at or after this time (RFC 3339).
+    since: Option<DateTime<Utc>>,
+    /// Only events before this time (RFC 3339).
+    until: Option<DateTime<Utc>>,
+    /// Page size, 1 to 200 (default 50).
+    limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+/// List audit events
+///
+/// Lists the append-only audit log newest first: every accepted or rejected change and every
+/// transition of an operation, with the workforce state before and after.
+#[utoipa::path(
+    get,
+    path = "/v1/audit-events",
+    tag = "audit",
+    params(ListAuditEventsQuery),
+    responses(
+        (status = 200, body = AuditEventListResponse),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list_audit_events(State(state): State<AppState>, Query(query): Query<ListAuditEventsQuery>) -> Result<axum::Json<AuditEventListResponse>, ApiError> {
+    let limit = pagination::limit(query.limit)?;
+    let before_id = match &query.cursor {
+        Some(cursor) => Some(pagination::decode(cursor)?.parse::<i64>().map_err(|_| pagination::invalid_cursor())?),
+        None => None,
+    };
+    let rows = audit_store::list(
+        &state.db,
+        AuditFilter {
+            region: query.region.as_deref(),
+            workforce_name: query.workforce_name.as_deref(),
+            operation_id: query.operation_id,
+            action: query.action.as_deref(),
+            actor: query.actor.as_deref(),
+            outcome: query.outcome.as_deref(),
+            since: query.since,
+            until: query.until,
+            before_id,
+            limit: limit + 1,
+        },
+    )
+    .await?;
+    let has_more = rows.len() as i64 > limit;
+    let page: Vec<_> = rows.into_iter().take(limit as usize).collect();
+    let next_cursor = has_more.then(|| page.last().map(|e| pagination::encode(&e.id.to_string()))).flatten();
+    Ok(axum::Json(AuditEventListResponse { items: page.into_iter().map(AuditEventResponse::from).collect(), next_cursor }))
+}

@@ -1,0 +1,165 @@
+//! The one error type of the HTTP API and its RFC 9457 `application/problem+json` form.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::domain::FieldError;
+
+pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
+
+/// An RFC 9457 problem details document.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({
+    "type": "/problems/validation-error",
+    "title": "Invalid request",
+    "status": 422,
+    "detail": "1 field is invalid; fix it and send the request again",
+    "request_id": "3f1c7d7e-2c1b-4a8e-9c55-0d6f5a1b2c3d",
+    "errors": [{"field": "vpc_config.subnets", "reason": "must list between 1 and 16 ids, but lists 0"}]
+}))]
+pub struct Problem {
+    /// URI reference that names the kind of problem.
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    /// Short summary of the kind of problem.
+    pub title: String,
+    /// HTTP status code.
+    pub status: u16,
+    /// What went wrong in this request and what to do about it.
+    pub detail: String,
+    /// Id of the request, as in the `X-Request-Id` response header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// Invalid fields, for validation problems.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+    /// Id of the operation in flight, for conflicts caused by one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation_id: Option<Uuid>,
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, slug: &str, title: &str, detail: impl Into<String>) -> Self {
+        Self {
+            problem_type: format!("/problems/{slug}"),
+            title: title.to_owned(),
+            status: status.as_u16(),
+            detail: detail.into(),
+            request_id: None,
+            errors: Vec::new(),
+            operation_id: None,
+        }
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = (status, axum::Json(self)).into_response();
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_CONTENT_TYPE));
+        response
+    }
+}
+
+/// The cause of a 5xx answer, attached to the response for the access log and never sent.
+#[derive(Debug, Clone)]
+pub struct ErrorCause(pub String);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body or a parameter could not be read at all (malformed JSON, wrong type).
+    #[error("bad request: {detail}")]
+    BadRequest { detail: String, errors: Vec<FieldError> },
+    /// The request was readable but breaks a rule of the AWS model or of the service.
+    #[error("invalid request")]
+    Validation(Vec<FieldError>),
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The workforce's state forbids the change.
+    #[error("conflict: {detail}")]
+    Conflict { detail: String, operation_id: Option<Uuid> },
+    #[error("unsupported media type: {0}")]
+    UnsupportedMediaType(String),
+    #[error("payload too large")]
+    PayloadTooLarge,
+    /// The database cannot be reached; the client may retry shortly.
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal error: {0:#}")]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> Self {
+        if crate::db::is_unavailable(&error) {
+            Self::Unavailable(error.to_string())
+        } else {
+            Self::Internal(anyhow::Error::new(error).context("database query failed"))
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let problem = match &self {
+            Self::BadRequest { detail, errors } => {
+                let mut problem = Problem::new(StatusCode::BAD_REQUEST, "bad-request", "Malformed request", detail.clone());
+                problem.errors = errors.clone();
+                problem
+            }
+            Self::Validation(errors) => {
+                let count = errors.len();
+                let noun = if count == 1 { "field is" } else { "fields are" };
+                let mut problem = Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "validation-error",
+                    "Invalid request",
+                    format!("{count} {noun} invalid; fix them as each reason says and send the request again"),
+                );
+                problem.errors = errors.clone();
+                problem
+            }
+            Self::NotFound(detail) => Problem::new(StatusCode::NOT_FOUND, "not-found", "Not found", detail.clone()),
+            Self::Conflict { detail, operation_id } => {
+                let mut problem = Problem::new(StatusCode::CONFLICT, "conflict", "Conflict with the workforce's state", detail.clone());
+                problem.operation_id = *operation_id;
+                problem
+            }
+            Self::UnsupportedMediaType(detail) => Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+                detail.clone(),
+            ),
+            Self::PayloadTooLarge => Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                "Request body too large",
+                "the request body is larger than this service accepts; send a smaller body",
+            ),
+            Self::Unavailable(_) => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service-unavailable",
+                "Service unavailable",
+                "the database is unreachable; nothing was changed, retry in a few seconds",
+            ),
+            Self::Internal(_) => Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal-error",
+                "Internal error",
+                "the service failed to handle the request; nothing is known to have changed, retry later or report the request id",
+            ),
+        };
+        let mut response = problem.into_response();
+        if matches!(self, Self::Internal(_) | Self::Unavailable(_)) {
+            response.extensions_mut().insert(ErrorCause(format!("{self}")));
+        }
+        if matches!(self, Self::Unavailable(_)) {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        response
+    }
+}

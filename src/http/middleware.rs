@@ -1,0 +1,120 @@
+//! Middleware: one problem format for every error, and one access-log line per request.
+
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{MatchedPath, Request};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::REQUEST_ID_HEADER;
+use super::error::{ApiError, ErrorCause, PROBLEM_CONTENT_TYPE, Problem};
+
+/// Largest error body that is rewritten; problem bodies are far smaller.
+const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
+
+pub async fn unknown_route() -> ApiError {
+    ApiError::NotFound("no such route; see /docs for the routes of this API".to_owned())
+}
+
+pub async fn method_not_allowed() -> Response {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "Method not allowed",
+        "this route does not accept this HTTP method; see /docs for the methods it accepts",
+    )
+    .into_response()
+}
+
+fn request_id(request: &Request) -> Option<String> {
+    request.headers().get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+/// Marks an error response whose own body is meant for the client, such as a readiness report.
+#[derive(Debug, Clone, Copy)]
+pub struct KeepBody;
+
+/// Turns every error response into `application/problem+json` carrying the request id,
+/// including the plain-text rejections of axum and tower-http.
+pub async fn problem_details(request: Request, next: Next) -> Response {
+    let request_id = request_id(&request);
+    let response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) || response.extensions().get::<KeepBody>().is_some() {
+        return response;
+    }
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_CONTENT_TYPE.as_bytes()));
+    let (mut parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, MAX_ERROR_BODY_BYTES).await.unwrap_or_default();
+    let mut problem = match is_problem.then(|| serde_json::from_slice::<Problem>(&bytes).ok()).flatten() {
+        Some(problem) => problem,
+        None => problem_for_status(status, &bytes),
+    };
+    problem.request_id = request_id;
+    let body = serde_json::to_vec(&problem).expect("a problem serializes");
+    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_CONTENT_TYPE));
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(body))
+}
+
+/// Builds a problem for an error response that was not one, such as a timeout or a body that
+/// exceeded the size limit. Text of 5xx responses is never passed on.
+fn problem_for_status(status: StatusCode, body: &[u8]) -> Problem {
+    match status {
+        StatusCode::PAYLOAD_TOO_LARGE => Problem::new(
+            status,
+            "payload-too-large",
+            "Request body too large",
+            "the request body is larger than this service accepts; send a smaller body",
+        ),
+        StatusCode::SERVICE_UNAVAILABLE | StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => Problem::new(
+            status,
+            "timeout",
+            "Request timed out",
+            "the request took longer than this service allows; retry, and check the operation list before repeating a change",
+        ),
+        status if status.is_server_error() => Problem::new(
+            status,
+            "internal-error",
+            "Internal error",
+            "the service failed to handle the request; retry later or report the request id",
+        ),
+        status => {
+            let text = String::from_utf8_lossy(body);
+            let detail = if text.trim().is_empty() || text.len() > 500 {
+                status.canonical_reason().unwrap_or("request rejected").to_owned()
+            } else {
+                text.trim().to_owned()
+            };
+            Problem::new(status, "bad-request", status.canonical_reason().unwrap_or("Request rejected"), detail)
+        }
+    }
+}
+
+/// Logs one line per request: method, matched route, status, duration and request id, and for
+/// 5xx answers the cause that the response body does not show.
+pub async fn access_log(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let request_id = request_id(&request).unwrap_or_default();
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let cause = response.extensions().get::<ErrorCause>().map(|c| c.0.as_str());
+    if let Some(cause) = cause {
+        tracing::error!(http.method = %method, http.route = %route, http.status = status, duration_ms, request_id, error = cause, "request failed");
+    } else {
+        tracing::info!(http.method = %method, http.route = %route, http.status = status, duration_ms, request_id, actor = "anonymous", "request");
+    }
+    response
+}

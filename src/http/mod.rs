@@ -1,0 +1,139 @@
+//! The HTTP edge: application state, router, middleware and one module per resource.
+
+pub mod audit;
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod middleware;
+pub mod models;
+pub mod operations;
+pub mod pagination;
+pub mod workforces;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{HeaderName, StatusCode};
+use sqlx::PgPool;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use utoipa_swagger_ui::{Config as SwaggerConfig, SwaggerUi};
+
+use crate::aws::Aws;
+use crate::changes::Acceptor;
+use crate::config::Mode;
+use crate::domain::{FieldError, Region};
+use crate::secrets::SecretSealer;
+use error::ApiError;
+
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Everything a handler needs, cloned cheaply into each request.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: PgPool,
+    pub aws: Aws,
+    pub sealer: SecretSealer,
+    pub mode: Mode,
+    pub regions: Arc<Vec<Region>>,
+    pub operation_deadline: Duration,
+    pub refresh_after: Duration,
+    pub refreshes: crate::refresh::RefreshesInFlight,
+    /// Set while the background workers run; `/readyz` reports it.
+    pub workers_running: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl AppState {
+    pub fn acceptor(&self) -> Acceptor<'_> {
+        Acceptor { db: &self.db, sealer: &self.sealer, deadline: self.operation_deadline }
+    }
+
+    /// Parses a region path parameter and checks that this service manages it.
+    pub fn region(&self, value: &str) -> Result<Region, ApiError> {
+        let region = Region::parse("region", value).map_err(|error| ApiError::BadRequest {
+            detail: format!("invalid path parameter region: {}", error.reason),
+            errors: vec![error],
+        })?;
+        if !self.regions.contains(&region) {
+            let configured: Vec<&str> = self.regions.iter().map(Region::as_str).collect();
+            return Err(ApiError::NotFound(format!(
+                "region {region} is not managed by this service; the configured regions are {}",
+                configured.join(", ")
+            )));
+        }
+        Ok(region)
+    }
+}
+
+/// Converts a path parameter parse failure into a 400 problem naming the parameter.
+pub fn bad_path_parameter(error: FieldError) -> ApiError {
+    ApiError::BadRequest { detail: format!("invalid path parameter {}: {}", error.field, error.reason), errors: vec![error] }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "workforce-service",
+        description = "Manage Amazon SageMaker Ground Truth private workforces and their VPC configurations. \
+Changes are accepted with `202 Accepted` and carried out by background workers; follow them through the operation in the response.",
+    ),
+    tags(
+        (name = "workforces", description = "Private workforces and their settings"),
+        (name = "operations", description = "Long-running changes and their progress"),
+        (name = "audit", description = "The append-only audit log"),
+        (name = "health", description = "Liveness and readiness"),
+    )
+)]
+struct ApiDoc;
+
+/// Builds the routes and the OpenAPI document from the same handler list.
+pub fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(workforces::list_workforces))
+        .routes(routes!(workforces::create_workforce))
+        .routes(routes!(workforces::get_workforce, workforces::delete_workforce))
+        .routes(routes!(workforces::put_vpc_config, workforces::delete_vpc_config))
+        .routes(routes!(workforces::put_source_ip_config))
+        .routes(routes!(workforces::put_oidc_config))
+        .routes(routes!(operations::list_operations))
+        .routes(routes!(operations::get_operation))
+        .routes(routes!(audit::list_audit_events))
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .split_for_parts()
+}
+
+/// Returns the OpenAPI document of the API.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_router().1
+}
+
+/// Limits applied to every request.
+#[derive(Debug, Clone)]
+pub struct HttpLimits {
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+}
+
+/// Builds the complete application: API routes, docs, fallback and middleware.
+pub fn app(state: AppState, limits: &HttpLimits) -> Router {
+    let (api, openapi) = api_router();
+    let swagger = SwaggerUi::new("/docs")
+        .url("/openapi.json", openapi)
+        .config(SwaggerConfig::default().validator_url("none").try_it_out_enabled(true));
+    api.with_state(state)
+        .merge(swagger)
+        .fallback(middleware::unknown_route)
+        .method_not_allowed_fallback(middleware::method_not_allowed)
+        .layer(RequestBodyLimitLayer::new(limits.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, limits.request_timeout))
+        .layer(axum::middleware::from_fn(middleware::problem_details))
+        .layer(axum::middleware::from_fn(middleware::access_log))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID_HEADER))
+        .layer(SetRequestIdLayer::new(REQUEST_ID_HEADER, MakeRequestUuid))
+}

@@ -1,0 +1,427 @@
+//! Request and response bodies of the API, and their conversion from stored rows.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::db::audit::AuditEventRow;
+use crate::db::operations::OperationRow;
+use crate::db::workforces::WorkforceRow;
+use crate::domain::oidc_fields;
+use crate::domain::{
+    Change, CognitoConfig, FieldError, IpAddressType, OidcConfig, OidcSecret, OperationKind, OperationStatus,
+    SourceIpConfig, Tag, Violations, VpcConfig, WorkforceName,
+};
+
+/// The Cognito user pool and app client that sign workers in.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"user_pool": "us-east-1_AbC123", "client_id": "portal"}))]
+pub struct CognitoConfigBody {
+    /// Cognito user pool id, such as `us-east-1_AbC123`.
+    pub user_pool: String,
+    /// App client id of the user pool.
+    pub client_id: String,
+}
+
+/// An OIDC identity provider. The client secret is sent to SageMaker and never stored or shown.
+#[derive(Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "client_id": "labeling-portal",
+    "client_secret": "example-secret",
+    "issuer": "https://idp.example.com",
+    "authorization_endpoint": "https://idp.example.com/authorize",
+    "token_endpoint": "https://idp.example.com/token",
+    "user_info_endpoint": "https://idp.example.com/userinfo",
+    "logout_endpoint": "https://idp.example.com/logout",
+    "jwks_uri": "https://idp.example.com/.well-known/jwks.json",
+    "scope": "openid email"
+}))]
+pub struct OidcConfigRequest {
+    pub client_id: String,
+    /// Write-only: passed to SageMaker, never stored, logged or returned.
+    #[schema(write_only)]
+    pub client_secret: String,
+    pub issuer: String,
+    pub authorization_endpoint: String,
+    pub token_endpoint: String,
+    pub user_info_endpoint: String,
+    pub logout_endpoint: String,
+    pub jwks_uri: String,
+    /// Scopes separated by single spaces.
+    #[serde(default)]
+    pub scope: Option<String>,
+    /// Up to 10 extra parameters for the authentication request.
+    #[serde(default)]
+    pub authentication_request_extra_params: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for OidcConfigRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcConfigRequest").field("client_id", &self.client_id).field("issuer", &self.issuer).finish_non_exhaustive()
+    }
+}
+
+impl OidcConfigRequest {
+    pub fn parse(&self, field: &str, violations: &mut Violations) -> Option<OidcConfig> {
+        OidcConfig::parse(
+            field,
+            oidc_fields(
+                &self.client_id,
+                &self.client_secret,
+                [&self.issuer, &self.authorization_endpoint, &self.token_endpoint, &self.user_info_endpoint, &self.logout_endpoint, &self.jwks_uri],
+                self.scope.as_deref(),
+                &self.authentication_request_extra_params,
+            ),
+            violations,
+        )
+    }
+}
+
+/// The VPC, security groups and subnets in which Ground Truth creates the portal's endpoints.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "vpc_id": "vpc-0a10000000000000a",
+    "security_group_ids": ["sg-0a10000000000001a"],
+    "subnets": ["subnet-0a10000000000001a", "subnet-0a10000000000002a"]
+}))]
+pub struct VpcConfigRequest {
+    pub vpc_id: String,
+    /// 1 to 5 security groups of the VPC.
+    pub security_group_ids: Vec<String>,
+    /// 1 to 16 subnets of the VPC.
+    pub subnets: Vec<String>,
+}
+
+impl VpcConfigRequest {
+    pub fn parse(&self, field: &str, violations: &mut Violations) -> Option<VpcConfig> {
+        VpcConfig::parse(field, &self.vpc_id, &self.security_group_ids, &self.subnets, violations)
+    }
+}
+
+/// The CIDR blocks allowed to reach the public worker portal. An empty list lifts the
+/// restriction. It does not apply to access through the VPC.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"cidrs": ["10.0.0.0/16", "192.0.2.0/24"]}))]
+pub struct SourceIpConfigRequest {
+    /// 0 to 10 CIDR blocks.
+    pub cidrs: Vec<String>,
+}
+
+/// A key and value attached to the workforce in AWS.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceTag {
+    pub key: String,
+    pub value: String,
+}
+
+/// A new private workforce. Set exactly one of `cognito_config` and `oidc_config`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "name": "labelers",
+    "cognito_config": {"user_pool": "us-east-1_AbC123", "client_id": "portal"},
+    "vpc_config": {
+        "vpc_id": "vpc-0a10000000000000a",
+        "security_group_ids": ["sg-0a10000000000001a"],
+        "subnets": ["subnet-0a10000000000001a", "subnet-0a10000000000002a"]
+    },
+    "source_ip_config": {"cidrs": ["10.0.0.0/16"]},
+    "tags": [{"key": "team", "value": "vision"}]
+}))]
+pub struct CreateWorkforceRequest {
+    /// 1 to 63 letters, digits and hyphens, starting with a letter or digit.
+    pub name: String,
+    #[serde(default)]
+    pub cognito_config: Option<CognitoConfigBody>,
+    #[serde(default)]
+    pub oidc_config: Option<OidcConfigRequest>,
+    #[serde(default)]
+    pub vpc_config: Option<VpcConfigRequest>,
+    #[serde(default)]
+    pub source_ip_config: Option<SourceIpConfigRequest>,
+    /// Up to 50 tags.
+    #[serde(default)]
+    pub tags: Vec<ResourceTag>,
+    /// `ipv4` (the default) or `dualstack`, which also allows IPv6 CIDR blocks.
+    #[serde(default)]
+    pub ip_address_type: Option<IpAddressType>,
+}
+
+/// A create request after validation.
+pub struct ValidCreate {
+    pub name: WorkforceName,
+    pub change: Change,
+    pub secret: Option<OidcSecret>,
+}
+
+impl CreateWorkforceRequest {
+    pub fn validate(&self) -> Result<ValidCreate, Vec<FieldError>> {
+        let mut violations = Violations::default();
+        let name = violations.check(WorkforceName::parse("name", &self.name));
+        let cognito = match (&self.cognito_config, &self.oidc_config) {
+            (Some(_), Some(_)) => {
+                violations.push("oidc_config", "set either cognito_config or oidc_config, not both");
+                None
+            }
+            (None, None) => {
+                violations.push("cognito_config", "set exactly one of cognito_config and oidc_config");
+                None
+            }
+            (Some(cognito), None) => CognitoConfig::parse("cognito_config", &cognito.user_pool, &cognito.client_id, &mut violations),
+            (None, Some(_)) => None,
+        };
+        let oidc = self.oidc_config.as_ref().filter(|_| self.cognito_config.is_none()).and_then(|o| o.parse("oidc_config", &mut violations));
+        let ip_address_type = self.ip_address_type.unwrap_or_default();
+        let vpc_config = self.vpc_config.as_ref().map(|v| v.parse("vpc_config", &mut violations));
+        let source_ip_config = self
+            .source_ip_config
+            .as_ref()
+            .map(|s| SourceIpConfig::parse("source_ip_config.cidrs", &s.cidrs, ip_address_type, &mut violations));
+        let tag_pairs: Vec<(String, String)> = self.tags.iter().map(|t| (t.key.clone(), t.value.clone())).collect();
+        let tags = Tag::parse_list("tags", &tag_pairs, &mut violations);
+        if !violations.is_empty() {
+            return Err(violations.into_errors());
+        }
+        let (Some(name), Some(tags)) = (name, tags) else { unreachable!("no violations means every part parsed") };
+        let secret = oidc.as_ref().map(|o| o.client_secret.clone());
+        Ok(ValidCreate {
+            name,
+            change: Change::CreateWorkforce {
+                cognito_config: cognito,
+                oidc_config: oidc.map(|o| o.settings),
+                vpc_config: vpc_config.flatten(),
+                source_ip_config: source_ip_config.flatten(),
+                tags,
+                ip_address_type: self.ip_address_type,
+            },
+            secret,
+        })
+    }
+}
+
+/// The OIDC settings of a workforce, without the client secret.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct OidcConfigResponse {
+    pub client_id: String,
+    pub issuer: String,
+    pub authorization_endpoint: String,
+    pub token_endpoint: String,
+    pub user_info_endpoint: String,
+    pub logout_endpoint: String,
+    pub jwks_uri: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    #[serde(default)]
+    pub authentication_request_extra_params: BTreeMap<String, String>,
+}
+
+/// A workforce's VPC configuration with the interface endpoint Ground Truth created for it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct VpcConfigResponse {
+    pub vpc_id: String,
+    pub security_group_ids: Vec<String>,
+    pub subnets: Vec<String>,
+    /// Set by SageMaker once the workforce is `Active` with this configuration.
+    #[serde(default)]
+    pub vpc_endpoint_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SourceIpConfigResponse {
+    pub cidrs: Vec<String>,
+}
+
+/// A private workforce as last seen in SageMaker.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct WorkforceResponse {
+    pub region: String,
+    pub name: String,
+    /// Set once SageMaker has created the workforce.
+    pub arn: Option<String>,
+    /// SageMaker's status: `Initializing`, `Updating`, `Deleting`, `Failed` or `Active`; null
+    /// until SageMaker has been asked to create the workforce.
+    pub status: Option<String>,
+    /// SageMaker's reason when the status is `Failed`.
+    pub failure_reason: Option<String>,
+    /// Subdomain of the worker portal.
+    pub subdomain: Option<String>,
+    /// `cognito` or `oidc`.
+    pub auth_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cognito_config: Option<CognitoConfigBody>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oidc_config: Option<OidcConfigResponse>,
+    pub vpc_config: Option<VpcConfigResponse>,
+    pub source_ip_config: SourceIpConfigResponse,
+    pub tags: Vec<ResourceTag>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// When the service last read this workforce from SageMaker.
+    pub aws_refreshed_at: Option<DateTime<Utc>>,
+    /// The change in progress, if any.
+    pub operation_in_flight: Option<OperationResponse>,
+}
+
+impl WorkforceResponse {
+    pub fn from_row(row: &WorkforceRow, in_flight: Option<&OperationRow>) -> Self {
+        let cognito_config = row.auth_config.get("cognito_config").and_then(|v| serde_json::from_value(v.clone()).ok());
+        let oidc_config = row.auth_config.get("oidc_config").and_then(|v| serde_json::from_value(v.clone()).ok());
+        Self {
+            region: row.region.clone(),
+            name: row.name.clone(),
+            arn: row.arn.clone(),
+            status: row.aws_status.clone(),
+            failure_reason: row.failure_reason.clone(),
+            subdomain: row.subdomain.clone(),
+            auth_type: row.auth_kind.clone(),
+            cognito_config,
+            oidc_config,
+            vpc_config: row.vpc_config.as_ref().and_then(|v| serde_json::from_value(v.clone()).ok()),
+            source_ip_config: SourceIpConfigResponse { cidrs: row.source_ip_cidrs.clone() },
+            tags: serde_json::from_value(row.tags.clone()).unwrap_or_default(),
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            aws_refreshed_at: row.aws_refreshed_at,
+            operation_in_flight: in_flight.map(OperationResponse::from_row),
+        }
+    }
+}
+
+/// Why an operation failed.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct OperationFailure {
+    /// AWS's error code (such as `ValidationException`), `WorkforceFailed` when SageMaker
+    /// reported the workforce `Failed`, or `OperationTimedOut`.
+    pub code: String,
+    pub message: String,
+}
+
+/// A long-running change of a workforce.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct OperationResponse {
+    pub id: Uuid,
+    pub kind: OperationKind,
+    pub status: OperationStatus,
+    pub region: String,
+    pub workforce_name: String,
+    /// The workforce status SageMaker last reported while this operation ran.
+    pub aws_status: Option<String>,
+    pub failure: Option<OperationFailure>,
+    /// The requested change, without secrets.
+    #[schema(value_type = Object)]
+    pub change: Value,
+    /// Findings of the VPC prerequisite checks, when the change has a VPC configuration.
+    #[schema(value_type = Vec<Object>)]
+    pub findings: Value,
+    pub attempts: i32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub submitted_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub deadline_at: DateTime<Utc>,
+    pub request_id: Option<String>,
+    pub actor: String,
+}
+
+impl OperationResponse {
+    pub fn from_row(row: &OperationRow) -> Self {
+        let mut change = row.request.clone();
+        if let Value::Object(map) = &mut change {
+            map.remove("kind");
+        }
+        Self {
+            id: row.id,
+            kind: OperationKind::parse(&row.kind).unwrap_or(OperationKind::CreateWorkforce),
+            status: OperationStatus::parse(&row.status).unwrap_or(OperationStatus::Pending),
+            region: row.region.clone(),
+            workforce_name: row.workforce_name.clone(),
+            aws_status: row.aws_status.clone(),
+            failure: row.failure_code.as_ref().map(|code| OperationFailure {
+                code: code.clone(),
+                message: row.failure_message.clone().unwrap_or_default(),
+            }),
+            change,
+            findings: row.findings.clone(),
+            attempts: row.attempts,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            submitted_at: row.submitted_at,
+            finished_at: row.finished_at,
+            deadline_at: row.deadline_at,
+            request_id: row.request_id.clone(),
+            actor: row.actor.clone(),
+        }
+    }
+}
+
+/// One entry of the audit log.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AuditEventResponse {
+    pub id: i64,
+    pub occurred_at: DateTime<Utc>,
+    pub actor: String,
+    /// What happened, such as `workforce.create.requested` or `operation.succeeded`.
+    pub action: String,
+    /// `accepted`, `rejected`, `started`, `submitted`, `succeeded` or `failed`.
+    pub outcome: String,
+    pub region: Option<String>,
+    pub workforce_name: Option<String>,
+    pub operation_id: Option<Uuid>,
+    pub request_id: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub before: Option<Value>,
+    #[schema(value_type = Option<Object>)]
+    pub after: Option<Value>,
+    #[schema(value_type = Option<Object>)]
+    pub detail: Option<Value>,
+}
+
+impl From<AuditEventRow> for AuditEventResponse {
+    fn from(row: AuditEventRow) -> Self {
+        Self {
+            id: row.id,
+            occurred_at: row.occurred_at,
+            actor: row.actor,
+            action: row.action,
+            outcome: row.outcome,
+            region: row.region,
+            workforce_name: row.workforce_name,
+            operation_id: row.operation_id,
+            request_id: row.request_id,
+            before: row.before_state,
+            after: row.after_state,
+            detail: row.detail,
+        }
+    }
+}
+
+/// A page of workforces.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct WorkforceListResponse {
+    pub items: Vec<WorkforceResponse>,
+    /// Pass as `cursor` to get the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// A page of operations, newest first.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct OperationListResponse {
+    pub items: Vec<OperationResponse>,
+    pub next_cursor: Option<String>,
+}
+
+/// A page of audit events, newest first.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AuditEventListResponse {
+    pub items: Vec<AuditEventResponse>,
+    pub next_cursor: Option<String>,
+}

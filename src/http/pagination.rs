@@ -1,0 +1,44 @@
+//! Opaque cursors for list endpoints.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use super::error::ApiError;
+use crate::domain::FieldError;
+
+/// Items per page when the caller sets no `limit`.
+pub const DEFAULT_LIMIT: u32 = 50;
+/// Largest page a caller may ask for.
+pub const MAX_LIMIT: u32 = 200;
+
+pub fn encode(position: &str) -> String {
+    URL_SAFE_NO_PAD.encode(position)
+}
+
+/// Decodes a cursor made by [`encode`]; anything else is a 400 naming `cursor`.
+pub fn decode(cursor: &str) -> Result<String, ApiError> {
+    URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .ok_or_else(|| invalid_cursor())
+}
+
+pub fn invalid_cursor() -> ApiError {
+    ApiError::BadRequest {
+        detail: "invalid query parameter cursor: pass the next_cursor value of the previous page unchanged".to_owned(),
+        errors: vec![FieldError::new("cursor", "is not a cursor returned by this endpoint")],
+    }
+}
+
+/// Checks a page size and applies the default.
+pub fn limit(limit: Option<u32>) -> Result<i64, ApiError> {
+    match limit {
+        None => Ok(i64::from(DEFAULT_LIMIT)),
+        Some(value) if (1..=MAX_LIMIT).contains(&value) => Ok(i64::from(value)),
+        Some(value) => Err(ApiError::BadRequest {
+            detail: format!("invalid query parameter limit: {value} is outside 1..={MAX_LIMIT}"),
+            errors: vec![FieldError::new("limit", format!("must be between 1 and {MAX_LIMIT}"))],
+        }),
+    }
+}

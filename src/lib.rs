@@ -1,0 +1,13 @@
+//! workforce-service: a REST API that manages Amazon SageMaker Ground Truth private workforces
+//! and their VPC configurations, with durable background operations and an audit log.
+
+pub mod app;
+pub mod aws;
+pub mod changes;
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod http;
+pub mod refresh;
+pub mod secrets;
+pub mod worker;

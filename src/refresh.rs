@@ -1,0 +1,85 @@
+//! Keeps the stored workforce records close to AWS: a background refresh when a read finds a
+//! stale record, and a sync of every configured region at start.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use crate::aws::Aws;
+use crate::db::{operations, workforces};
+use crate::domain::Region;
+use crate::http::AppState;
+
+/// Workforces whose refresh is running, so that a burst of reads starts one refresh.
+#[derive(Debug, Clone, Default)]
+pub struct RefreshesInFlight(Arc<Mutex<HashSet<(Region, String)>>>);
+
+/// Starts a background refresh of a workforce record that is older than the refresh interval.
+/// The read that triggered it answers at once from the stored record.
+pub fn refresh_if_stale(state: &AppState, region: &Region, row: &workforces::WorkforceRow) {
+    // A workforce that SageMaker has not been asked to create yet has nothing to refresh.
+    if row.aws_status.is_none() {
+        return;
+    }
+    let stale = row.aws_refreshed_at.is_none_or(|at| {
+        chrono::Utc::now().signed_duration_since(at).to_std().unwrap_or_default() > state.refresh_after
+    });
+    if !stale {
+        return;
+    }
+    let key = (region.clone(), row.name.clone());
+    if !state.refreshes.0.lock().expect("refresh set lock").insert(key.clone()) {
+        return;
+    }
+    let state = state.clone();
+    tokio::spawn(async move {
+        if let Err(error) = refresh_workforce(&state.db, &state.aws, &key.0, &key.1).await {
+            tracing::info!(workforce.name = %key.1, aws.region = %key.0, error = %format!("{error:#}"), "failed to refresh a workforce from AWS");
+        }
+        state.refreshes.0.lock().expect("refresh set lock").remove(&key);
+    });
+}
+
+/// Reads one workforce from AWS and stores what it reported, unless an operation is in flight
+/// (its worker keeps the record current).
+pub async fn refresh_workforce(db: &sqlx::PgPool, aws: &Aws, region: &Region, name: &str) -> anyhow::Result<()> {
+    let snapshot = aws.describe_workforce(region, name).await?;
+    let mut tx = db.begin().await?;
+    if operations::find_unfinished(&mut *tx, region.as_str(), name).await?.is_some() {
+        return Ok(());
+    }
+    match snapshot {
+        Some(snapshot) => workforces::apply_snapshot(&mut tx, region.as_str(), &snapshot).await?,
+        None => {
+            tracing::info!(workforce.name = name, aws.region = %region, "workforce no longer exists in AWS; removing its record");
+            workforces::delete(&mut tx, region.as_str(), name).await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Records the workforces that exist in AWS but not in the database, such as ones created
+/// before this service ran, for every configured region.
+pub async fn sync_regions(db: &sqlx::PgPool, aws: &Aws, regions: &[Region]) {
+    for region in regions {
+        let listed = match aws.list_workforces(region).await {
+            Ok(listed) => listed,
+            Err(error) => {
+                tracing::warn!(aws.region = %region, error = %error, "failed to list workforces; the region is synced on the next start");
+                continue;
+            }
+        };
+        for snapshot in listed {
+            let adopted = async {
+                let mut conn = db.acquire().await?;
+                workforces::adopt(&mut conn, region.as_str(), &snapshot).await
+            }
+            .await;
+            match adopted {
+                Ok(true) => tracing::info!(workforce.name = %snapshot.name, aws.region = %region, "recorded a workforce found in AWS"),
+                Ok(false) => {}
+                Err(error) => tracing::warn!(workforce.name = %snapshot.name, aws.region = %region, error = %error, "failed to record a workforce found in AWS"),
+            }
+        }
+    }
+}

@@ -1,0 +1,444 @@
+//! Background workers that carry operations to SageMaker and wait for the result.
+//!
+//! A worker claims a due operation with a lease, runs one step (a few AWS calls, never while a
+//! transaction is open), records the result with its audit event in one transaction, and
+//! releases the lease. Each step reads the workforce from AWS before a mutating call, so an
+//! operation resumed after a crash or a lost lease never applies its change twice.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::aws::{Aws, AwsError, CreateWorkforceInput, UpdateWorkforceInput, WorkforceSnapshot};
+use crate::db::audit::{self, NewAuditEvent};
+use crate::db::operations::{self, OperationRow};
+use crate::db::workforces;
+use crate::domain::{Change, OidcConfig, OidcSecret, Region, WorkforceName};
+use crate::http::models::WorkforceResponse;
+use crate::secrets::SecretSealer;
+
+/// How workers schedule their steps.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    pub lease: Duration,
+    pub poll_initial: Duration,
+    pub poll_max: Duration,
+    pub idle_poll: Duration,
+}
+
+/// What one step found out.
+#[derive(Debug)]
+pub enum StepOutcome {
+    /// The mutating call was sent, or AWS already shows it applied: poll from now on.
+    Submitted { snapshot: Option<WorkforceSnapshot> },
+    /// The workforce is still changing: look again later.
+    Waiting { snapshot: Option<WorkforceSnapshot> },
+    Succeeded { snapshot: Option<WorkforceSnapshot> },
+    Failed { code: String, message: String, snapshot: Option<WorkforceSnapshot> },
+    /// A transient AWS failure: try the same step again later.
+    Retry { error: AwsError },
+    /// Another worker took the operation over; this one records nothing.
+    LeaseLost,
+}
+
+/// One worker. Several may run in one process and in several processes on one database.
+#[derive(Clone)]
+pub struct Worker {
+    db: PgPool,
+    aws: Aws,
+    sealer: SecretSealer,
+    settings: WorkerSettings,
+    id: String,
+}
+
+/// Statuses in which SageMaker is still applying a change.
+fn is_transitional(status: Option<&str>) -> bool {
+    matches!(status, Some("Initializing" | "Updating" | "Deleting"))
+}
+
+impl Worker {
+    pub fn new(db: PgPool, aws: Aws, sealer: SecretSealer, settings: WorkerSettings, id: String) -> Self {
+        Self { db, aws, sealer, settings, id }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Runs until `shutdown` is cancelled, then gives up this worker's leases.
+    pub async fn run(self, wake: Arc<Notify>, shutdown: CancellationToken) {
+        tracing::info!(worker.id = %self.id, "worker started");
+        while !shutdown.is_cancelled() {
+            match self.run_once().await {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(error) => tracing::warn!(worker.id = %self.id, error = %format!("{error:#}"), "worker step failed; retrying"),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = wake.notified() => {}
+                () = tokio::time::sleep(self.settings.idle_poll) => {}
+            }
+        }
+        match operations::release_leases(&self.db, &self.id).await {
+            Ok(released) => tracing::info!(worker.id = %self.id, released, "worker stopped and released its leases"),
+            Err(error) => tracing::warn!(worker.id = %self.id, error = %error, "worker stopped but failed to release its leases"),
+        }
+    }
+
+    /// Claims one due operation and runs one step of it. Returns false when nothing was due.
+    pub async fn run_once(&self) -> anyhow::Result<bool> {
+        let Some(operation) = self.claim().await? else { return Ok(false) };
+        let outcome = self.perform(&operation).await;
+        self.record(&operation, outcome).await?;
+        Ok(true)
+    }
+
+    /// Claims the next due operation, auditing its start if it was pending.
+    pub async fn claim(&self) -> anyhow::Result<Option<OperationRow>> {
+        let mut tx = self.db.begin().await?;
+        let Some(claimed) = operations::claim_due(&mut tx, &self.id, self.settings.lease).await? else {
+            return Ok(None);
+        };
+        let operation = claimed.operation;
+        if claimed.previous_status == "pending" {
+            audit::insert(
+                &mut tx,
+                NewAuditEvent {
+                    actor: "system",
+                    action: "operation.started",
+                    outcome: "started",
+                    region: Some(&operation.region),
+                    workforce_name: Some(&operation.workforce_name),
+                    operation_id: Some(operation.id),
+                    request_id: operation.request_id.as_deref(),
+                    detail: Some(json!({ "worker_id": self.id, "kind": operation.kind })),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        tracing::debug!(worker.id = %self.id, operation.id = %operation.id, operation.kind = %operation.kind, "claimed operation");
+        Ok(Some(operation))
+    }
+
+    /// Runs one step of a claimed operation against AWS, without recording its result.
+    pub async fn perform(&self, operation: &OperationRow) -> StepOutcome {
+        let Ok(change) = serde_json::from_value::<Change>(operation.request.clone()) else {
+            return StepOutcome::Failed { code: "InvalidOperation".into(), message: "the stored change cannot be read".into(), snapshot: None };
+        };
+        let region = Region::parse("region", &operation.region).expect("stored regions are valid");
+        let name = WorkforceName::parse("name", &operation.workforce_name).expect("stored names are valid");
+
+        let current = match self.aws.describe_workforce(&region, name.as_str()).await {
+            Ok(current) => current,
+            Err(error) => return StepOutcome::Retry { error },
+        };
+        if chrono::Utc::now() > operation.deadline_at {
+            return StepOutcome::Failed {
+                code: "OperationTimedOut".into(),
+                message: format!(
+                    "SageMaker did not finish the change before the deadline; the workforce is {}",
+                    current.as_ref().and_then(|c| c.status.as_deref()).unwrap_or("gone")
+                ),
+                snapshot: current,
+            };
+        }
+        match operation.phase.as_str() {
+            "poll" => poll_outcome(&change, current),
+            phase => self.submit(operation, phase == "submitting", &change, &region, &name, current).await,
+        }
+    }
+
+    /// Sends the mutating call unless AWS shows that it was already applied.
+    async fn submit(
+        &self,
+        operation: &OperationRow,
+        maybe_sent: bool,
+        change: &Change,
+        region: &Region,
+        name: &WorkforceName,
+        current: Option<WorkforceSnapshot>,
+    ) -> StepOutcome {
+        let status = current.as_ref().and_then(|c| c.status.as_deref());
+        // Decide from AWS's state whether the call is needed at all.
+        match change {
+            Change::CreateWorkforce { .. } if current.is_some() => return StepOutcome::Submitted { snapshot: current },
+            Change::CreateWorkforce { .. } => {}
+            Change::DeleteWorkforce => match status {
+                None => return StepOutcome::Succeeded { snapshot: None },
+                Some("Deleting") => return StepOutcome::Submitted { snapshot: current },
+                Some("Active" | "Failed") => {}
+                _ => return StepOutcome::Waiting { snapshot: current },
+            },
+            _ => {
+                let Some(snapshot) = current.as_ref() else {
+                    return StepOutcome::Failed {
+                        code: "WorkforceNotFound".into(),
+                        message: format!("SageMaker has no workforce named '{name}' in {region}"),
+                        snapshot: None,
+                    };
+                };
+                if maybe_sent && (status == Some("Updating") || change_applied(change, snapshot)) {
+                    return StepOutcome::Submitted { snapshot: current };
+                }
+                match status {
+                    Some("Active") => {}
+                    Some("Initializing" | "Updating") => return StepOutcome::Waiting { snapshot: current },
+                    other => {
+                        return StepOutcome::Failed {
+                            code: "WorkforceNotActive".into(),
+                            message: format!("the workforce is {}; SageMaker accepts changes only when it is Active", other.unwrap_or("in an unknown state")),
+                            snapshot: current,
+                        };
+                    }
+                }
+            }
+        }
+
+        let secret = match operation.sealed_secret.as_deref().map(|sealed| self.sealer.open(sealed)) {
+            None => None,
+            Some(Ok(secret)) => Some(secret),
+            Some(Err(error)) => {
+                return StepOutcome::Failed {
+                    code: "SecretUnavailable".into(),
+                    message: format!("{error}; send the OIDC configuration again"),
+                    snapshot: current,
+                };
+            }
+        };
+        match operations::mark_submitting(&self.db, operation.id, &self.id).await {
+            Ok(true) => {}
+            Ok(false) => return StepOutcome::LeaseLost,
+            Err(error) => {
+                return StepOutcome::Retry {
+                    error: AwsError::Transient { code: "DatabaseUnavailable".into(), message: error.to_string(), request_id: None },
+                };
+            }
+        }
+        let result = self.send_change(change, region, name, secret).await;
+        match result {
+            Ok(()) => {
+                tracing::info!(operation.id = %operation.id, operation.kind = %operation.kind, workforce.name = %name, aws.region = %region, "submitted change to SageMaker");
+                StepOutcome::Submitted { snapshot: None }
+            }
+            Err(error) if error.is_transient() => StepOutcome::Retry { error },
+            Err(error) => {
+                // Refresh the record, so that it shows what AWS kept after the rejection.
+                let snapshot = self.aws.describe_workforce(region, name.as_str()).await.ok().flatten();
+                StepOutcome::Failed { code: error.code().to_owned(), message: error.message().to_owned(), snapshot }
+            }
+        }
+    }
+
+    async fn send_change(&self, change: &Change, region: &Region, name: &WorkforceName, secret: Option<OidcSecret>) -> Result<(), AwsError> {
+        let missing_secret = || AwsError::Rejected {
+            code: "SecretUnavailable".into(),
+            message: "the OIDC client secret of this operation is no longer available; send the OIDC configuration again".into(),
+            request_id: None,
+        };
+        match change {
+            Change::CreateWorkforce { cognito_config, oidc_config, vpc_config, source_ip_config, tags, ip_address_type } => {
+                let oidc = match oidc_config {
+                    Some(settings) => Some(OidcConfig { settings: settings.clone(), client_secret: secret.ok_or_else(missing_secret)? }),
+                    None => None,
+                };
+                self.aws
+                    .create_workforce(
+                        region,
+                        CreateWorkforceInput {
+                            name,
+                            cognito_config: cognito_config.as_ref(),
+                            oidc_config: oidc.as_ref(),
+                            vpc_config: vpc_config.as_ref(),
+                            source_ip_config: source_ip_config.as_ref(),
+                            tags,
+                            ip_address_type: *ip_address_type,
+                        },
+                    )
+                    .await
+            }
+            Change::DeleteWorkforce => self.aws.delete_workforce(region, name).await,
+            Change::PutVpcConfig { vpc_config } => self.aws.update_workforce(region, name, UpdateWorkforceInput::VpcConfig(vpc_config)).await,
+            Change::DeleteVpcConfig => self.aws.update_workforce(region, name, UpdateWorkforceInput::RemoveVpcConfig).await,
+            Change::PutSourceIpConfig { source_ip_config } => {
+                self.aws.update_workforce(region, name, UpdateWorkforceInput::SourceIpConfig(source_ip_config)).await
+            }
+            Change::PutOidcConfig { oidc_config } => {
+                let config = OidcConfig { settings: oidc_config.clone(), client_secret: secret.ok_or_else(missing_secret)? };
+                self.aws.update_workforce(region, name, UpdateWorkforceInput::OidcConfig(&config)).await
+            }
+        }
+    }
+
+    /// Records a step's result: the operation, the workforce record and the audit event in one
+    /// transaction, provided this worker still holds the lease.
+    pub async fn record(&self, operation: &OperationRow, outcome: StepOutcome) -> anyhow::Result<()> {
+        if matches!(outcome, StepOutcome::LeaseLost) {
+            tracing::warn!(worker.id = %self.id, operation.id = %operation.id, "lease lost before the step was recorded; another worker continues");
+            return Ok(());
+        }
+        let mut tx = self.db.begin().await?;
+        let Some(current) = operations::lock_if_held(&mut tx, operation.id, &self.id).await? else {
+            tracing::warn!(worker.id = %self.id, operation.id = %operation.id, "lease lost before the step was recorded; another worker continues");
+            return Ok(());
+        };
+        let region = current.region.as_str();
+        let name = current.workforce_name.as_str();
+        let before = workforces::find(&mut *tx, region, name).await?;
+        let kind = current.kind.as_str();
+
+        let snapshot = match &outcome {
+            StepOutcome::Submitted { snapshot } | StepOutcome::Waiting { snapshot } | StepOutcome::Succeeded { snapshot } | StepOutcome::Failed { snapshot, .. } => {
+                snapshot.as_ref()
+            }
+            StepOutcome::Retry { .. } | StepOutcome::LeaseLost => None,
+        };
+        if let Some(snapshot) = snapshot {
+            workforces::apply_snapshot(&mut tx, region, snapshot).await?;
+        }
+        let aws_status = snapshot.and_then(|s| s.status.as_deref());
+        // A workforce that AWS does not have is removed once a delete succeeds or a create fails.
+        let gone = snapshot.is_none()
+            && match &outcome {
+                StepOutcome::Succeeded { .. } => kind == "delete_workforce",
+                StepOutcome::Failed { .. } => kind == "create_workforce",
+                _ => false,
+            };
+        if gone {
+            workforces::delete(&mut tx, region, name).await?;
+        }
+        let after = workforces::find(&mut *tx, region, name).await?;
+        let state = |row: &Option<workforces::WorkforceRow>| {
+            row.as_ref().map(|w| serde_json::to_value(WorkforceResponse::from_row(w, None)).expect("a workforce serializes"))
+        };
+
+        let polls = current.attempts.max(1) as u32;
+        let mut event: Option<(&str, &str, serde_json::Value)> = None;
+        match &outcome {
+            StepOutcome::Submitted { .. } => {
+                operations::mark_submitted(&mut tx, current.id, aws_status).await?;
+                operations::reschedule(&mut tx, current.id, self.poll_delay(1), aws_status).await?;
+                event = Some(("operation.submitted", "submitted", json!({ "aws_status": aws_status })));
+            }
+            StepOutcome::Waiting { .. } => {
+                operations::reschedule(&mut tx, current.id, self.poll_delay(polls), aws_status).await?;
+            }
+            StepOutcome::Retry { error } => {
+                tracing::info!(operation.id = %current.id, aws.error_code = error.code(), aws.request_id = error.request_id().unwrap_or_default(), "transient AWS failure; retrying later");
+                operations::reschedule(&mut tx, current.id, self.poll_delay(polls), None).await?;
+            }
+            StepOutcome::Succeeded { .. } => {
+                operations::finish(&mut tx, current.id, "succeeded", aws_status, None).await?;
+                event = Some(("operation.succeeded", "succeeded", json!({ "aws_status": aws_status })));
+            }
+            StepOutcome::Failed { code, message, .. } => {
+                operations::finish(&mut tx, current.id, "failed", aws_status, Some((code, message))).await?;
+                event = Some(("operation.failed", "failed", json!({ "code": code, "message": message, "aws_status": aws_status })));
+            }
+            StepOutcome::LeaseLost => unreachable!("handled above"),
+        }
+        if let Some((action, outcome_name, detail)) = event {
+            audit::insert(
+                &mut tx,
+                NewAuditEvent {
+                    actor: "system",
+                    action,
+                    outcome: outcome_name,
+                    region: Some(region),
+                    workforce_name: Some(name),
+                    operation_id: Some(current.id),
+                    request_id: current.request_id.as_deref(),
+                    before_state: state(&before),
+                    after_state: state(&after),
+                    detail: Some(detail),
+                },
+            )
+            .await?;
+            tracing::info!(operation.id = %current.id, operation.kind = kind, workforce.name = name, aws.region = region, transition = action, "operation transition");
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Capped exponential delay with ±20% jitter, so that many operations do not poll in step.
+    fn poll_delay(&self, attempt: u32) -> Duration {
+        let exponent = attempt.saturating_sub(1).min(16);
+        let base = self.settings.poll_initial.saturating_mul(1 << exponent).min(self.settings.poll_max);
+        base.mul_f64(0.8 + fastrand::f64() * 0.4)
+    }
+}
+
+/// Returns true when AWS already shows the change.
+fn change_applied(change: &Change, snapshot: &WorkforceSnapshot) -> bool {
+    match change {
+        Change::PutVpcConfig { vpc_config } => snapshot.vpc_config.as_ref().is_some_and(|v| v.matches(vpc_config)),
+        Change::DeleteVpcConfig => snapshot.vpc_config.is_none(),
+        Change::PutSourceIpConfig { source_ip_config } => source_ip_config.same_cidrs(&snapshot.source_ip_cidrs),
+        // NOTE: the client secret cannot be read back, so a change of the secret alone counts
+        // as applied once the call may have been sent; it is never sent twice.
+        Change::PutOidcConfig { oidc_config } => snapshot.oidc_config.as_ref() == Some(oidc_config),
+        Change::CreateWorkforce { .. } | Change::DeleteWorkforce => false,
+    }
+}
+
+/// Decides the outcome of a poll after the change was submitted.
+fn poll_outcome(change: &Change, current: Option<WorkforceSnapshot>) -> StepOutcome {
+    let status = current.as_ref().and_then(|c| c.status.clone());
+    match (change, status.as_deref()) {
+        (Change::DeleteWorkforce, None) => StepOutcome::Succeeded { snapshot: None },
+        (_, None) => StepOutcome::Failed {
+            code: "WorkforceNotFound".into(),
+            message: "the workforce disappeared from SageMaker while the change was in progress".into(),
+            snapshot: None,
+        },
+        (_, Some("Failed")) => {
+            let reason = current.as_ref().and_then(|c| c.failure_reason.clone()).unwrap_or_else(|| "SageMaker gave no reason".into());
+            StepOutcome::Failed { code: "WorkforceFailed".into(), message: reason, snapshot: current }
+        }
+        (Change::DeleteWorkforce, _) => StepOutcome::Waiting { snapshot: current },
+        (_, Some("Active")) => StepOutcome::Succeeded { snapshot: current },
+        (_, status) if is_transitional(status) => StepOutcome::Waiting { snapshot: current },
+        (_, _) => StepOutcome::Waiting { snapshot: current },
+    }
+}
+
+/// Wakes idle workers when an operation is inserted, through PostgreSQL `LISTEN`, so that work
+/// accepted by any process starts at once. Workers also poll, so a lost notification only
+/// delays a step.
+pub async fn listen_for_work(db: PgPool, wake: Arc<Notify>, shutdown: CancellationToken) {
+    while !shutdown.is_cancelled() {
+        let mut listener = match PgListener::connect_with(&db).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                tracing::warn!(error = %error, "failed to listen for new operations; retrying");
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_secs(2)) => continue,
+                }
+            }
+        };
+        if let Err(error) = listener.listen(operations::WAKE_CHANNEL).await {
+            tracing::warn!(error = %error, "failed to listen for new operations; retrying");
+            continue;
+        }
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                received = listener.recv() => match received {
+                    Ok(_) => wake.notify_waiters(),
+                    Err(error) => {
+                        tracing::warn!(error = %error, "lost the notification connection; reconnecting");
+                        break;
+                    }
+                },
+            }
+        }
+    }
+}
