@@ -35,8 +35,9 @@ create table operations (
     request           jsonb       not null,
     -- The OIDC client secret, AES-256-GCM encrypted, erased once SageMaker accepted the change.
     sealed_secret     bytea,
-    -- 'submit' before the mutating call, 'poll' after it.
-    phase             text        not null default 'submit' check (phase in ('submit', 'poll')),
+    -- 'submit' before the mutating call, 'submitting' once it may have been sent, 'poll' after
+    -- SageMaker accepted it.
+    phase             text        not null default 'submit' check (phase in ('submit', 'submitting', 'poll')),
     aws_status        text,
     failure_code      text,
     failure_message   text,

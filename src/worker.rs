@@ -331,7 +331,13 @@ impl Worker {
                 operations::reschedule(&mut tx, current.id, self.poll_delay(polls), aws_status).await?;
             }
             StepOutcome::Retry { error } => {
-                tracing::info!(operation.id = %current.id, aws.error_code = error.code(), aws.request_id = error.request_id().unwrap_or_default(), "transient AWS failure; retrying later");
+                tracing::info!(
+                    operation.id = %current.id,
+                    aws.error_code = error.code(),
+                    aws.request_id = error.request_id().unwrap_or_default(),
+                    error = error.message(),
+                    "transient failure; retrying later"
+                );
                 operations::reschedule(&mut tx, current.id, self.poll_delay(polls), None).await?;
             }
             StepOutcome::Succeeded { .. } => {

@@ -238,7 +238,7 @@ impl Aws {
 fn log_call<T, E>(operation: &str, region: &Region, workforce: &str, started: std::time::Instant, result: &Result<T, E>)
 where
     T: aws_sdk_sagemaker::operation::RequestId,
-    E: aws_sdk_sagemaker::operation::RequestId + std::fmt::Display,
+    E: aws_sdk_sagemaker::operation::RequestId + std::error::Error,
 {
     let duration_ms = started.elapsed().as_millis() as u64;
     match result {
@@ -256,7 +256,7 @@ where
             workforce.name = workforce,
             aws.request_id = error.request_id().unwrap_or_default(),
             duration_ms,
-            error = %error,
+            error = %aws_sdk_sagemaker::error::DisplayErrorContext(error),
             "AWS call failed"
         ),
     }

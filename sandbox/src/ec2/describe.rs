@@ -47,11 +47,12 @@ fn select_by_id<'a, T>(
     Ok(selected)
 }
 
-/// Rejects filter names an action does not support.
+/// Rejects filter names an action does not support. Every action here also takes the tag
+/// filters `tag:<key>` and `tag-key`.
 fn check_filters(filters: &[Filter], supported: &[&str]) -> Result<(), ApiError> {
     match filters
         .iter()
-        .find(|f| !supported.contains(&f.name.as_str()))
+        .find(|f| !f.is_tag_filter() && !supported.contains(&f.name.as_str()))
     {
         Some(filter) => Err(ApiError::client(
             "InvalidParameterValue",
@@ -66,12 +67,13 @@ fn check_filters(filters: &[Filter], supported: &[&str]) -> Result<(), ApiError>
 }
 
 /// Returns whether an item passes every filter; `value_of` returns the item's values for a
-/// filter name.
+/// filter name. The sandbox's resources have no tags, so a tag filter passes nothing.
 fn passes<T>(item: &T, filters: &[Filter], value_of: impl Fn(&T, &str) -> Vec<String>) -> bool {
     filters.iter().all(|filter| {
-        value_of(item, &filter.name)
-            .iter()
-            .any(|v| filter.accepts(v))
+        !filter.is_tag_filter()
+            && value_of(item, &filter.name)
+                .iter()
+                .any(|v| filter.accepts(v))
     })
 }
 

@@ -19,10 +19,69 @@ pub struct Filter {
 }
 
 impl Filter {
-    /// Returns whether any filter value equals `value`.
+    /// Returns whether any filter value matches `value`. Filter values are EC2 wildcard
+    /// patterns: `*` matches zero or more characters, `?` exactly one, and a backslash makes
+    /// the next character literal (as the AWS SDK for .NET documents `Amazon.EC2.Model.Filter`).
     pub fn accepts(&self, value: &str) -> bool {
-        self.values.iter().any(|v| v == value)
+        self.values.iter().any(|pattern| wildcard_match(pattern, value))
     }
+
+    /// Returns whether the filter matches on tags (`tag:<key>` or `tag-key`).
+    pub fn is_tag_filter(&self) -> bool {
+        self.name.starts_with("tag:") || self.name == "tag-key"
+    }
+}
+
+/// One element of a parsed filter value.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Token {
+    Literal(char),
+    AnyOne,
+    AnyRun,
+}
+
+/// Matches `text` against an EC2 filter value with `*`, `?` and backslash escapes.
+fn wildcard_match(pattern: &str, text: &str) -> bool {
+    let mut tokens = Vec::new();
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        tokens.push(match c {
+            '\\' => Token::Literal(chars.next().unwrap_or('\\')),
+            '?' => Token::AnyOne,
+            '*' => Token::AnyRun,
+            other => Token::Literal(other),
+        });
+    }
+    let text: Vec<char> = text.chars().collect();
+
+    // Iterative matching with backtracking to the most recent `*`, linear in practice.
+    let (mut t, mut p) = (0, 0);
+    let mut last_run: Option<(usize, usize)> = None;
+    while t < text.len() {
+        match tokens.get(p) {
+            Some(Token::AnyRun) => {
+                last_run = Some((p, t));
+                p += 1;
+            }
+            Some(Token::AnyOne) => {
+                p += 1;
+                t += 1;
+            }
+            Some(Token::Literal(c)) if *c == text[t] => {
+                p += 1;
+                t += 1;
+            }
+            _ => match last_run {
+                Some((run_p, run_t)) => {
+                    p = run_p + 1;
+                    t = run_t + 1;
+                    last_run = Some((run_p, run_t + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    tokens[p..].iter().all(|token| *token == Token::AnyRun)
 }
 
 impl Params {
@@ -170,6 +229,23 @@ mod tests {
                 values: vec!["x".to_owned(), "y".to_owned()],
             }]
         );
+    }
+
+    #[test]
+    fn filter_values_are_wildcard_patterns() {
+        let filter = |value: &str| Filter {
+            name: "service-name".to_owned(),
+            values: vec![value.to_owned()],
+        };
+        assert!(filter("com.amazonaws.us-east-1.s3").accepts("com.amazonaws.us-east-1.s3"));
+        assert!(filter("com.amazonaws.*.s3").accepts("com.amazonaws.us-east-1.s3"));
+        assert!(filter("*").accepts(""));
+        assert!(filter("us-east-1?").accepts("us-east-1a"));
+        assert!(!filter("us-east-1?").accepts("us-east-1"));
+        assert!(!filter("com.amazonaws.*.s3").accepts("com.amazonaws.us-east-1.s3-outposts"));
+        assert!(filter(r"a\*b").accepts("a*b"));
+        assert!(!filter(r"a\*b").accepts("axb"));
+        assert!(!filter("vpc-1").accepts("vpc-12"));
     }
 
     #[test]

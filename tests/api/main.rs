@@ -1,0 +1,10 @@
+//! Integration tests: the service over real HTTP, a real PostgreSQL database per test, and the
+//! real AWS SDK clients talking to the sandbox over loopback sockets.
+
+mod audit;
+mod errors;
+mod scenario;
+mod state_rules;
+mod support;
+mod validation;
+mod workers;

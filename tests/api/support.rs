@@ -1,0 +1,188 @@
+//! Test harness: one fresh database and one service with an in-process sandbox per test.
+
+use std::time::Duration;
+
+use clap::Parser;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+use workforce_service::app::{self, RunningService};
+use workforce_service::config::Cli;
+use workforce_service::worker::{Worker, WorkerSettings};
+use workforce_sandbox::SandboxHandle;
+
+/// Fixed ids of the sandbox's built-in topology in us-east-1.
+pub const VPC: &str = "vpc-0a10000000000000a";
+pub const SUBNET_A: &str = "subnet-0a10000000000001a";
+pub const SUBNET_B: &str = "subnet-0a10000000000002a";
+pub const SUBNET_C: &str = "subnet-0a10000000000003a";
+/// A subnet in an availability zone that the topology marks unsupported by Ground Truth.
+pub const SUBNET_UNSUPPORTED_AZ: &str = "subnet-0a10000000000004a";
+pub const SG_1: &str = "sg-0a10000000000001a";
+pub const SG_2: &str = "sg-0a10000000000002a";
+pub const REGION: &str = "us-east-1";
+
+fn server_url() -> String {
+    std::env::var("TEST_DATABASE_SERVER_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
+}
+
+/// Options that tests change; everything else uses fast test timings.
+pub struct TestOptions {
+    pub workers: usize,
+    pub sandbox_delay_ms: u64,
+    pub lease_seconds: u64,
+    pub deadline_minutes: u64,
+}
+
+impl Default for TestOptions {
+    fn default() -> Self {
+        Self { workers: 2, sandbox_delay_ms: 150, lease_seconds: 30, deadline_minutes: 60 }
+    }
+}
+
+pub struct TestApp {
+    pub base_url: String,
+    pub client: reqwest::Client,
+    pub db: PgPool,
+    pub service: Option<RunningService>,
+    pub database_url: String,
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(TestOptions::default()).await
+    }
+
+    pub async fn spawn_with(options: TestOptions) -> Self {
+        // Logs are shown only when RUST_LOG is set, for example RUST_LOG=workforce_service=debug.
+        if std::env::var_os("RUST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_test_writer().try_init();
+        }
+        let database_url = format!("{}/wfs_test_{}", server_url(), uuid::Uuid::new_v4().simple());
+        let args = [
+            "workforce-service".to_owned(),
+            "--mode=sandbox".to_owned(),
+            format!("--database-url={database_url}"),
+            "--database-max-connections=8".to_owned(),
+            format!("--workers={}", options.workers),
+            format!("--lease-seconds={}", options.lease_seconds),
+            format!("--operation-deadline-minutes={}", options.deadline_minutes),
+            "--poll-initial-ms=20".to_owned(),
+            "--poll-max-ms=100".to_owned(),
+            "--idle-poll-ms=50".to_owned(),
+            format!("--sandbox-delay-ms={}", options.sandbox_delay_ms),
+            "--refresh-after-seconds=3600".to_owned(),
+        ];
+        let cli = Cli::parse_from(args);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a free port");
+        let service = app::start(&cli.serve, listener).await.expect("service starts");
+        let base_url = format!("http://{}", service.local_addr);
+        let db = service.state.db.clone();
+        Self { base_url, client: reqwest::Client::new(), db, service: Some(service), database_url }
+    }
+
+    pub fn sandbox(&self) -> &SandboxHandle {
+        self.service.as_ref().and_then(|s| s.sandbox.as_ref()).expect("sandbox mode")
+    }
+
+    pub fn service(&self) -> &RunningService {
+        self.service.as_ref().expect("service running")
+    }
+
+    /// Builds a worker that the test drives step by step.
+    pub fn manual_worker(&self, id: &str, lease: Duration) -> Worker {
+        let state = &self.service().state;
+        Worker::new(
+            state.db.clone(),
+            state.aws.clone(),
+            state.sealer.clone(),
+            WorkerSettings { lease, poll_initial: Duration::from_millis(20), poll_max: Duration::from_millis(100), idle_poll: Duration::from_millis(50) },
+            id.to_owned(),
+        )
+    }
+
+    pub async fn request(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        let mut request = self.client.request(method, format!("{}{path}", self.base_url));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request is sent");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.expect("body is read");
+        let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        (status, headers, body)
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let (status, _, body) = self.request(Method::GET, path, None).await;
+        (status, body)
+    }
+
+    pub async fn create_workforce(&self, body: Value) -> (StatusCode, Value) {
+        let (status, _, body) = self.request(Method::POST, &format!("/v1/regions/{REGION}/workforces"), Some(body)).await;
+        (status, body)
+    }
+
+    /// Polls an operation until it has finished, and returns it.
+    pub async fn wait_for_operation(&self, id: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let (status, operation) = self.get(&format!("/v1/operations/{id}")).await;
+            assert_eq!(status, StatusCode::OK, "{operation}");
+            if matches!(operation["status"].as_str(), Some("succeeded" | "failed")) {
+                return operation;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "operation {id} did not finish: {operation}");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Creates a Cognito workforce and waits until its operation has finished.
+    pub async fn create_active_workforce(&self, name: &str, vpc_config: Option<Value>) -> Value {
+        let mut body = cognito_workforce(name);
+        if let Some(vpc) = vpc_config {
+            body["vpc_config"] = vpc;
+        }
+        let (status, operation) = self.create_workforce(body).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{operation}");
+        let finished = self.wait_for_operation(operation["id"].as_str().unwrap()).await;
+        assert_eq!(finished["status"], "succeeded", "{finished}");
+        finished
+    }
+
+    pub async fn count_rows(&self, table: &str) -> i64 {
+        sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!("select count(*) from {table}"))).fetch_one(&self.db).await.expect("count")
+    }
+
+    /// Returns the audit actions recorded for a workforce, oldest first.
+    pub async fn audit_actions(&self, name: &str) -> Vec<(String, String)> {
+        sqlx::query_as::<_, (String, String)>("select action, outcome from audit_events where workforce_name = $1 order by id")
+            .bind(name)
+            .fetch_all(&self.db)
+            .await
+            .expect("audit events")
+    }
+}
+
+pub fn cognito_workforce(name: &str) -> Value {
+    json!({"name": name, "cognito_config": {"user_pool": "us-east-1_AbC123", "client_id": "portal"}})
+}
+
+pub fn oidc_config(secret: &str) -> Value {
+    json!({
+        "client_id": "labeling-portal",
+        "client_secret": secret,
+        "issuer": "https://idp.example.com",
+        "authorization_endpoint": "https://idp.example.com/authorize",
+        "token_endpoint": "https://idp.example.com/token",
+        "user_info_endpoint": "https://idp.example.com/userinfo",
+        "logout_endpoint": "https://idp.example.com/logout",
+        "jwks_uri": "https://idp.example.com/jwks"
+    })
+}
+
+pub fn vpc_config(subnets: &[&str]) -> Value {
+    json!({"vpc_id": VPC, "security_group_ids": [SG_1], "subnets": subnets})
+}
