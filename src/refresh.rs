@@ -58,8 +58,9 @@ pub async fn refresh_workforce(db: &sqlx::PgPool, aws: &Aws, region: &Region, na
     Ok(())
 }
 
-/// Records the workforces that exist in AWS but not in the database, such as ones created
-/// before this service ran, for every configured region.
+/// Brings the records of every configured region in line with AWS: records workforces that
+/// exist in AWS but not in the database, such as ones created before this service ran, and
+/// removes records of workforces that AWS no longer has and no operation is working on.
 pub async fn sync_regions(db: &sqlx::PgPool, aws: &Aws, regions: &[Region]) {
     for region in regions {
         let listed = match aws.list_workforces(region).await {
@@ -69,6 +70,17 @@ pub async fn sync_regions(db: &sqlx::PgPool, aws: &Aws, regions: &[Region]) {
                 continue;
             }
         };
+        let present: std::collections::HashSet<&str> = listed.iter().map(|w| w.name.as_str()).collect();
+        match workforces::list(db, Some(region.as_str()), None, None, 1_000).await {
+            Ok(records) => {
+                for record in records.iter().filter(|r| r.aws_status.is_some() && !present.contains(r.name.as_str())) {
+                    if let Err(error) = remove_vanished(db, region, &record.name).await {
+                        tracing::warn!(workforce.name = %record.name, aws.region = %region, error = %error, "failed to remove the record of a vanished workforce");
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(aws.region = %region, error = %error, "failed to read the workforce records of a region"),
+        }
         for snapshot in listed {
             let adopted = async {
                 let mut conn = db.acquire().await?;
@@ -82,4 +94,30 @@ pub async fn sync_regions(db: &sqlx::PgPool, aws: &Aws, regions: &[Region]) {
             }
         }
     }
+}
+
+/// Removes the record of a workforce that AWS no longer has, unless an operation is working
+/// on it, and audits the removal.
+async fn remove_vanished(db: &sqlx::PgPool, region: &Region, name: &str) -> Result<(), sqlx::Error> {
+    let mut tx = db.begin().await?;
+    if operations::find_unfinished(&mut *tx, region.as_str(), name).await?.is_some() {
+        return Ok(());
+    }
+    workforces::delete(&mut tx, region.as_str(), name).await?;
+    crate::db::audit::insert(
+        &mut tx,
+        crate::db::audit::NewAuditEvent {
+            actor: "system",
+            action: "workforce.vanished",
+            outcome: "removed",
+            region: Some(region.as_str()),
+            workforce_name: Some(name),
+            detail: Some(serde_json::json!({ "reason": "AWS no longer lists this workforce" })),
+            ..Default::default()
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    tracing::info!(workforce.name = name, aws.region = %region, "removed the record of a workforce that AWS no longer has");
+    Ok(())
 }

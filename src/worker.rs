@@ -226,7 +226,10 @@ impl Worker {
         match result {
             Ok(()) => {
                 tracing::info!(operation.id = %operation.id, operation.kind = %operation.kind, workforce.name = %name, aws.region = %region, "submitted change to SageMaker");
-                StepOutcome::Submitted { snapshot: None }
+                // Read the new status (Initializing, Updating or Deleting) at once, so that reads
+                // show it without waiting for the first poll. A failure here only delays that.
+                let snapshot = self.aws.describe_workforce(region, name.as_str()).await.ok().flatten();
+                StepOutcome::Submitted { snapshot }
             }
             Err(error) if error.is_transient() => StepOutcome::Retry { error },
             Err(error) => {

@@ -81,7 +81,7 @@ for _ in $(seq 1 100); do
     sleep 0.1
 done
 if [[ "$ready" != true ]]; then
-    echo "run.sh: the sandbox did not answer $sandbox_url/_sandbox/health within 10 s; its log:" >&2
+    echo "run.sh: the sandbox did not respond to $sandbox_url/_sandbox/health within 10 s; its log:" >&2
     cat "$log_file" >&2
     exit 1
 fi

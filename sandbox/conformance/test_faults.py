@@ -1,4 +1,4 @@
-"""Fault injection through the control API, as botocore sees it, and the call counts."""
+"""Fault injection through the control API and the call counts, checked through botocore."""
 
 import time
 

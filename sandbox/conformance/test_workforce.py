@@ -12,11 +12,14 @@ from conftest import (
     DEFAULT_ACCOUNT,
     SG_A1,
     SG_A2,
+    SG_C1,
     SUBNET_A1,
     SUBNET_A2,
     SUBNET_A3,
     SUBNET_A4_UNSUPPORTED,
+    SUBNET_C1,
     VPC_A,
+    VPC_C,
     assert_client_error,
     oidc_config,
     unique_name,
@@ -29,14 +32,16 @@ def describe(client, name):
     return client.describe_workforce(WorkforceName=name)["Workforce"]
 
 
-def wait_for_status(client, name, wanted, timeout=5.0):
-    """Poll DescribeWorkforce until the status is `wanted` and return the workforce."""
+def wait_for_status(client, name, expected_status, timeout=5.0):
+    """Poll DescribeWorkforce until the status is `expected_status` and return the workforce."""
     deadline = time.monotonic() + timeout
     while True:
         workforce = describe(client, name)
-        if workforce["Status"] == wanted:
+        if workforce["Status"] == expected_status:
             return workforce
-        assert time.monotonic() < deadline, f"status stayed {workforce['Status']}, not {wanted}"
+        assert time.monotonic() < deadline, (
+            f"status stayed {workforce['Status']}, expected {expected_status}"
+        )
         time.sleep(0.05)
 
 
@@ -347,6 +352,22 @@ def test_region_comes_from_credential_scope(client_factory):
     assert arn == f"arn:aws:sagemaker:us-west-2:{DEFAULT_ACCOUNT}:workforce/{name}"
     sub_domain = describe(client, name)["SubDomain"]
     assert sub_domain.endswith(".labeling.us-west-2.sagemaker.aws")
+
+
+def test_vpc_workforce_in_second_region(client_factory):
+    sagemaker = client_factory("sagemaker", region="us-west-2")
+    ec2 = client_factory("ec2", region="us-west-2")
+    name = unique_name()
+    config = {"VpcId": VPC_C, "SecurityGroupIds": [SG_C1], "Subnets": [SUBNET_C1]}
+    sagemaker.create_workforce(WorkforceName=name, CognitoConfig=COGNITO, WorkforceVpcConfig=config)
+
+    workforce = describe(sagemaker, name)
+    assert workforce["Status"] == "Active"
+    endpoint_id = workforce["WorkforceVpcConfig"]["VpcEndpointId"]
+    endpoint = ec2.describe_vpc_endpoints(VpcEndpointIds=[endpoint_id])["VpcEndpoints"][0]
+    assert endpoint["ServiceName"] == "com.amazonaws.us-west-2.sagemaker.labeling"
+    assert endpoint["VpcId"] == VPC_C
+    assert endpoint["State"] == "available"
 
 
 def test_access_key_maps_to_account(client_factory, control, built_in_topology):

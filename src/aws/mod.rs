@@ -3,6 +3,7 @@
 //! It turns SDK outputs into plain snapshots and SDK errors into [`AwsError`], whose variants
 //! tell a caller whether to retry, to treat the workforce as gone, or to give up.
 
+mod ec2;
 mod error;
 mod workforce;
 
@@ -15,6 +16,9 @@ use aws_config::timeout::TimeoutConfig;
 
 use crate::domain::Region;
 
+pub use ec2::{
+    PortalZoneSource, PortalZones, SecurityGroupDetails, SubnetDetails, VpcDetails, VpcEndpointDetails, VpcInventory,
+};
 pub use error::AwsError;
 pub use workforce::{CreateWorkforceInput, UpdateWorkforceInput, VpcSnapshot, WorkforceSnapshot};
 
@@ -39,6 +43,8 @@ struct RegionClients {
 #[derive(Debug, Clone)]
 pub struct Aws {
     regions: Arc<HashMap<Region, RegionClients>>,
+    /// Where the VPC checks learn which availability zones the worker portal supports.
+    portal_zone_source: Arc<PortalZoneSource>,
 }
 
 /// Time allowed for one SDK call, retries included. SageMaker's workforce calls answer in well
@@ -47,6 +53,12 @@ const OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Aws {
     pub async fn connect(endpoint: &Endpoint, regions: &[Region]) -> Self {
+        Self::connect_with(endpoint, regions, None).await
+    }
+
+    /// Connects like [`Aws::connect`], but sends EC2 calls to `ec2_endpoint_url` when it is
+    /// set, such as an EC2 emulator, while SageMaker calls go to `endpoint`.
+    pub async fn connect_with(endpoint: &Endpoint, regions: &[Region], ec2_endpoint_url: Option<&str>) -> Self {
         let mut clients = HashMap::new();
         for region in regions {
             let timeouts = TimeoutConfig::builder()
@@ -66,11 +78,20 @@ impl Aws {
                 region.clone(),
                 RegionClients {
                     sagemaker: aws_sdk_sagemaker::Client::new(&config),
-                    ec2: aws_sdk_ec2::Client::new(&config),
+                    ec2: match ec2_endpoint_url {
+                        Some(url) => aws_sdk_ec2::Client::from_conf(aws_sdk_ec2::config::Builder::from(&config).endpoint_url(url).build()),
+                        None => aws_sdk_ec2::Client::new(&config),
+                    },
                 },
             );
         }
-        Self { regions: Arc::new(clients) }
+        Self { regions: Arc::new(clients), portal_zone_source: Arc::default() }
+    }
+
+    /// Sets where the VPC checks learn the availability zones the worker portal supports.
+    pub fn with_portal_zones(mut self, source: PortalZoneSource) -> Self {
+        self.portal_zone_source = Arc::new(source);
+        self
     }
 
     fn clients(&self, region: &Region) -> Result<&RegionClients, AwsError> {

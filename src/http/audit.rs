@@ -43,8 +43,8 @@ pub struct ListAuditEventsQuery {
     tag = "audit",
     params(ListAuditEventsQuery),
     responses(
-        (status = 200, body = AuditEventListResponse),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "Success", body = AuditEventListResponse),
+        (status = 400, description = "Malformed request: unreadable JSON, wrong field type, or an invalid path or query parameter", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn list_audit_events(State(state): State<AppState>, Query(query): Query<ListAuditEventsQuery>) -> Result<axum::Json<AuditEventListResponse>, ApiError> {

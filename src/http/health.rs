@@ -33,7 +33,7 @@ pub struct ReadinessResponse {
 /// Liveness
 ///
 /// Answers as long as the process runs; does not touch the database.
-#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = HealthResponse)))]
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "Success", body = HealthResponse)))]
 pub async fn healthz(State(state): State<AppState>) -> axum::Json<HealthResponse> {
     axum::Json(HealthResponse { status: "ok", mode: state.mode.as_str(), version: env!("CARGO_PKG_VERSION") })
 }
@@ -45,7 +45,7 @@ pub async fn healthz(State(state): State<AppState>) -> axum::Json<HealthResponse
     get,
     path = "/readyz",
     tag = "health",
-    responses((status = 200, body = ReadinessResponse), (status = 503, body = ReadinessResponse))
+    responses((status = 200, description = "Success", body = ReadinessResponse), (status = 503, description = "Not ready", body = ReadinessResponse))
 )]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let latest = crate::db::MIGRATOR.iter().map(|m| m.version).max().unwrap_or_default();

@@ -23,9 +23,9 @@ use crate::domain::{OperationKind, OperationStatus};
     tag = "operations",
     params(("id" = Uuid, Path, description = "Operation id")),
     responses(
-        (status = 200, body = OperationResponse),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "Success", body = OperationResponse),
+        (status = 400, description = "Malformed request: unreadable JSON, wrong field type, or an invalid path or query parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn get_operation(State(state): State<AppState>, Path(id): Path<Uuid>) -> Result<axum::Json<OperationResponse>, ApiError> {
@@ -57,8 +57,8 @@ pub struct ListOperationsQuery {
     tag = "operations",
     params(ListOperationsQuery),
     responses(
-        (status = 200, body = OperationListResponse),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "Success", body = OperationListResponse),
+        (status = 400, description = "Malformed request: unreadable JSON, wrong field type, or an invalid path or query parameter", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn list_operations(State(state): State<AppState>, Query(query): Query<ListOperationsQuery>) -> Result<axum::Json<OperationListResponse>, ApiError> {

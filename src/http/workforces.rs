@@ -83,8 +83,8 @@ pub struct ListWorkforcesQuery {
     tag = "workforces",
     params(ListWorkforcesQuery),
     responses(
-        (status = 200, body = WorkforceListResponse),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "Success", body = WorkforceListResponse),
+        (status = 400, description = "Malformed request: unreadable JSON, wrong field type, or an invalid path or query parameter", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn list_workforces(State(state): State<AppState>, Query(query): Query<ListWorkforcesQuery>) -> Result<axum::Json<WorkforceListResponse>, ApiError> {
@@ -138,11 +138,11 @@ pub async fn list_workforces(State(state): State<AppState>, Query(query): Query<
     responses(
         (status = 202, description = "Accepted; the operation carries out the change", body = OperationResponse,
             headers(("Location" = String, description = "URL of the operation"))),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed request: unreadable JSON, wrong field type, or an invalid path or query parameter", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Region not managed by this service", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The region already has a workforce", body = Problem, content_type = "application/problem+json"),
-        (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not sent as application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Field values break a rule of the AWS model", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn create_workforce(
@@ -170,9 +170,9 @@ pub async fn create_workforce(
         ("name" = String, Path, description = "Workforce name"),
     ),
     responses(
-        (status = 200, body = WorkforceResponse),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "Success", body = WorkforceResponse),
+        (status = 400, description = "Malformed request: unreadable JSON, wrong field type, or an invalid path or query parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn get_workforce(State(state): State<AppState>, Path(path): Path<WorkforcePath>) -> Result<axum::Json<WorkforceResponse>, ApiError> {
@@ -202,8 +202,8 @@ pub async fn get_workforce(State(state): State<AppState>, Path(path): Path<Workf
     responses(
         (status = 202, description = "Accepted; the operation carries out the change", body = OperationResponse,
             headers(("Location" = String, description = "URL of the operation"))),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed request: unreadable JSON, wrong field type, or an invalid path or query parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Another operation is in flight, or the status forbids deletion", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -230,11 +230,11 @@ pub async fn delete_workforce(State(state): State<AppState>, Path(path): Path<Wo
     responses(
         (status = 202, description = "Accepted; the operation carries out the change", body = OperationResponse,
             headers(("Location" = String, description = "URL of the operation"))),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, body = Problem, content_type = "application/problem+json"),
-        (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed request: unreadable JSON, wrong field type, or an invalid path or query parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Conflict with the workforce's state", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not sent as application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Field values break a rule of the AWS model", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn put_vpc_config(
@@ -266,9 +266,9 @@ pub async fn put_vpc_config(
     responses(
         (status = 202, description = "Accepted; the operation carries out the change", body = OperationResponse,
             headers(("Location" = String, description = "URL of the operation"))),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed request: unreadable JSON, wrong field type, or an invalid path or query parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Conflict with the workforce's state", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn delete_vpc_config(State(state): State<AppState>, Path(path): Path<WorkforcePath>, headers: HeaderMap) -> Result<Response, ApiError> {
@@ -299,11 +299,11 @@ pub async fn delete_vpc_config(State(state): State<AppState>, Path(path): Path<W
     responses(
         (status = 202, description = "Accepted; the operation carries out the change", body = OperationResponse,
             headers(("Location" = String, description = "URL of the operation"))),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, body = Problem, content_type = "application/problem+json"),
-        (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed request: unreadable JSON, wrong field type, or an invalid path or query parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Conflict with the workforce's state", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not sent as application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Field values break a rule of the AWS model", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn put_source_ip_config(
@@ -339,11 +339,11 @@ pub async fn put_source_ip_config(
     responses(
         (status = 202, description = "Accepted; the operation carries out the change", body = OperationResponse,
             headers(("Location" = String, description = "URL of the operation"))),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, body = Problem, content_type = "application/problem+json"),
-        (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed request: unreadable JSON, wrong field type, or an invalid path or query parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Conflict with the workforce's state", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not sent as application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Field values break a rule of the AWS model", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn put_oidc_config(

@@ -3,6 +3,7 @@
 
 mod audit;
 mod errors;
+mod openapi;
 mod scenario;
 mod state_rules;
 mod support;

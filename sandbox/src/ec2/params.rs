@@ -23,7 +23,9 @@ impl Filter {
     /// patterns: `*` matches zero or more characters, `?` exactly one, and a backslash makes
     /// the next character literal (as the AWS SDK for .NET documents `Amazon.EC2.Model.Filter`).
     pub fn accepts(&self, value: &str) -> bool {
-        self.values.iter().any(|pattern| wildcard_match(pattern, value))
+        self.values
+            .iter()
+            .any(|pattern| wildcard_match(pattern, value))
     }
 
     /// Returns whether the filter matches on tags (`tag:<key>` or `tag-key`).
@@ -54,7 +56,8 @@ fn wildcard_match(pattern: &str, text: &str) -> bool {
     }
     let text: Vec<char> = text.chars().collect();
 
-    // Iterative matching with backtracking to the most recent `*`, linear in practice.
+    // Greedy matching that backtracks only to the most recent `*`. The worst case is
+    // O(pattern length × text length).
     let (mut t, mut p) = (0, 0);
     let mut last_run: Option<(usize, usize)> = None;
     while t < text.len() {
