@@ -11,6 +11,9 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::api_keys;
+use crate::auth::jwt::{JwtSettings, JwtVerifier};
+use crate::auth::{Authenticator, RateLimiter, Role};
 use crate::aws::{Aws, Endpoint};
 use crate::config::{Mode, ServeConfig};
 use crate::domain::Region;
@@ -80,7 +83,7 @@ pub async fn start(config: &ServeConfig, listener: TcpListener) -> anyhow::Resul
             (Endpoint::Sandbox { url: handle.endpoint_url() }, Some(handle))
         }
     };
-    let aws = Aws::connect(&endpoint, &regions).await;
+    let aws = Aws::connect_with(&endpoint, &regions, config.ec2_endpoint_url.as_deref()).await.with_portal_zones(config.portal_zone_source()?);
 
     let sealer = match &config.secret_key {
         Some(key) => SecretSealer::from_base64(key).context("invalid WORKFORCE_SECRET_KEY")?,
@@ -126,8 +129,9 @@ pub async fn start(config: &ServeConfig, listener: TcpListener) -> anyhow::Resul
         tasks.spawn(async move { crate::refresh::sync_regions(&db, &aws, &regions).await });
     }
 
+    let authenticator = build_authenticator(config, &db).await?;
     let limits = HttpLimits { max_body_bytes: config.max_body_bytes, request_timeout: Duration::from_secs(config.request_timeout_seconds) };
-    let app = crate::http::app(state.clone(), &limits);
+    let app = crate::http::app(state.clone(), &limits, authenticator, &config.cors_allowed_origins);
     let local_addr = listener.local_addr()?;
     let serve_shutdown = shutdown.clone();
     tasks.spawn(async move {
@@ -139,4 +143,94 @@ pub async fn start(config: &ServeConfig, listener: TcpListener) -> anyhow::Resul
     tracing::info!(http.address = %local_addr, mode = config.mode.as_str(), "workforce-service listening");
 
     Ok(RunningService { local_addr, state, shutdown, tasks, sandbox })
+}
+
+/// Paths of each endpoint group that `--public-endpoints` can name.
+fn public_paths(name: &str) -> anyhow::Result<&'static [&'static str]> {
+    Ok(match name.trim() {
+        "healthz" => &["/healthz"],
+        "readyz" => &["/readyz"],
+        "metrics" => &["/metrics"],
+        "docs" => &["/docs", "/openapi.json"],
+        other => anyhow::bail!("invalid --public-endpoints entry '{other}'; use healthz, readyz, metrics or docs"),
+    })
+}
+
+fn jwt_settings(config: &ServeConfig) -> anyhow::Result<Option<JwtSettings>> {
+    let (issuer, audience, jwks_url) = match (&config.jwt_issuer, &config.jwt_audience, &config.jwt_jwks_url) {
+        (None, None, None) => return Ok(None),
+        (Some(issuer), Some(audience), Some(jwks_url)) => (issuer.clone(), audience.clone(), jwks_url.clone()),
+        _ => anyhow::bail!("JWT authentication needs all of --jwt-issuer, --jwt-audience and --jwt-jwks-url"),
+    };
+    let mut algorithms = Vec::new();
+    for name in config.jwt_algorithms.iter().map(|a| a.trim()).filter(|a| !a.is_empty()) {
+        let algorithm: jsonwebtoken::Algorithm = name.parse().map_err(|_| anyhow::anyhow!("invalid --jwt-algorithms entry '{name}'"))?;
+        anyhow::ensure!(
+            !matches!(algorithm, jsonwebtoken::Algorithm::HS256 | jsonwebtoken::Algorithm::HS384 | jsonwebtoken::Algorithm::HS512),
+            "--jwt-algorithms must name public-key algorithms; {name} uses a shared secret"
+        );
+        algorithms.push(algorithm);
+    }
+    anyhow::ensure!(!algorithms.is_empty(), "--jwt-algorithms must name at least one algorithm");
+    let mut role_map = std::collections::HashMap::new();
+    for entry in config.jwt_role_map.iter().filter(|e| !e.trim().is_empty()) {
+        let (value, role) = entry.split_once('=').ok_or_else(|| anyhow::anyhow!("invalid --jwt-role-map entry '{entry}'; expected CLAIM_VALUE=ROLE"))?;
+        let role = Role::parse(role.trim()).ok_or_else(|| anyhow::anyhow!("invalid role '{role}' in --jwt-role-map; use viewer, operator, auditor or admin"))?;
+        role_map.insert(value.trim().to_owned(), role);
+    }
+    Ok(Some(JwtSettings {
+        issuer,
+        audience,
+        jwks_url,
+        algorithms,
+        role_claim: config.jwt_role_claim.clone(),
+        role_map,
+        jwks_ttl: Duration::from_secs(config.jwt_jwks_ttl_seconds),
+    }))
+}
+
+/// Builds the authenticator, and makes sure some credential can sign in: in sandbox mode the
+/// first start creates an admin key and writes it to a file only its owner can read; in AWS
+/// mode the service refuses to start without an API key or an identity provider.
+async fn build_authenticator(config: &ServeConfig, db: &sqlx::PgPool) -> anyhow::Result<Authenticator> {
+    let jwt = jwt_settings(config)?;
+    let mut public_prefixes = Vec::new();
+    for name in config.public_endpoints.iter().filter(|n| !n.trim().is_empty()) {
+        public_prefixes.extend(public_paths(name)?.iter().map(|p| (*p).to_owned()));
+    }
+    if jwt.is_none() && api_keys::count_usable(db).await? == 0 {
+        match config.mode {
+            Mode::Aws => anyhow::bail!(
+                "no way to authenticate: create an API key with `workforce-service api-keys create --name NAME --role admin`, or configure --jwt-issuer, --jwt-audience and --jwt-jwks-url"
+            ),
+            Mode::Sandbox => bootstrap_admin_key(db, &config.bootstrap_key_file).await?,
+        }
+    }
+    Ok(Authenticator {
+        db: db.clone(),
+        jwt: jwt.map(|settings| Arc::new(JwtVerifier::new(settings))),
+        rate_limiter: (config.rate_limit_per_minute > 0).then(|| Arc::new(RateLimiter::new(config.rate_limit_per_minute))),
+        public_prefixes: Arc::new(public_prefixes),
+    })
+}
+
+async fn bootstrap_admin_key(db: &sqlx::PgPool, path: &std::path::Path) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let name = format!("bootstrap-admin-{}", chrono::Utc::now().format("%Y%m%d%H%M%S"));
+    let (_, key) = api_keys::create(db, &name, Role::Admin, None, None).await?;
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).with_context(|| format!("failed to create {}", parent.display()))?;
+    }
+    let _ = std::fs::remove_file(path);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("failed to write the admin API key to {}", path.display()))?;
+    writeln!(file, "{key}")?;
+    tracing::warn!(key.name = %name, key.file = %path.display(), "created an admin API key for sandbox mode; send it as Authorization: Bearer <key>");
+    Ok(())
 }

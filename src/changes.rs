@@ -13,11 +13,16 @@ use crate::domain::{Change, OidcSecret, Region, WorkforceName};
 use crate::http::error::ApiError;
 use crate::http::models::WorkforceResponse;
 use crate::secrets::SecretSealer;
+use crate::vpc_checks::Finding;
 
 /// Who asked for a change, and the id of the HTTP request that carried it.
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub actor: String,
+    /// `api_key` or `jwt`.
+    pub actor_kind: &'static str,
+    /// The role that allowed the change.
+    pub role: &'static str,
     pub request_id: Option<String>,
 }
 
@@ -26,6 +31,9 @@ pub struct Acceptor<'a> {
     pub db: &'a PgPool,
     pub sealer: &'a SecretSealer,
     pub deadline: std::time::Duration,
+    /// Warnings and notes of the VPC prerequisite checks, stored with the operation and in
+    /// its audit event.
+    pub findings: Vec<Finding>,
 }
 
 fn change_json(change: &Change) -> Value {
@@ -47,12 +55,22 @@ fn workforce_state(row: &WorkforceRow) -> Value {
     serde_json::to_value(WorkforceResponse::from_row(row, None)).expect("a workforce serializes to JSON")
 }
 
-/// Details of a change for the audit log: the change itself, and whether a secret was set.
-fn audit_detail(change: &Change, secret: Option<&OidcSecret>) -> Value {
-    json!({ "change": change_json(change), "client_secret_set": secret.is_some() })
+/// Details of a change for the audit log: the change itself, whether a secret was set, and
+/// the findings of the VPC prerequisite checks, if any.
+fn audit_detail(change: &Change, secret: Option<&OidcSecret>, findings: &[Finding]) -> Value {
+    let mut detail = json!({ "change": change_json(change), "client_secret_set": secret.is_some() });
+    if !findings.is_empty() {
+        detail["findings"] = json!(findings);
+    }
+    detail
 }
 
-impl Acceptor<'_> {
+impl<'a> Acceptor<'a> {
+    /// Stores `findings` with the operation that this acceptor creates.
+    pub fn with_findings(self, findings: Vec<Finding>) -> Acceptor<'a> {
+        Acceptor { findings, ..self }
+    }
+
     /// Accepts the creation of a workforce.
     pub async fn create(&self, caller: &Caller, region: &Region, name: &WorkforceName, change: Change, secret: Option<OidcSecret>) -> Result<OperationRow, ApiError> {
         let Change::CreateWorkforce { cognito_config, oidc_config, vpc_config, source_ip_config, tags, .. } = &change else {
@@ -95,6 +113,8 @@ impl Acceptor<'_> {
             &mut tx,
             NewAuditEvent {
                 actor: &caller.actor,
+                actor_kind: caller.actor_kind,
+                actor_role: Some(caller.role),
                 action: audit_action(&change),
                 outcome: "accepted",
                 region: Some(region.as_str()),
@@ -103,7 +123,7 @@ impl Acceptor<'_> {
                 request_id: caller.request_id.as_deref(),
                 before_state: None,
                 after_state: Some(change_json(&change)),
-                detail: Some(audit_detail(&change, secret.as_ref())),
+                detail: Some(audit_detail(&change, secret.as_ref(), &self.findings)),
             },
         )
         .await?;
@@ -145,6 +165,8 @@ impl Acceptor<'_> {
             &mut tx,
             NewAuditEvent {
                 actor: &caller.actor,
+                actor_kind: caller.actor_kind,
+                actor_role: Some(caller.role),
                 action: audit_action(&change),
                 outcome: "accepted",
                 region: Some(region.as_str()),
@@ -153,7 +175,7 @@ impl Acceptor<'_> {
                 request_id: caller.request_id.as_deref(),
                 before_state: Some(workforce_state(&workforce)),
                 after_state: Some(change_json(&change)),
-                detail: Some(audit_detail(&change, secret.as_ref())),
+                detail: Some(audit_detail(&change, secret.as_ref(), &self.findings)),
             },
         )
         .await?;
@@ -179,7 +201,7 @@ impl Acceptor<'_> {
                 workforce_name: name.as_str(),
                 request: change_json(change),
                 sealed_secret: secret.map(|s| self.sealer.seal(s)),
-                findings: json!([]),
+                findings: json!(self.findings),
                 deadline: self.deadline,
                 request_id: caller.request_id.as_deref(),
                 actor: &caller.actor,
@@ -217,6 +239,8 @@ impl Acceptor<'_> {
                 &mut conn,
                 NewAuditEvent {
                     actor: &caller.actor,
+                    actor_kind: caller.actor_kind,
+                    actor_role: Some(caller.role),
                     action: audit_action(change),
                     outcome: "rejected",
                     region: Some(region.as_str()),

@@ -26,7 +26,44 @@ pub enum Command {
     Migrate,
     /// Print the OpenAPI document as JSON and exit.
     Openapi,
+    /// Create, list, expire and revoke API keys.
+    #[command(subcommand, name = "api-keys")]
+    ApiKeys(ApiKeyCommand),
 }
+
+#[derive(Debug, Subcommand)]
+pub enum ApiKeyCommand {
+    /// Create a key and print it once; only its hash is stored.
+    Create {
+        /// Unique name of the key, recorded as the actor in the audit log.
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_enum)]
+        role: crate::auth::Role,
+        /// Regions an operator key may change, comma-separated; all when omitted.
+        #[arg(long, value_delimiter = ',')]
+        regions: Option<Vec<String>>,
+        /// Days until the key expires; it never expires when omitted.
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+    },
+    /// List keys without showing them.
+    List,
+    /// Make a key stop working now.
+    Revoke {
+        #[arg(long)]
+        name: String,
+    },
+    /// End a key's validity now, recorded as an expiry rather than a revocation.
+    Expire {
+        #[arg(long)]
+        name: String,
+    },
+}
+
+/// Service name of the workforce interface endpoints in the sandbox, whose
+/// DescribeVpcEndpointServices entry lists only the zones the sandbox topology supports.
+const SANDBOX_PORTAL_ENDPOINT_SERVICE: &str = "com.amazonaws.{region}.sagemaker.labeling";
 
 /// Where the service sends its AWS calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -120,6 +157,24 @@ pub struct ServeConfig {
     #[arg(long, env = "WORKFORCE_SANDBOX_DELAY_MS", default_value_t = 3_000)]
     pub sandbox_delay_ms: u64,
 
+    /// Endpoint service name of the worker portal's VPC interface endpoints; `{region}` stands
+    /// for the region code. The VPC checks then accept subnets only in the availability zones
+    /// that DescribeVpcEndpointServices lists for it. Sandbox mode defaults to the sandbox's
+    /// `com.amazonaws.{region}.sagemaker.labeling` unless `--supported-az-ids` is set.
+    #[arg(long, env = "WORKFORCE_PORTAL_ENDPOINT_SERVICE")]
+    pub portal_endpoint_service_name: Option<String>,
+
+    /// Availability zone ids that the worker portal supports, per region, such as
+    /// `us-east-1=use1-az1,use1-az2;us-west-2=usw2-az1`. Used when no portal endpoint service
+    /// is set; regions that are not listed accept any zone.
+    #[arg(long, env = "WORKFORCE_SUPPORTED_AZ_IDS")]
+    pub supported_az_ids: Option<String>,
+
+    /// URL that EC2 calls go to instead of the mode's endpoint, such as an EC2 emulator.
+    /// SageMaker calls are not affected.
+    #[arg(long, env = "WORKFORCE_EC2_ENDPOINT_URL")]
+    pub ec2_endpoint_url: Option<String>,
+
     /// Log format.
     #[arg(long, env = "WORKFORCE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -135,6 +190,55 @@ pub struct ServeConfig {
     /// Seconds to wait for in-flight requests and worker steps on shutdown.
     #[arg(long, env = "WORKFORCE_SHUTDOWN_GRACE_SECONDS", default_value_t = 20)]
     pub shutdown_grace_seconds: u64,
+
+    /// Issuer (`iss`) of accepted bearer JWTs. Setting it, with the audience and JWKS URL,
+    /// turns on JWT authentication.
+    #[arg(long, env = "WORKFORCE_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// Audience (`aud`) that accepted JWTs must carry.
+    #[arg(long, env = "WORKFORCE_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// URL of the identity provider's JSON Web Key Set.
+    #[arg(long, env = "WORKFORCE_JWT_JWKS_URL")]
+    pub jwt_jwks_url: Option<String>,
+
+    /// Signature algorithms accepted for JWTs, comma-separated.
+    #[arg(long, env = "WORKFORCE_JWT_ALGORITHMS", value_delimiter = ',', default_value = "RS256,ES256")]
+    pub jwt_algorithms: Vec<String>,
+
+    /// JWT claim that lists the caller's groups or roles.
+    #[arg(long, env = "WORKFORCE_JWT_ROLE_CLAIM", default_value = "groups")]
+    pub jwt_role_claim: String,
+
+    /// Claim values mapped to roles, such as `labeling-admins=admin,labeling-ops=operator`. A
+    /// claim value that is a role name (viewer, operator, auditor, admin) maps to that role.
+    #[arg(long, env = "WORKFORCE_JWT_ROLE_MAP", value_delimiter = ',')]
+    pub jwt_role_map: Vec<String>,
+
+    /// Seconds the JWKS is cached before it is fetched again.
+    #[arg(long, env = "WORKFORCE_JWT_JWKS_TTL_SECONDS", default_value_t = 600)]
+    pub jwt_jwks_ttl_seconds: u64,
+
+    /// Requests per minute allowed for each credential (0 turns the limit off).
+    #[arg(long, env = "WORKFORCE_RATE_LIMIT_PER_MINUTE", default_value_t = 1_200)]
+    pub rate_limit_per_minute: u32,
+
+    /// Browser origins allowed to call the API (CORS), comma-separated; none by default.
+    #[arg(long, env = "WORKFORCE_CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub cors_allowed_origins: Vec<String>,
+
+    /// Endpoints served without credentials, comma-separated, from `healthz`, `readyz`,
+    /// `metrics` and `docs` (the docs page and `/openapi.json`). Leave one out to require a
+    /// credential for it.
+    #[arg(long, env = "WORKFORCE_PUBLIC_ENDPOINTS", value_delimiter = ',', default_value = "healthz,readyz,metrics,docs")]
+    pub public_endpoints: Vec<String>,
+
+    /// Sandbox mode: file that receives the admin API key created on first start, when no key
+    /// and no identity provider exist. It is readable only by its owner.
+    #[arg(long, env = "WORKFORCE_BOOTSTRAP_KEY_FILE", default_value = ".workforce-service/admin-api-key")]
+    pub bootstrap_key_file: PathBuf,
 }
 
 impl ServeConfig {
@@ -144,5 +248,22 @@ impl ServeConfig {
 
     pub fn operation_deadline(&self) -> Duration {
         Duration::from_secs(self.operation_deadline_minutes * 60)
+    }
+
+    /// Returns where the VPC checks learn the worker portal's availability zones. Without
+    /// either flag, sandbox mode uses the sandbox's portal endpoint service, which lists only
+    /// the zones the sandbox supports, and AWS mode accepts any zone.
+    pub fn portal_zone_source(&self) -> anyhow::Result<crate::aws::PortalZoneSource> {
+        let zone_ids = match &self.supported_az_ids {
+            Some(text) => crate::vpc_checks::parse_zone_ids(text).map_err(|reason| anyhow::anyhow!("invalid --supported-az-ids: {reason}"))?,
+            None => Default::default(),
+        };
+        let endpoint_service = match (&self.portal_endpoint_service_name, self.mode) {
+            (Some(name), _) if name.trim().is_empty() => None,
+            (Some(name), _) => Some(name.trim().to_owned()),
+            (None, Mode::Sandbox) if self.supported_az_ids.is_none() => Some(SANDBOX_PORTAL_ENDPOINT_SERVICE.to_owned()),
+            (None, _) => None,
+        };
+        Ok(crate::aws::PortalZoneSource { endpoint_service, zone_ids })
     }
 }

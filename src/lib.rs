@@ -2,6 +2,7 @@
 //! and their VPC configurations, with durable background operations and an audit log.
 
 pub mod app;
+pub mod auth;
 pub mod aws;
 pub mod changes;
 pub mod config;
@@ -10,4 +11,5 @@ pub mod domain;
 pub mod http;
 pub mod refresh;
 pub mod secrets;
+pub mod vpc_checks;
 pub mod worker;

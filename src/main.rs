@@ -1,7 +1,8 @@
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use workforce_service::config::{Cli, Command, LogFormat};
+use workforce_service::auth::api_keys;
+use workforce_service::config::{ApiKeyCommand, Cli, Command, LogFormat};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -14,11 +15,49 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!("database is migrated");
             Ok(())
         }
+        Command::ApiKeys(command) => manage_api_keys(&cli.serve.database_url, command).await,
         Command::Openapi => {
             println!("{}", workforce_service::http::openapi().to_pretty_json()?);
             Ok(())
         }
     }
+}
+
+async fn manage_api_keys(database_url: &str, command: ApiKeyCommand) -> anyhow::Result<()> {
+    let db = workforce_service::db::connect(database_url, 1).await?;
+    match command {
+        ApiKeyCommand::Create { name, role, regions, expires_in_days } => {
+            workforce_service::http::api_keys::validate_key_name(&name).map_err(|e| anyhow::anyhow!("invalid --name: {}", e.reason))?;
+            let expires_at = expires_in_days.map(|days| chrono::Utc::now() + chrono::Duration::days(i64::from(days)));
+            let (row, key) = api_keys::create(&db, &name, role, regions.as_deref(), expires_at).await?;
+            eprintln!("Created API key '{}' with role {} (id {}). Store it now; it is not shown again:", row.name, row.role, row.id);
+            println!("{key}");
+        }
+        ApiKeyCommand::List => {
+            println!("{:<36}  {:<24}  {:<8}  {:<10}  {}", "ID", "NAME", "ROLE", "STATE", "REGIONS");
+            let now = chrono::Utc::now();
+            for row in api_keys::list(&db).await? {
+                let state = if row.revoked_at.is_some() {
+                    "revoked"
+                } else if row.expires_at.is_some_and(|at| at <= now) {
+                    "expired"
+                } else {
+                    "active"
+                };
+                let regions = row.regions.as_ref().map(|r| r.join(",")).unwrap_or_else(|| "all".to_owned());
+                println!("{:<36}  {:<24}  {:<8}  {:<10}  {}", row.id, row.name, row.role, state, regions);
+            }
+        }
+        ApiKeyCommand::Revoke { name } => {
+            api_keys::revoke_by_name(&db, &name).await?.ok_or_else(|| anyhow::anyhow!("no API key named '{name}'"))?;
+            eprintln!("Revoked API key '{name}'.");
+        }
+        ApiKeyCommand::Expire { name } => {
+            api_keys::expire_by_name(&db, &name).await?.ok_or_else(|| anyhow::anyhow!("no API key named '{name}'"))?;
+            eprintln!("Expired API key '{name}'.");
+        }
+    }
+    Ok(())
 }
 
 fn init_tracing(format: LogFormat) {

@@ -21,6 +21,11 @@ use crate::db::workforces;
 use crate::domain::{Change, OidcConfig, OidcSecret, Region, WorkforceName};
 use crate::http::models::WorkforceResponse;
 use crate::secrets::SecretSealer;
+use crate::vpc_checks::{self, Finding};
+
+/// Failure code of an operation whose VPC configuration failed the prerequisite checks that
+/// run just before the change is sent to SageMaker.
+pub const VPC_PREREQUISITES_FAILED: &str = "VpcPrerequisitesFailed";
 
 /// How workers schedule their steps.
 #[derive(Debug, Clone)]
@@ -40,6 +45,8 @@ pub enum StepOutcome {
     Waiting { snapshot: Option<WorkforceSnapshot> },
     Succeeded { snapshot: Option<WorkforceSnapshot> },
     Failed { code: String, message: String, snapshot: Option<WorkforceSnapshot> },
+    /// The VPC configuration no longer passes the prerequisite checks; nothing was sent.
+    PrerequisitesFailed { findings: Vec<Finding>, snapshot: Option<WorkforceSnapshot> },
     /// A transient AWS failure: try the same step again later.
     Retry { error: AwsError },
     /// Another worker took the operation over; this one records nothing.
@@ -202,6 +209,14 @@ impl Worker {
             }
         }
 
+        // The VPC may have changed since the change was accepted, so check it again, unless
+        // the call may already have been sent.
+        if !maybe_sent {
+            if let Some(outcome) = self.recheck_vpc(change, region, &current).await {
+                return outcome;
+            }
+        }
+
         let secret = match operation.sealed_secret.as_deref().map(|sealed| self.sealer.open(sealed)) {
             None => None,
             Some(Ok(secret)) => Some(secret),
@@ -237,6 +252,25 @@ impl Worker {
                 let snapshot = self.aws.describe_workforce(region, name.as_str()).await.ok().flatten();
                 StepOutcome::Failed { code: error.code().to_owned(), message: error.message().to_owned(), snapshot }
             }
+        }
+    }
+
+    /// Runs the VPC prerequisite checks for a change that sets a VPC configuration. Returns
+    /// the outcome that stops the step, or None when the change may be sent.
+    async fn recheck_vpc(&self, change: &Change, region: &Region, current: &Option<WorkforceSnapshot>) -> Option<StepOutcome> {
+        let vpc_config = match change {
+            Change::CreateWorkforce { vpc_config: Some(vpc_config), .. } | Change::PutVpcConfig { vpc_config } => vpc_config,
+            _ => return None,
+        };
+        match vpc_checks::run(&self.aws, region, vpc_config).await {
+            Ok(findings) if vpc_checks::passed(&findings) => None,
+            Ok(findings) => Some(StepOutcome::PrerequisitesFailed { findings, snapshot: current.clone() }),
+            Err(error) if error.is_transient() => Some(StepOutcome::Retry { error }),
+            Err(error) => Some(StepOutcome::Failed {
+                code: error.code().to_owned(),
+                message: format!("EC2 rejected the VPC prerequisite checks: {}", error.message()),
+                snapshot: current.clone(),
+            }),
         }
     }
 
@@ -287,6 +321,13 @@ impl Worker {
             tracing::warn!(worker.id = %self.id, operation.id = %operation.id, "lease lost before the step was recorded; another worker continues");
             return Ok(());
         }
+        let (outcome, findings) = match outcome {
+            StepOutcome::PrerequisitesFailed { findings, snapshot } => {
+                let message = vpc_checks::summarize_errors(&findings);
+                (StepOutcome::Failed { code: VPC_PREREQUISITES_FAILED.to_owned(), message, snapshot }, Some(findings))
+            }
+            other => (other, None),
+        };
         let mut tx = self.db.begin().await?;
         let Some(current) = operations::lock_if_held(&mut tx, operation.id, &self.id).await? else {
             tracing::warn!(worker.id = %self.id, operation.id = %operation.id, "lease lost before the step was recorded; another worker continues");
@@ -301,7 +342,7 @@ impl Worker {
             StepOutcome::Submitted { snapshot } | StepOutcome::Waiting { snapshot } | StepOutcome::Succeeded { snapshot } | StepOutcome::Failed { snapshot, .. } => {
                 snapshot.as_ref()
             }
-            StepOutcome::Retry { .. } | StepOutcome::LeaseLost => None,
+            StepOutcome::Retry { .. } | StepOutcome::PrerequisitesFailed { .. } | StepOutcome::LeaseLost => None,
         };
         if let Some(snapshot) = snapshot {
             workforces::apply_snapshot(&mut tx, region, snapshot).await?;
@@ -351,7 +392,14 @@ impl Worker {
                 operations::finish(&mut tx, current.id, "failed", aws_status, Some((code, message))).await?;
                 event = Some(("operation.failed", "failed", json!({ "code": code, "message": message, "aws_status": aws_status })));
             }
+            StepOutcome::PrerequisitesFailed { .. } => unreachable!("converted to Failed above"),
             StepOutcome::LeaseLost => unreachable!("handled above"),
+        }
+        if let Some(findings) = &findings {
+            operations::set_findings(&mut tx, current.id, json!(findings)).await?;
+            if let Some((_, _, detail)) = event.as_mut() {
+                detail["findings"] = json!(findings);
+            }
         }
         if let Some((action, outcome_name, detail)) = event {
             audit::insert(
@@ -367,6 +415,7 @@ impl Worker {
                     before_state: state(&before),
                     after_state: state(&after),
                     detail: Some(detail),
+                    ..Default::default()
                 },
             )
             .await?;

@@ -11,6 +11,8 @@ pub struct AuditEventRow {
     pub id: i64,
     pub occurred_at: DateTime<Utc>,
     pub actor: String,
+    pub actor_kind: String,
+    pub actor_role: Option<String>,
     pub action: String,
     pub outcome: String,
     pub region: Option<String>,
@@ -25,6 +27,9 @@ pub struct AuditEventRow {
 #[derive(Debug, Default)]
 pub struct NewAuditEvent<'a> {
     pub actor: &'a str,
+    /// `api_key`, `jwt`, `anonymous` or `system`; empty means `system`.
+    pub actor_kind: &'a str,
+    pub actor_role: Option<&'a str>,
     pub action: &'a str,
     pub outcome: &'a str,
     pub region: Option<&'a str>,
@@ -39,8 +44,8 @@ pub struct NewAuditEvent<'a> {
 pub async fn insert(conn: &mut PgConnection, event: NewAuditEvent<'_>) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar!(
         "insert into audit_events (actor, action, outcome, region, workforce_name, operation_id,
-                                   request_id, before_state, after_state, detail)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                                   request_id, before_state, after_state, detail, actor_kind, actor_role)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
          returning id",
         event.actor,
         event.action,
@@ -52,6 +57,8 @@ pub async fn insert(conn: &mut PgConnection, event: NewAuditEvent<'_>) -> Result
         event.before_state,
         event.after_state,
         event.detail,
+        if event.actor_kind.is_empty() { "system" } else { event.actor_kind },
+        event.actor_role,
     )
     .fetch_one(conn)
     .await
@@ -76,7 +83,7 @@ pub struct AuditFilter<'a> {
 pub async fn list(executor: impl PgExecutor<'_>, filter: AuditFilter<'_>) -> Result<Vec<AuditEventRow>, sqlx::Error> {
     sqlx::query_as!(
         AuditEventRow,
-        "select id, occurred_at, actor, action, outcome, region, workforce_name, operation_id,
+        "select id, occurred_at, actor, actor_kind, actor_role, action, outcome, region, workforce_name, operation_id,
                 request_id, before_state, after_state, detail
            from audit_events
           where ($1::text is null or region = $1)

@@ -278,3 +278,11 @@ pub async fn release_leases(executor: impl PgExecutor<'_>, worker_id: &str) -> R
     .await?;
     Ok(released.rows_affected())
 }
+
+/// Replaces the findings of the VPC prerequisite checks stored with an operation.
+pub async fn set_findings(conn: &mut PgConnection, id: Uuid, findings: Value) -> Result<(), sqlx::Error> {
+    sqlx::query!("update operations set findings = $2, updated_at = now() where id = $1", id, findings)
+        .execute(conn)
+        .await?;
+    Ok(())
+}

@@ -7,6 +7,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::domain::FieldError;
+use crate::vpc_checks::Finding;
 
 pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
 
@@ -39,6 +40,9 @@ pub struct Problem {
     /// Id of the operation in flight, for conflicts caused by one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operation_id: Option<Uuid>,
+    /// Findings of the VPC prerequisite checks, for a VPC configuration they rejected.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<Finding>,
 }
 
 impl Problem {
@@ -51,6 +55,7 @@ impl Problem {
             request_id: None,
             errors: Vec::new(),
             operation_id: None,
+            findings: Vec::new(),
         }
     }
 }
@@ -76,6 +81,12 @@ pub enum ApiError {
     /// The request was readable but breaks a rule of the AWS model or of the service.
     #[error("invalid request")]
     Validation(Vec<FieldError>),
+    /// No credential, or one that is unknown, expired, revoked or wrongly signed.
+    #[error("unauthenticated")]
+    Unauthenticated { invalid_token: bool },
+    /// A valid credential whose roles do not allow the request.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
     #[error("not found: {0}")]
     NotFound(String),
     /// The workforce's state forbids the change.
@@ -85,6 +96,12 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("payload too large")]
     PayloadTooLarge,
+    /// The VPC prerequisite checks found errors; nothing was stored.
+    #[error("VPC prerequisite checks failed")]
+    VpcPrerequisites(Vec<Finding>),
+    /// AWS could not be read (throttling, a server error, a timeout or denied access).
+    #[error("AWS unavailable: {0}")]
+    AwsUnavailable(String),
     /// The database cannot be reached; the client may retry shortly.
     #[error("service unavailable: {0}")]
     Unavailable(String),
@@ -122,6 +139,17 @@ impl IntoResponse for ApiError {
                 problem.errors = errors.clone();
                 problem
             }
+            Self::Unauthenticated { invalid_token } => Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "Authentication required",
+                if *invalid_token {
+                    "the credential is invalid, expired or revoked; send a valid API key or token as Authorization: Bearer <credential>"
+                } else {
+                    "this endpoint needs a credential; send an API key or token as Authorization: Bearer <credential>"
+                },
+            ),
+            Self::Forbidden(detail) => Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden", detail.clone()),
             Self::NotFound(detail) => Problem::new(StatusCode::NOT_FOUND, "not-found", "Not found", detail.clone()),
             Self::Conflict { detail, operation_id } => {
                 let mut problem = Problem::new(StatusCode::CONFLICT, "conflict", "Conflict with the workforce's state", detail.clone());
@@ -140,6 +168,24 @@ impl IntoResponse for ApiError {
                 "Request body too large",
                 "the request body is larger than this service accepts; send a smaller body",
             ),
+            Self::VpcPrerequisites(findings) => {
+                let count = findings.iter().filter(|f| f.is_error()).count();
+                let noun = if count == 1 { "check" } else { "checks" };
+                let mut problem = Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "vpc-prerequisites-failed",
+                    "VPC prerequisites not met",
+                    format!("{count} VPC prerequisite {noun} failed; fix each finding of severity error as its remedy says and send the request again"),
+                );
+                problem.findings = findings.clone();
+                problem
+            }
+            Self::AwsUnavailable(_) => Problem::new(
+                StatusCode::BAD_GATEWAY,
+                "aws-unavailable",
+                "AWS unavailable",
+                "EC2 could not be read to check the VPC configuration (throttling, an AWS server error or denied access); nothing was changed, retry later",
+            ),
             Self::Unavailable(_) => Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "service-unavailable",
@@ -154,8 +200,16 @@ impl IntoResponse for ApiError {
             ),
         };
         let mut response = problem.into_response();
-        if matches!(self, Self::Internal(_) | Self::Unavailable(_)) {
+        if matches!(self, Self::Internal(_) | Self::Unavailable(_) | Self::AwsUnavailable(_)) {
             response.extensions_mut().insert(ErrorCause(format!("{self}")));
+        }
+        if let Self::Unauthenticated { invalid_token } = self {
+            let challenge = if invalid_token {
+                "Bearer realm=\"workforce-service\", error=\"invalid_token\""
+            } else {
+                "Bearer realm=\"workforce-service\""
+            };
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
         }
         if matches!(self, Self::Unavailable(_)) {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));

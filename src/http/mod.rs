@@ -1,5 +1,6 @@
 //! The HTTP edge: application state, router, middleware and one module per resource.
 
+pub mod api_keys;
 pub mod audit;
 pub mod error;
 pub mod extract;
@@ -8,14 +9,16 @@ pub mod middleware;
 pub mod models;
 pub mod operations;
 pub mod pagination;
+pub mod vpc;
 pub mod workforces;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::{HeaderName, StatusCode};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use sqlx::PgPool;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
@@ -24,6 +27,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use utoipa_swagger_ui::{Config as SwaggerConfig, SwaggerUi};
 
+use crate::auth::Authenticator;
 use crate::aws::Aws;
 use crate::changes::Acceptor;
 use crate::config::Mode;
@@ -50,7 +54,7 @@ pub struct AppState {
 
 impl AppState {
     pub fn acceptor(&self) -> Acceptor<'_> {
-        Acceptor { db: &self.db, sealer: &self.sealer, deadline: self.operation_deadline }
+        Acceptor { db: &self.db, sealer: &self.sealer, deadline: self.operation_deadline, findings: Vec::new() }
     }
 
     /// Parses a region path parameter and checks that this service manages it.
@@ -86,10 +90,69 @@ Changes are accepted with `202 Accepted` and carried out by background workers; 
         (name = "workforces", description = "Private workforces and their settings"),
         (name = "operations", description = "Long-running changes and their progress"),
         (name = "audit", description = "The append-only audit log"),
+        (name = "api-keys", description = "API keys for services and scripts (admin only)"),
         (name = "health", description = "Liveness and readiness"),
-    )
+    ),
+    modifiers(&SecurityAddon)
 )]
 struct ApiDoc;
+
+/// Declares the two credentials (bearer JWT and API key), requires one on every `/v1`
+/// operation, and documents the answers that authentication and the rate limit add.
+struct SecurityAddon;
+
+impl utoipa::Modify for SecurityAddon {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+        use utoipa::openapi::{ContentBuilder, RefOr, ResponseBuilder};
+
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer_jwt",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some("A token from the company's OIDC identity provider"))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("wfs_…")
+                    .description(Some("An API key of this service, sent as a bearer token"))
+                    .build(),
+            ),
+        );
+        let problem = |description: &str| {
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description(description)
+                    .content("application/problem+json", ContentBuilder::new().schema(Some(utoipa::openapi::Ref::from_schema_name("Problem"))).build())
+                    .build(),
+            )
+        };
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if !path.starts_with("/v1/") {
+                continue;
+            }
+            for operation in [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch].into_iter().flatten() {
+                operation.security = Some(vec![
+                    SecurityRequirement::new("bearer_jwt", Vec::<String>::new()),
+                    SecurityRequirement::new("api_key", Vec::<String>::new()),
+                ]);
+                let responses = &mut operation.responses.responses;
+                responses.insert("401".into(), problem("Missing, invalid, expired or revoked credential"));
+                responses.insert("403".into(), problem("The credential's roles do not allow this request"));
+                responses.insert("429".into(), problem("The credential's rate limit is exceeded; retry after the Retry-After seconds"));
+                responses.entry("503".into()).or_insert_with(|| problem("The database is unreachable; nothing was changed"));
+            }
+        }
+    }
+}
 
 /// Builds the routes and the OpenAPI document from the same handler list.
 pub fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
@@ -97,12 +160,15 @@ pub fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(workforces::list_workforces))
         .routes(routes!(workforces::create_workforce))
         .routes(routes!(workforces::get_workforce, workforces::delete_workforce))
-        .routes(routes!(workforces::put_vpc_config, workforces::delete_vpc_config))
+        .routes(routes!(vpc::get_vpc_config, workforces::put_vpc_config, workforces::delete_vpc_config))
+        .routes(routes!(vpc::check_vpc_config))
         .routes(routes!(workforces::put_source_ip_config))
         .routes(routes!(workforces::put_oidc_config))
         .routes(routes!(operations::list_operations))
         .routes(routes!(operations::get_operation))
         .routes(routes!(audit::list_audit_events))
+        .routes(routes!(api_keys::create_api_key, api_keys::list_api_keys))
+        .routes(routes!(api_keys::revoke_api_key))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .split_for_parts()
@@ -121,15 +187,28 @@ pub struct HttpLimits {
 }
 
 /// Builds the complete application: API routes, docs, fallback and middleware.
-pub fn app(state: AppState, limits: &HttpLimits) -> Router {
+pub fn app(state: AppState, limits: &HttpLimits, authenticator: Authenticator, cors_origins: &[String]) -> Router {
     let (api, openapi) = api_router();
     let swagger = SwaggerUi::new("/docs")
         .url("/openapi.json", openapi)
-        .config(SwaggerConfig::default().validator_url("none").try_it_out_enabled(true));
-    api.with_state(state)
+        .config(SwaggerConfig::default().validator_url("none").try_it_out_enabled(true).persist_authorization(true));
+    let mut router = api
+        .with_state(state)
         .merge(swagger)
         .fallback(middleware::unknown_route)
         .method_not_allowed_fallback(middleware::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(authenticator, crate::auth::authenticate));
+    let origins: Vec<HeaderValue> = cors_origins.iter().filter_map(|origin| HeaderValue::from_str(origin.trim()).ok()).collect();
+    if !origins.is_empty() {
+        router = router.layer(
+            CorsLayer::new()
+                .allow_origin(AllowOrigin::list(origins))
+                .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+                .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, REQUEST_ID_HEADER, HeaderName::from_static("idempotency-key"), header::IF_MATCH])
+                .expose_headers([header::LOCATION, header::ETAG, REQUEST_ID_HEADER]),
+        );
+    }
+    router
         .layer(RequestBodyLimitLayer::new(limits.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, limits.request_timeout))
         .layer(axum::middleware::from_fn(middleware::problem_details))

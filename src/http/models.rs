@@ -368,7 +368,12 @@ impl OperationResponse {
 pub struct AuditEventResponse {
     pub id: i64,
     pub occurred_at: DateTime<Utc>,
+    /// API key name, token subject, or `system` for the workers.
     pub actor: String,
+    /// `api_key`, `jwt` or `system`.
+    pub actor_kind: String,
+    /// The role that allowed the request, for changes made by callers.
+    pub actor_role: Option<String>,
     /// What happened, such as `workforce.create.requested` or `operation.succeeded`.
     pub action: String,
     /// `accepted`, `rejected`, `started`, `submitted`, `succeeded` or `failed`.
@@ -391,6 +396,8 @@ impl From<AuditEventRow> for AuditEventResponse {
             id: row.id,
             occurred_at: row.occurred_at,
             actor: row.actor,
+            actor_kind: row.actor_kind,
+            actor_role: row.actor_role,
             action: row.action,
             outcome: row.outcome,
             region: row.region,

@@ -14,6 +14,7 @@ use super::models::{
     WorkforceListResponse, WorkforceResponse,
 };
 use super::{AppState, REQUEST_ID_HEADER, bad_path_parameter, pagination};
+use crate::auth::Authorized;
 use crate::changes::Caller;
 use crate::db::operations::{self as operation_store, OperationRow};
 use crate::db::workforces as workforce_store;
@@ -23,9 +24,11 @@ use crate::refresh;
 /// Workforce statuses that SageMaker reports.
 const AWS_STATUSES: [&str; 5] = ["Initializing", "Updating", "Deleting", "Failed", "Active"];
 
-pub(crate) fn caller(headers: &HeaderMap) -> Caller {
+pub(crate) fn caller(headers: &HeaderMap, authorized: &Authorized) -> Caller {
     Caller {
-        actor: "anonymous".to_owned(),
+        actor: authorized.actor.clone(),
+        actor_kind: authorized.kind.as_str(),
+        role: authorized.role.as_str(),
         request_id: headers.get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned),
     }
 }
@@ -127,8 +130,9 @@ pub async fn list_workforces(State(state): State<AppState>, Query(query): Query<
 ///
 /// Accepts the creation of a private workforce with exactly one of a Cognito or an OIDC
 /// configuration, and optionally a VPC configuration, source-IP CIDRs and tags. AWS allows one
-/// private workforce per account and region. The change runs in the background: follow the
-/// returned operation.
+/// private workforce per account and region. A VPC configuration must pass the VPC
+/// prerequisite checks; their warnings are stored with the operation. The change runs in the
+/// background: follow the returned operation.
 #[utoipa::path(
     post,
     path = "/v1/regions/{region}/workforces",
@@ -142,18 +146,24 @@ pub async fn list_workforces(State(state): State<AppState>, Query(query): Query<
         (status = 404, description = "Region not managed by this service", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The region already has a workforce", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The body is not sent as application/json", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Field values break a rule of the AWS model", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Field values break a rule of the AWS model, or a VPC prerequisite check found an error", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "EC2 could not be read to check the VPC configuration", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn create_workforce(
-    State(state): State<AppState>,
+    State(state): State<AppState>, authorized: Authorized,
     Path(path): Path<RegionPath>,
     headers: HeaderMap,
     Json(request): Json<CreateWorkforceRequest>,
 ) -> Result<Response, ApiError> {
     let region = state.region(&path.region)?;
     let valid = request.validate().map_err(ApiError::Validation)?;
-    let operation = state.acceptor().create(&caller(&headers), &region, &valid.name, valid.change, valid.secret).await?;
+    let findings = match &valid.change {
+        Change::CreateWorkforce { vpc_config: Some(vpc_config), .. } => super::vpc::require_prerequisites(&state, &region, vpc_config).await?,
+        _ => Vec::new(),
+    };
+    let acceptor = state.acceptor().with_findings(findings);
+    let operation = acceptor.create(&caller(&headers, &authorized), &region, &valid.name, valid.change, valid.secret).await?;
     Ok(accepted(&operation))
 }
 
@@ -207,17 +217,18 @@ pub async fn get_workforce(State(state): State<AppState>, Path(path): Path<Workf
         (status = 409, description = "Another operation is in flight, or the status forbids deletion", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn delete_workforce(State(state): State<AppState>, Path(path): Path<WorkforcePath>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub async fn delete_workforce(State(state): State<AppState>, authorized: Authorized, Path(path): Path<WorkforcePath>, headers: HeaderMap) -> Result<Response, ApiError> {
     let (region, name) = path.parse(&state)?;
-    let operation = state.acceptor().change(&caller(&headers), &region, &name, Change::DeleteWorkforce, None).await?;
+    let operation = state.acceptor().change(&caller(&headers, &authorized), &region, &name, Change::DeleteWorkforce, None).await?;
     Ok(accepted(&operation))
 }
 
 /// Add or replace the VPC configuration
 ///
 /// Accepts a new VPC configuration: one VPC, 1 to 5 of its security groups and 1 to 16 of its
-/// subnets. SageMaker moves the workforce to `Updating` and creates interface endpoints in the
-/// VPC.
+/// subnets. The configuration must pass the VPC prerequisite checks; their warnings are stored
+/// with the operation. SageMaker moves the workforce to `Updating` and creates interface
+/// endpoints in the VPC.
 #[utoipa::path(
     put,
     path = "/v1/regions/{region}/workforces/{name}/vpc-config",
@@ -234,11 +245,12 @@ pub async fn delete_workforce(State(state): State<AppState>, Path(path): Path<Wo
         (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Conflict with the workforce's state", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The body is not sent as application/json", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Field values break a rule of the AWS model", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Field values break a rule of the AWS model, or a VPC prerequisite check found an error", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "EC2 could not be read to check the VPC configuration", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn put_vpc_config(
-    State(state): State<AppState>,
+    State(state): State<AppState>, authorized: Authorized,
     Path(path): Path<WorkforcePath>,
     headers: HeaderMap,
     Json(request): Json<VpcConfigRequest>,
@@ -247,7 +259,13 @@ pub async fn put_vpc_config(
     let mut violations = Violations::default();
     let parsed = request.parse("vpc_config", &mut violations);
     let vpc_config = violations.finish(|| parsed).map_err(ApiError::Validation)?.expect("parsed without violations");
-    let operation = state.acceptor().change(&caller(&headers), &region, &name, Change::PutVpcConfig { vpc_config }, None).await?;
+    // A missing workforce is a 404 before EC2 is read; the state rules run again on accept.
+    if workforce_store::find(&state.db, region.as_str(), name.as_str()).await?.is_none() {
+        return Err(ApiError::NotFound(format!("no workforce named '{name}' in region {region}")));
+    }
+    let findings = super::vpc::require_prerequisites(&state, &region, &vpc_config).await?;
+    let acceptor = state.acceptor().with_findings(findings);
+    let operation = acceptor.change(&caller(&headers, &authorized), &region, &name, Change::PutVpcConfig { vpc_config }, None).await?;
     Ok(accepted(&operation))
 }
 
@@ -271,7 +289,7 @@ pub async fn put_vpc_config(
         (status = 409, description = "Conflict with the workforce's state", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn delete_vpc_config(State(state): State<AppState>, Path(path): Path<WorkforcePath>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub async fn delete_vpc_config(State(state): State<AppState>, authorized: Authorized, Path(path): Path<WorkforcePath>, headers: HeaderMap) -> Result<Response, ApiError> {
     let (region, name) = path.parse(&state)?;
     let Some(row) = workforce_store::find(&state.db, region.as_str(), name.as_str()).await? else {
         return Err(ApiError::NotFound(format!("no workforce named '{name}' in region {region}")));
@@ -279,7 +297,7 @@ pub async fn delete_vpc_config(State(state): State<AppState>, Path(path): Path<W
     if row.vpc_config.is_none() {
         return Err(ApiError::Conflict { detail: format!("workforce '{name}' has no VPC configuration to remove"), operation_id: None });
     }
-    let operation = state.acceptor().change(&caller(&headers), &region, &name, Change::DeleteVpcConfig, None).await?;
+    let operation = state.acceptor().change(&caller(&headers, &authorized), &region, &name, Change::DeleteVpcConfig, None).await?;
     Ok(accepted(&operation))
 }
 
@@ -307,7 +325,7 @@ pub async fn delete_vpc_config(State(state): State<AppState>, Path(path): Path<W
     )
 )]
 pub async fn put_source_ip_config(
-    State(state): State<AppState>,
+    State(state): State<AppState>, authorized: Authorized,
     Path(path): Path<WorkforcePath>,
     headers: HeaderMap,
     Json(request): Json<SourceIpConfigRequest>,
@@ -318,7 +336,7 @@ pub async fn put_source_ip_config(
     let mut violations = Violations::default();
     let parsed = SourceIpConfig::parse("cidrs", &request.cidrs, IpAddressType::Ipv4, &mut violations);
     let source_ip_config = violations.finish(|| parsed).map_err(ApiError::Validation)?.expect("parsed without violations");
-    let operation = state.acceptor().change(&caller(&headers), &region, &name, Change::PutSourceIpConfig { source_ip_config }, None).await?;
+    let operation = state.acceptor().change(&caller(&headers, &authorized), &region, &name, Change::PutSourceIpConfig { source_ip_config }, None).await?;
     Ok(accepted(&operation))
 }
 
@@ -347,7 +365,7 @@ pub async fn put_source_ip_config(
     )
 )]
 pub async fn put_oidc_config(
-    State(state): State<AppState>,
+    State(state): State<AppState>, authorized: Authorized,
     Path(path): Path<WorkforcePath>,
     headers: HeaderMap,
     Json(request): Json<OidcConfigRequest>,
@@ -365,6 +383,6 @@ pub async fn put_oidc_config(
         }
     }
     let change = Change::PutOidcConfig { oidc_config: config.settings };
-    let operation = state.acceptor().change(&caller(&headers), &region, &name, change, Some(config.client_secret)).await?;
+    let operation = state.acceptor().change(&caller(&headers, &authorized), &region, &name, change, Some(config.client_secret)).await?;
     Ok(accepted(&operation))
 }

@@ -2,10 +2,12 @@
 //! real AWS SDK clients talking to the sandbox over loopback sockets.
 
 mod audit;
+mod auth;
 mod errors;
 mod openapi;
 mod scenario;
 mod state_rules;
 mod support;
 mod validation;
+mod vpc_checks;
 mod workers;

@@ -86,9 +86,8 @@ async fn change_conflicts_unless_workforce_active() {
 #[tokio::test]
 async fn delete_is_allowed_for_failed_workforce() {
     let app = TestApp::spawn().await;
-    let body = json!({"name": "doomed", "cognito_config": {"user_pool": "us-east-1_AbC123", "client_id": "portal"},
-                      "vpc_config": vpc_config(&[SUBNET_UNSUPPORTED_AZ])});
-    let (status, operation) = app.create_workforce(body).await;
+    app.sandbox().fail_next_transition(REGION, "doomed", "Ground Truth could not create the portal");
+    let (status, operation) = app.create_workforce(cognito_workforce("doomed")).await;
     assert_eq!(status, StatusCode::ACCEPTED);
     let finished = app.wait_for_operation(operation["id"].as_str().unwrap()).await;
     assert_eq!(finished["status"], "failed");

@@ -33,11 +33,13 @@ pub struct TestOptions {
     pub sandbox_delay_ms: u64,
     pub lease_seconds: u64,
     pub deadline_minutes: u64,
+    /// More command-line flags for the service, such as `--ec2-endpoint-url=...`.
+    pub extra_args: Vec<String>,
 }
 
 impl Default for TestOptions {
     fn default() -> Self {
-        Self { workers: 2, sandbox_delay_ms: 150, lease_seconds: 30, deadline_minutes: 60 }
+        Self { workers: 2, sandbox_delay_ms: 150, lease_seconds: 30, deadline_minutes: 60, extra_args: Vec::new() }
     }
 }
 
@@ -47,6 +49,16 @@ pub struct TestApp {
     pub db: PgPool,
     pub service: Option<RunningService>,
     pub database_url: String,
+    /// The admin API key that sandbox mode created at start; `client` sends it.
+    pub admin_key: String,
+}
+
+/// Builds an HTTP client that sends `key` as a bearer credential on every request.
+pub fn client_with_key(key: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}")).expect("a key is a valid header value");
+    headers.insert(reqwest::header::AUTHORIZATION, value);
+    reqwest::Client::builder().default_headers(headers).build().expect("an HTTP client builds")
 }
 
 impl TestApp {
@@ -59,8 +71,11 @@ impl TestApp {
         if std::env::var_os("RUST_LOG").is_some() {
             let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_test_writer().try_init();
         }
-        let database_url = format!("{}/wfs_test_{}", server_url(), uuid::Uuid::new_v4().simple());
-        let args = [
+        let test_id = uuid::Uuid::new_v4().simple().to_string();
+        let database_url = format!("{}/wfs_test_{test_id}", server_url());
+        // Sandbox mode creates an admin key on first start; the tests sign in with it.
+        let key_file = std::env::temp_dir().join(format!("wfs-test-{test_id}")).join("admin-api-key");
+        let mut args = vec![
             "workforce-service".to_owned(),
             "--mode=sandbox".to_owned(),
             format!("--database-url={database_url}"),
@@ -73,13 +88,20 @@ impl TestApp {
             "--idle-poll-ms=50".to_owned(),
             format!("--sandbox-delay-ms={}", options.sandbox_delay_ms),
             "--refresh-after-seconds=3600".to_owned(),
+            format!("--bootstrap-key-file={}", key_file.display()),
         ];
+        args.extend(options.extra_args);
         let cli = Cli::parse_from(args);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a free port");
         let service = app::start(&cli.serve, listener).await.expect("service starts");
         let base_url = format!("http://{}", service.local_addr);
         let db = service.state.db.clone();
-        Self { base_url, client: reqwest::Client::new(), db, service: Some(service), database_url }
+        // With an identity provider configured, no key is created at start; make one.
+        let admin_key = match std::fs::read_to_string(&key_file) {
+            Ok(key) => key.trim().to_owned(),
+            Err(_) => workforce_service::auth::api_keys::create(&db, "test-admin", workforce_service::auth::Role::Admin, None, None).await.expect("create a key").1,
+        };
+        Self { base_url, client: client_with_key(&admin_key), db, service: Some(service), database_url, admin_key }
     }
 
     pub fn sandbox(&self) -> &SandboxHandle {

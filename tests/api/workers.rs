@@ -10,40 +10,81 @@ use crate::support::*;
 
 #[tokio::test]
 async fn failed_workforce_fails_operation_with_reason() {
-    let app = TestApp::spawn().await;
-    let body = json!({"name": "doomed", "cognito_config": {"user_pool": "us-east-1_AbC123", "client_id": "portal"},
-                      "vpc_config": vpc_config(&[SUBNET_UNSUPPORTED_AZ])});
-    let (status, operation) = app.create_workforce(body).await;
+    // The VPC checks reject a subnet in an unsupported zone before SageMaker sees it; a zone
+    // table that lists every zone lets the create reach SageMaker, which ends it Failed.
+    let extra_args = vec!["--supported-az-ids=us-east-1=use1-az1,use1-az2,use1-az3,use1-az4".to_owned()];
+    let app = TestApp::spawn_with(TestOptions { extra_args, ..Default::default() }).await;
+    let reason = "Ground Truth could not create the worker portal endpoints";
+    app.sandbox().fail_next_transition(REGION, "doomed", reason);
+    let (status, operation) = app.create_workforce(cognito_workforce("doomed")).await;
     assert_eq!(status, StatusCode::ACCEPTED);
     let finished = app.wait_for_operation(operation["id"].as_str().unwrap()).await;
     assert_eq!(finished["status"], "failed");
     assert_eq!(finished["failure"]["code"], "WorkforceFailed");
-    let message = finished["failure"]["message"].as_str().unwrap();
-    assert!(message.contains(SUBNET_UNSUPPORTED_AZ), "{message}");
+    assert_eq!(finished["failure"]["message"], reason);
 
     let (_, workforce) = app.get(&format!("/v1/regions/{REGION}/workforces/doomed")).await;
     assert_eq!(workforce["status"], "Failed");
-    assert_eq!(workforce["failure_reason"], message);
+    assert_eq!(workforce["failure_reason"], reason);
     let actions = app.audit_actions("doomed").await;
     assert_eq!(actions.last().unwrap(), &("operation.failed".to_owned(), "failed".to_owned()));
 }
 
+/// Builds a SageMaker client pointed at the test's sandbox, to set up state around the service.
+async fn sagemaker_client(app: &TestApp) -> aws_sdk_sagemaker::Client {
+    use aws_sdk_sagemaker::config::{BehaviorVersion, Credentials, Region};
+    let config = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(REGION))
+        .endpoint_url(app.sandbox().endpoint_url())
+        .credentials_provider(Credentials::new("AKIDTEST", "test-secret", None, None, "test"))
+        .load()
+        .await;
+    aws_sdk_sagemaker::Client::new(&config)
+}
+
 #[tokio::test]
 async fn rejected_change_fails_with_aws_code() {
-    let app = TestApp::spawn().await;
-    app.create_active_workforce("labelers", None).await;
-    // A security group of another VPC: SageMaker rejects the update.
-    let body = json!({"vpc_id": VPC, "security_group_ids": ["sg-0b10000000000001b"], "subnets": [SUBNET_A]});
+    // EC2 calls go to a second sandbox in which the other VPC's security group belongs to
+    // VPC, so the VPC checks pass and SageMaker, which sees the built-in topology, rejects
+    // the update.
+    let mut topology = workforce_sandbox::Topology::built_in();
+    let region = topology.accounts.get_mut(workforce_sandbox::topology::DEFAULT_ACCOUNT).unwrap().regions.get_mut(REGION).unwrap();
+    region.security_groups.iter_mut().find(|g| g.group_id == "sg-0b10000000000001b").unwrap().vpc_id = VPC.to_owned();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ec2 = workforce_sandbox::start(workforce_sandbox::SandboxConfig { topology, ..Default::default() }, listener).await.unwrap();
+    let extra_args = vec![format!("--ec2-endpoint-url={}", ec2.endpoint_url())];
+    let app = TestApp::spawn_with(TestOptions { extra_args, ..Default::default() }).await;
+    let (status, operation) = app.create_workforce(json!({"name": "oidc-team", "oidc_config": oidc_config("first-secret")})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{operation}");
+    app.wait_for_operation(operation["id"].as_str().unwrap()).await;
+
+    // SageMaker rejects an OIDC change while a work team uses the workforce.
+    let sagemaker = sagemaker_client(&app).await;
+    let member = aws_sdk_sagemaker::types::MemberDefinition::builder()
+        .oidc_member_definition(aws_sdk_sagemaker::types::OidcMemberDefinition::builder().groups("labelers").build())
+        .build();
+    sagemaker
+        .create_workteam()
+        .workteam_name("team-a")
+        .workforce_name("oidc-team")
+        .description("labelers")
+        .member_definitions(member)
+        .send()
+        .await
+        .expect("the sandbox creates the work team");
+
     let (status, _, operation) = app
-        .request(reqwest::Method::PUT, &format!("/v1/regions/{REGION}/workforces/labelers/vpc-config"), Some(body))
+        .request(reqwest::Method::PUT, &format!("/v1/regions/{REGION}/workforces/oidc-team/oidc-config"), Some(oidc_config("second-secret")))
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{operation}");
     let finished = app.wait_for_operation(operation["id"].as_str().unwrap()).await;
     assert_eq!(finished["status"], "failed");
     assert_eq!(finished["failure"]["code"], "ValidationException", "{finished}");
-    let (_, workforce) = app.get(&format!("/v1/regions/{REGION}/workforces/labelers")).await;
+    assert_eq!(app.sandbox().call_count("UpdateWorkforce"), 1, "a rejected change is not retried");
+    let (_, workforce) = app.get(&format!("/v1/regions/{REGION}/workforces/oidc-team")).await;
     assert_eq!(workforce["status"], "Active");
-    assert!(workforce["vpc_config"].is_null());
+    let actions = app.audit_actions("oidc-team").await;
+    assert_eq!(actions.last().unwrap(), &("operation.failed".to_owned(), "failed".to_owned()));
 }
 
 #[tokio::test]

@@ -1,0 +1,157 @@
+//! API keys: generated once, shown once, stored only as a SHA-256 hash.
+//!
+//! A key carries 256 random bits, so a fast hash is enough: unlike a password it cannot be
+//! guessed from a list, and a slow hash would only cost time on every request.
+
+use aes_gcm::aead::OsRng;
+use aes_gcm::aead::rand_core::RngCore;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+use sqlx::PgExecutor;
+use uuid::Uuid;
+
+use super::Role;
+
+/// Prefix that marks a bearer token as an API key of this service rather than a JWT.
+pub const KEY_PREFIX: &str = "wfs_";
+
+/// Name of the unique constraint on key names.
+pub const NAME_UNIQUE: &str = "api_keys_name_key";
+
+#[derive(Debug, Clone)]
+pub struct ApiKeyRow {
+    pub id: Uuid,
+    pub name: String,
+    pub role: String,
+    pub regions: Option<Vec<String>>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl ApiKeyRow {
+    pub fn is_usable(&self, now: DateTime<Utc>) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|at| at > now)
+    }
+}
+
+/// Generates a new key: the prefix and 32 random bytes in URL-safe base64.
+pub fn generate_key() -> String {
+    let mut bytes = [0u8; 32];
+    OsRng.fill_bytes(&mut bytes);
+    format!("{KEY_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes))
+}
+
+pub fn hash_key(key: &str) -> Vec<u8> {
+    Sha256::digest(key.as_bytes()).to_vec()
+}
+
+/// Stores a new key and returns its row and the key itself, which is never available again.
+pub async fn create(
+    executor: impl PgExecutor<'_>,
+    name: &str,
+    role: Role,
+    regions: Option<&[String]>,
+    expires_at: Option<DateTime<Utc>>,
+) -> Result<(ApiKeyRow, String), sqlx::Error> {
+    let key = generate_key();
+    let row = sqlx::query_as!(
+        ApiKeyRow,
+        "insert into api_keys (id, name, role, regions, key_hash, expires_at)
+         values ($1, $2, $3, $4, $5, $6)
+         returning id, name, role, regions, created_at, expires_at, revoked_at",
+        Uuid::new_v4(),
+        name,
+        role.as_str(),
+        regions,
+        hash_key(&key),
+        expires_at,
+    )
+    .fetch_one(executor)
+    .await?;
+    Ok((row, key))
+}
+
+/// Finds the key whose hash matches, usable or not.
+pub async fn find_by_key(executor: impl PgExecutor<'_>, key: &str) -> Result<Option<ApiKeyRow>, sqlx::Error> {
+    sqlx::query_as!(
+        ApiKeyRow,
+        "select id, name, role, regions, created_at, expires_at, revoked_at from api_keys where key_hash = $1",
+        hash_key(key),
+    )
+    .fetch_optional(executor)
+    .await
+}
+
+pub async fn list(executor: impl PgExecutor<'_>) -> Result<Vec<ApiKeyRow>, sqlx::Error> {
+    sqlx::query_as!(ApiKeyRow, "select id, name, role, regions, created_at, expires_at, revoked_at from api_keys order by name")
+        .fetch_all(executor)
+        .await
+}
+
+/// Revokes a key by id; returns the row, or `None` when no key has that id.
+pub async fn revoke(executor: impl PgExecutor<'_>, id: Uuid) -> Result<Option<ApiKeyRow>, sqlx::Error> {
+    sqlx::query_as!(
+        ApiKeyRow,
+        "update api_keys set revoked_at = coalesce(revoked_at, now()) where id = $1
+         returning id, name, role, regions, created_at, expires_at, revoked_at",
+        id,
+    )
+    .fetch_optional(executor)
+    .await
+}
+
+/// Revokes a key by name, for the command line.
+pub async fn revoke_by_name(executor: impl PgExecutor<'_>, name: &str) -> Result<Option<ApiKeyRow>, sqlx::Error> {
+    sqlx::query_as!(
+        ApiKeyRow,
+        "update api_keys set revoked_at = coalesce(revoked_at, now()) where name = $1
+         returning id, name, role, regions, created_at, expires_at, revoked_at",
+        name,
+    )
+    .fetch_optional(executor)
+    .await
+}
+
+/// Ends a key's validity now, by name, without marking it revoked.
+pub async fn expire_by_name(executor: impl PgExecutor<'_>, name: &str) -> Result<Option<ApiKeyRow>, sqlx::Error> {
+    sqlx::query_as!(
+        ApiKeyRow,
+        "update api_keys set expires_at = least(coalesce(expires_at, now()), now()) where name = $1
+         returning id, name, role, regions, created_at, expires_at, revoked_at",
+        name,
+    )
+    .fetch_optional(executor)
+    .await
+}
+
+pub async fn count_usable(executor: impl PgExecutor<'_>) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"select count(*) as "count!" from api_keys where revoked_at is null and (expires_at is null or expires_at > now())"#
+    )
+    .fetch_one(executor)
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_keys_are_distinct_and_long() {
+        let first = generate_key();
+        let second = generate_key();
+        assert_ne!(first, second);
+        assert!(first.starts_with(KEY_PREFIX));
+        assert_eq!(first.len(), KEY_PREFIX.len() + 43);
+    }
+
+    #[test]
+    fn hash_is_stable_and_hides_key() {
+        let key = generate_key();
+        assert_eq!(hash_key(&key), hash_key(&key));
+        assert_eq!(hash_key(&key).len(), 32);
+    }
+}

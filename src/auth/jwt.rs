@@ -1,0 +1,160 @@
+//! Bearer JWTs from the company's OIDC identity provider, verified with keys from its JWKS URL.
+//!
+//! Keys are cached for a TTL. A token signed with an unknown key id triggers a refresh, at
+//! most once per [`UNKNOWN_KID_REFRESH_INTERVAL`], so that forged key ids cannot make the
+//! service hammer the identity provider. The accepted algorithms come from configuration,
+//! never from the token.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::jwk::{Jwk, JwkSet};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::Value;
+use tokio::sync::RwLock;
+
+use super::Role;
+
+/// Shortest time between two JWKS refreshes caused by unknown key ids.
+pub const UNKNOWN_KID_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
+
+/// How tokens are checked and mapped to roles.
+#[derive(Debug, Clone)]
+pub struct JwtSettings {
+    pub issuer: String,
+    pub audience: String,
+    pub jwks_url: String,
+    pub algorithms: Vec<Algorithm>,
+    /// Claim that lists the caller's groups or roles, such as `groups` or `roles`.
+    pub role_claim: String,
+    /// Claim values mapped to the service's roles; a value that is a role name maps to itself.
+    pub role_map: HashMap<String, Role>,
+    pub jwks_ttl: Duration,
+}
+
+/// A verified token's subject and roles.
+#[derive(Debug, Clone)]
+pub struct VerifiedToken {
+    pub subject: String,
+    pub roles: BTreeSet<Role>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JwtError {
+    #[error("the token is malformed or its signature, issuer, audience or lifetime is invalid")]
+    Invalid,
+    #[error("the token's signing key is unknown to the identity provider's JWKS")]
+    UnknownKey,
+    #[error("the identity provider's JWKS could not be fetched")]
+    JwksUnavailable,
+}
+
+struct KeyCache {
+    keys: HashMap<String, (DecodingKey, Option<Algorithm>)>,
+    fetched_at: Option<Instant>,
+    last_unknown_kid_refresh: Option<Instant>,
+}
+
+pub struct JwtVerifier {
+    settings: JwtSettings,
+    client: reqwest::Client,
+    cache: RwLock<KeyCache>,
+}
+
+impl std::fmt::Debug for JwtVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtVerifier").field("issuer", &self.settings.issuer).finish_non_exhaustive()
+    }
+}
+
+fn jwk_algorithm(jwk: &Jwk) -> Option<Algorithm> {
+    let name = jwk.common.key_algorithm.map(|a| a.to_string())?;
+    name.parse().ok()
+}
+
+impl JwtVerifier {
+    pub fn new(settings: JwtSettings) -> Self {
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("an HTTP client builds");
+        Self {
+            settings,
+            client,
+            cache: RwLock::new(KeyCache { keys: HashMap::new(), fetched_at: None, last_unknown_kid_refresh: None }),
+        }
+    }
+
+    async fn refresh(&self, cache: &mut KeyCache) -> Result<(), JwtError> {
+        let response = self.client.get(&self.settings.jwks_url).send().await.map_err(|error| {
+            tracing::warn!(error = %error, "failed to fetch the JWKS");
+            JwtError::JwksUnavailable
+        })?;
+        let set: JwkSet = response.error_for_status().map_err(|_| JwtError::JwksUnavailable)?.json().await.map_err(|error| {
+            tracing::warn!(error = %error, "the JWKS is not a valid key set");
+            JwtError::JwksUnavailable
+        })?;
+        let mut keys = HashMap::new();
+        for jwk in &set.keys {
+            let (Some(kid), Ok(key)) = (jwk.common.key_id.clone(), DecodingKey::from_jwk(jwk)) else { continue };
+            keys.insert(kid, (key, jwk_algorithm(jwk)));
+        }
+        tracing::info!(keys = keys.len(), "refreshed the JWKS");
+        cache.keys = keys;
+        cache.fetched_at = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Returns the key for `kid`, refreshing the cache when it is stale or the kid is unknown.
+    async fn key(&self, kid: &str) -> Result<(DecodingKey, Option<Algorithm>), JwtError> {
+        {
+            let cache = self.cache.read().await;
+            let fresh = cache.fetched_at.is_some_and(|at| at.elapsed() < self.settings.jwks_ttl);
+            if fresh {
+                if let Some(found) = cache.keys.get(kid) {
+                    return Ok(found.clone());
+                }
+            }
+        }
+        let mut cache = self.cache.write().await;
+        let stale = cache.fetched_at.is_none_or(|at| at.elapsed() >= self.settings.jwks_ttl);
+        if stale {
+            self.refresh(&mut cache).await?;
+        } else if !cache.keys.contains_key(kid) {
+            let may_refresh = cache.last_unknown_kid_refresh.is_none_or(|at| at.elapsed() >= UNKNOWN_KID_REFRESH_INTERVAL);
+            if may_refresh {
+                cache.last_unknown_kid_refresh = Some(Instant::now());
+                self.refresh(&mut cache).await?;
+            }
+        }
+        cache.keys.get(kid).cloned().ok_or(JwtError::UnknownKey)
+    }
+
+    pub async fn verify(&self, token: &str) -> Result<VerifiedToken, JwtError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| JwtError::Invalid)?;
+        if !self.settings.algorithms.contains(&header.alg) {
+            return Err(JwtError::Invalid);
+        }
+        let kid = header.kid.ok_or(JwtError::Invalid)?;
+        let (key, key_algorithm) = self.key(&kid).await?;
+        // A key pinned to one algorithm must not verify tokens that claim another.
+        if key_algorithm.is_some_and(|alg| alg != header.alg) {
+            return Err(JwtError::Invalid);
+        }
+        let mut validation = Validation::new(header.alg);
+        validation.algorithms = vec![header.alg];
+        validation.set_issuer(&[&self.settings.issuer]);
+        validation.set_audience(&[&self.settings.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        let data = jsonwebtoken::decode::<Value>(token, &key, &validation).map_err(|_| JwtError::Invalid)?;
+        let claims = data.claims;
+        let subject = claims.get("sub").and_then(Value::as_str).ok_or(JwtError::Invalid)?.to_owned();
+        let values: Vec<&str> = match claims.get(&self.settings.role_claim) {
+            Some(Value::String(value)) => value.split(' ').collect(),
+            Some(Value::Array(values)) => values.iter().filter_map(Value::as_str).collect(),
+            _ => Vec::new(),
+        };
+        let roles = values
+            .into_iter()
+            .filter_map(|value| self.settings.role_map.get(value).copied().or_else(|| Role::parse(value)))
+            .collect();
+        Ok(VerifiedToken { subject, roles })
+    }
+}

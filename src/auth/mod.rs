@@ -1,0 +1,243 @@
+//! Authentication and authorization: API keys and bearer JWTs, roles, and a rate limit per
+//! credential.
+//!
+//! A middleware authenticates every request outside the public endpoints and checks the
+//! [`Permission`] of the matched route before the handler runs, so a 403 never reveals whether
+//! a resource exists. Handlers that record changes read the [`Authorized`] caller.
+
+pub mod api_keys;
+pub mod jwt;
+mod rate_limit;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, MatchedPath, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::Region;
+use crate::http::error::{ApiError, Problem};
+pub use rate_limit::RateLimiter;
+
+/// What a caller may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Reads workforces, operations and VPC checks.
+    Viewer,
+    /// Everything a viewer does, and changes workforces (optionally in some regions only).
+    Operator,
+    /// Reads the audit log.
+    Auditor,
+    /// Everything, including API key management.
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Viewer => "viewer",
+            Self::Operator => "operator",
+            Self::Auditor => "auditor",
+            Self::Admin => "admin",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        [Self::Viewer, Self::Operator, Self::Auditor, Self::Admin].into_iter().find(|role| role.as_str() == value)
+    }
+
+    fn grants(self, permission: Permission) -> bool {
+        match permission {
+            Permission::Read => matches!(self, Self::Viewer | Self::Operator | Self::Admin),
+            Permission::Change => matches!(self, Self::Operator | Self::Admin),
+            Permission::ReadAudit => matches!(self, Self::Auditor | Self::Admin),
+            Permission::ManageKeys => self == Self::Admin,
+        }
+    }
+}
+
+/// What a route needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permission {
+    Read,
+    Change,
+    ReadAudit,
+    ManageKeys,
+}
+
+/// Which kind of credential identified the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActorKind {
+    ApiKey,
+    Jwt,
+    /// Public endpoints and tests that bypass authentication.
+    Anonymous,
+}
+
+impl ActorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ApiKey => "api_key",
+            Self::Jwt => "jwt",
+            Self::Anonymous => "anonymous",
+        }
+    }
+}
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// API key name or token subject.
+    pub actor: String,
+    pub kind: ActorKind,
+    pub roles: BTreeSet<Role>,
+    /// Regions an operator may change; `None` means all.
+    pub regions: Option<Vec<String>>,
+}
+
+/// The permission check that allowed a request, kept for the audit log.
+#[derive(Debug, Clone)]
+pub struct Authorized {
+    pub actor: String,
+    pub kind: ActorKind,
+    pub role: Role,
+}
+
+impl Principal {
+    /// Checks a permission, and for changes the region, and returns the role that granted it.
+    pub fn require(&self, permission: Permission, region: Option<&Region>) -> Result<Authorized, ApiError> {
+        let Some(role) = self.roles.iter().rev().copied().find(|role| role.grants(permission)) else {
+            return Err(ApiError::Forbidden(format!("the credential's roles do not allow this request; it needs {}", needed(permission))));
+        };
+        if permission == Permission::Change && role == Role::Operator {
+            if let (Some(allowed), Some(region)) = (&self.regions, region) {
+                if !allowed.iter().any(|r| r == region.as_str()) {
+                    return Err(ApiError::Forbidden(format!("this credential may change workforces only in {}", allowed.join(", "))));
+                }
+            }
+        }
+        Ok(Authorized { actor: self.actor.clone(), kind: self.kind, role })
+    }
+}
+
+fn needed(permission: Permission) -> &'static str {
+    match permission {
+        Permission::Read => "the viewer, operator or admin role",
+        Permission::Change => "the operator or admin role",
+        Permission::ReadAudit => "the auditor or admin role",
+        Permission::ManageKeys => "the admin role",
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Authorized {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<Authorized>().cloned().ok_or(ApiError::Unauthenticated { invalid_token: false })
+    }
+}
+
+/// The permission a route needs, from its method and matched path.
+pub fn permission_for(method: &Method, route: &str) -> Permission {
+    if route.starts_with("/v1/api-keys") {
+        Permission::ManageKeys
+    } else if route.starts_with("/v1/audit-events") {
+        Permission::ReadAudit
+    } else if method == Method::GET || method == Method::HEAD || route.ends_with("/vpc-config-checks") {
+        Permission::Read
+    } else {
+        Permission::Change
+    }
+}
+
+/// Returns the region of a `/v1/regions/{region}/...` path, if it is one.
+fn region_of(path: &str) -> Option<Region> {
+    let rest = path.strip_prefix("/v1/regions/")?;
+    let region = rest.split('/').next()?;
+    Region::parse("region", region).ok()
+}
+
+/// Checks credentials against the API key table and, when configured, the identity provider.
+#[derive(Clone)]
+pub struct Authenticator {
+    pub db: sqlx::PgPool,
+    pub jwt: Option<Arc<jwt::JwtVerifier>>,
+    pub rate_limiter: Option<Arc<RateLimiter>>,
+    /// Path prefixes served without credentials.
+    pub public_prefixes: Arc<Vec<String>>,
+}
+
+impl Authenticator {
+    fn is_public(&self, path: &str) -> bool {
+        self.public_prefixes.iter().any(|prefix| path == prefix || path.starts_with(&format!("{prefix}/")))
+    }
+
+    async fn authenticate(&self, token: &str) -> Result<Principal, ApiError> {
+        if token.starts_with(api_keys::KEY_PREFIX) {
+            let row = api_keys::find_by_key(&self.db, token).await?;
+            let row = row.filter(|row| row.is_usable(chrono::Utc::now())).ok_or(ApiError::Unauthenticated { invalid_token: true })?;
+            let role = Role::parse(&row.role).ok_or(ApiError::Unauthenticated { invalid_token: true })?;
+            return Ok(Principal { actor: row.name, kind: ActorKind::ApiKey, roles: BTreeSet::from([role]), regions: row.regions });
+        }
+        let Some(verifier) = &self.jwt else {
+            return Err(ApiError::Unauthenticated { invalid_token: true });
+        };
+        match verifier.verify(token).await {
+            Ok(verified) => Ok(Principal { actor: verified.subject, kind: ActorKind::Jwt, roles: verified.roles, regions: None }),
+            Err(jwt::JwtError::JwksUnavailable) => Err(ApiError::Unavailable("the identity provider's keys could not be fetched".into())),
+            Err(_) => Err(ApiError::Unauthenticated { invalid_token: true }),
+        }
+    }
+}
+
+/// Authenticates the request, applies the rate limit of its credential, checks the permission
+/// of the matched route, and stores the [`Authorized`] caller for the handler.
+pub async fn authenticate(State(auth): State<Authenticator>, mut request: Request, next: Next) -> Response {
+    if auth.is_public(request.uri().path()) {
+        return next.run(request).await;
+    }
+    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_default();
+    let token = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")))
+        .map(str::trim)
+        .filter(|token| !token.is_empty())
+        .map(str::to_owned);
+    let Some(token) = token else {
+        return ApiError::Unauthenticated { invalid_token: false }.into_response();
+    };
+    let principal = match auth.authenticate(&token).await {
+        Ok(principal) => principal,
+        Err(error) => return error.into_response(),
+    };
+    if let Some(limiter) = &auth.rate_limiter {
+        if let Err(retry_after) = limiter.check(&format!("{}:{}", principal.kind.as_str(), principal.actor)) {
+            let mut response = Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "Too many requests",
+                format!("this credential sent more requests than its rate limit allows; retry in {} seconds", retry_after.as_secs().max(1)),
+            )
+            .into_response();
+            let seconds = retry_after.as_secs().max(1).to_string();
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_str(&seconds).expect("digits are a valid header"));
+            return response;
+        }
+    }
+    let permission = permission_for(request.method(), &route);
+    let region = region_of(request.uri().path());
+    match principal.require(permission, region.as_ref()) {
+        Ok(authorized) => {
+            request.extensions_mut().insert(authorized);
+            next.run(request).await
+        }
+        Err(error) => error.into_response(),
+    }
+}

@@ -1,0 +1,179 @@
+//! API key management for admins: create (the key is shown once), list and revoke.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::AppState;
+use super::error::{ApiError, Problem};
+use super::extract::{Json, Path};
+use crate::auth::api_keys::{self as key_store, ApiKeyRow};
+use crate::auth::{Authorized, Role};
+use crate::db::audit::{self, NewAuditEvent};
+use crate::domain::{FieldError, Region, check_length};
+
+/// A new API key.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "labeling-portal", "role": "operator", "regions": ["us-east-1"]}))]
+pub struct CreateApiKeyRequest {
+    /// Unique name, recorded as the actor of the key's changes: 1 to 64 letters, digits, `.`, `_` or `-`.
+    pub name: String,
+    pub role: Role,
+    /// Regions an operator key may change; all when omitted.
+    #[serde(default)]
+    pub regions: Option<Vec<String>>,
+    /// When the key stops working; never when omitted.
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// An API key without its secret value.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ApiKeyResponse {
+    pub id: Uuid,
+    pub name: String,
+    pub role: Role,
+    pub regions: Option<Vec<String>>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// A created key with its value, which is shown only in this response.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CreatedApiKeyResponse {
+    #[serde(flatten)]
+    pub key: ApiKeyResponse,
+    /// The key, to send as `Authorization: Bearer <key>`. Store it now: it is never shown again.
+    pub api_key: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ApiKeyListResponse {
+    pub items: Vec<ApiKeyResponse>,
+}
+
+impl From<ApiKeyRow> for ApiKeyResponse {
+    fn from(row: ApiKeyRow) -> Self {
+        Self {
+            id: row.id,
+            role: Role::parse(&row.role).unwrap_or(Role::Viewer),
+            name: row.name,
+            regions: row.regions,
+            created_at: row.created_at,
+            expires_at: row.expires_at,
+            revoked_at: row.revoked_at,
+        }
+    }
+}
+
+/// Checks an API key name: 1 to 64 ASCII letters, digits, `.`, `_` or `-`.
+pub fn validate_key_name(name: &str) -> Result<(), FieldError> {
+    check_length("name", name, 1, 64)?;
+    if name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+        Ok(())
+    } else {
+        Err(FieldError::new("name", "must contain only letters, digits, '.', '_' and '-'"))
+    }
+}
+
+async fn audit_key_event(state: &AppState, authorized: &Authorized, action: &str, key: &ApiKeyRow) -> Result<(), ApiError> {
+    let mut conn = state.db.acquire().await?;
+    audit::insert(
+        &mut conn,
+        NewAuditEvent {
+            actor: &authorized.actor,
+            actor_kind: authorized.kind.as_str(),
+            actor_role: Some(authorized.role.as_str()),
+            action,
+            outcome: "succeeded",
+            detail: Some(serde_json::json!({ "api_key": { "id": key.id, "name": key.name, "role": key.role } })),
+            ..Default::default()
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// Create an API key
+///
+/// Creates a key for a service or script. The key is returned once in this response and only
+/// its SHA-256 hash is stored.
+#[utoipa::path(
+    post,
+    path = "/v1/api-keys",
+    tag = "api-keys",
+    request_body = CreateApiKeyRequest,
+    responses(
+        (status = 201, description = "Created; the key is in `api_key`", body = CreatedApiKeyResponse),
+        (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A key with this name exists", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid field values", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn create_api_key(State(state): State<AppState>, authorized: Authorized, Json(request): Json<CreateApiKeyRequest>) -> Result<Response, ApiError> {
+    let mut errors = Vec::new();
+    if let Err(error) = validate_key_name(&request.name) {
+        errors.push(error);
+    }
+    for (index, region) in request.regions.iter().flatten().enumerate() {
+        if let Err(error) = Region::parse(&format!("regions[{index}]"), region) {
+            errors.push(error);
+        }
+    }
+    if request.expires_at.is_some_and(|at| at <= Utc::now()) {
+        errors.push(FieldError::new("expires_at", "must be in the future"));
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let created = key_store::create(&state.db, &request.name, request.role, request.regions.as_deref(), request.expires_at).await;
+    let (row, key) = match created {
+        Ok(created) => created,
+        Err(error) if crate::db::is_unique_violation(&error, key_store::NAME_UNIQUE) => {
+            return Err(ApiError::Conflict { detail: format!("an API key named '{}' exists; choose another name or revoke it first", request.name), operation_id: None });
+        }
+        Err(error) => return Err(error.into()),
+    };
+    audit_key_event(&state, &authorized, "api_key.created", &row).await?;
+    Ok((StatusCode::CREATED, axum::Json(CreatedApiKeyResponse { key: row.into(), api_key: key })).into_response())
+}
+
+/// List API keys
+///
+/// Lists every key with its role, expiry and revocation; key values are never shown.
+#[utoipa::path(
+    get,
+    path = "/v1/api-keys",
+    tag = "api-keys",
+    responses((status = 200, description = "Success", body = ApiKeyListResponse))
+)]
+pub async fn list_api_keys(State(state): State<AppState>) -> Result<axum::Json<ApiKeyListResponse>, ApiError> {
+    let rows = key_store::list(&state.db).await?;
+    Ok(axum::Json(ApiKeyListResponse { items: rows.into_iter().map(ApiKeyResponse::from).collect() }))
+}
+
+/// Revoke an API key
+///
+/// Revokes a key; requests with it fail from the next one on.
+#[utoipa::path(
+    delete,
+    path = "/v1/api-keys/{id}",
+    tag = "api-keys",
+    params(("id" = Uuid, Path, description = "API key id")),
+    responses(
+        (status = 200, description = "Revoked", body = ApiKeyResponse),
+        (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No key with this id", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn revoke_api_key(State(state): State<AppState>, authorized: Authorized, Path(id): Path<Uuid>) -> Result<axum::Json<ApiKeyResponse>, ApiError> {
+    let row = key_store::revoke(&state.db, id).await?.ok_or_else(|| ApiError::NotFound(format!("no API key with id {id}")))?;
+    audit_key_event(&state, &authorized, "api_key.revoked", &row).await?;
+    Ok(axum::Json(row.into()))
+}
