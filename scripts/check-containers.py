@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """Check the Dockerfile and docker-compose.yml against the repository without a Docker engine.
 
-The checks: every path the Dockerfile copies from the build context exists and is not excluded
-by .dockerignore; every package, binary and stage it names exists; each health check calls a
-route of the program in that stage on the port it exposes; every variable the compose file sets
-is one the program reads; every command-line flag is one the program accepts; and every port
-and URL points at a compose service that listens there.
+It checks that:
+- every path the Dockerfile copies from the build context exists and is not in .dockerignore,
+- every package, binary and stage the Dockerfile names exists,
+- each health check calls a route of its stage's program on a port the stage exposes,
+- every variable and flag the compose file sets is one the program reads,
+- every port and URL points at a compose service that listens there.
 
-It cannot check that the images build or that the containers start: that needs `docker compose
+It cannot check that the images build or that the containers start, which needs `docker compose
 up --build` on a machine with a Docker engine.
 
 Needs Python 3.11 (tomllib) and PyYAML. Without PyYAML it creates a virtual environment in
@@ -403,13 +404,43 @@ def flag_value(command: list[str], flag: str) -> str | None:
     return None
 
 
+@dataclass
+class Run:
+    """The program, command line and environment of one compose service built from the Dockerfile."""
+
+    program: Program
+    command: list[str]
+    env: dict[str, str]
+    stage: Stage
+    calls: list[list[str]]
+    one_shot: bool
+
+
+SHELLS = {"sh", "bash", "dash"}
+
+
+def check_call(report: Report, service: str, program: Program, call: list[str]) -> None:
+    """Check the subcommand and the flags of one command line of a program."""
+    words = call[1:] if call and Path(call[0]).name == program.name else call
+    if words and not words[0].startswith("-") and program.subcommands:
+        report.check(words[0] in program.subcommands, f"{service}: subcommand {words[0]} exists",
+                     f"{service}: {words[0]} is not a subcommand of {program.name}")
+        if words[0] != "serve":
+            return  # A subcommand's own flags are not read by this script.
+    for word in words:
+        if word.startswith("--"):
+            flag = word.split("=", 1)[0]
+            report.check(flag in program.flags, f"{service}: flag {flag} is accepted by {program.name}",
+                         f"{service}: flag {flag} is not a flag of {program.name} (flags: {sorted(program.flags)})")
+
+
 def check_compose(report: Report, yaml, programs: dict[str, Program], stages: dict[str, Stage]) -> None:
     print("docker-compose.yml")
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose.get("services", {})
     listening: dict[str, int] = {}
     known_images = {"postgres": 5432}
-    runs: dict[str, tuple[Program, list[str], dict[str, str], Stage]] = {}
+    runs: dict[str, Run] = {}
 
     for name, spec in services.items():
         env = {k: interpolate(str(v)) for k, v in (spec.get("environment") or {}).items()}
@@ -432,39 +463,42 @@ def check_compose(report: Report, yaml, programs: dict[str, Program], stages: di
                             f"{name}: build target {target} is not a stage of the Dockerfile"):
             continue
         program = programs[Path(stage.entrypoint[0]).name]
+        entrypoint = [str(w) for w in spec.get("entrypoint") or []]
+        shell = bool(entrypoint) and Path(entrypoint[0]).name in SHELLS
+        if shell:
+            # A shell script: check every call of the image's program in it.
+            script = " ".join(command)
+            calls = [shlex.split(program.name + c) for c in re.findall(rf"\b{re.escape(program.name)}\b([^|&;]*)", script)]
+            report.check(bool(calls), f"{name}: the shell command calls {program.name}",
+                         f"{name}: the shell command never calls {program.name}, the program of its image")
+        else:
+            if entrypoint:
+                program = programs.get(Path(entrypoint[0]).name, program)
+            calls = [command]
+        for call in calls:
+            check_call(report, name, program, call)
+        one_shot = shell or any(c and not c[0].startswith("-") and c[0] != "serve" for c in calls)
         stage_env = dict(stage.env)
         stage_env.update(env)
-        runs[name] = (program, command, stage_env, stage)
-        listening[name] = listen_port(program, command, stage_env)
+        runs[name] = Run(program, command, stage_env, stage, calls, one_shot)
+        if not one_shot:
+            listening[name] = listen_port(program, command, stage_env)
         for variable in env:
             report.check(variable in program.env, f"{name}: {variable} is read by {program.name}",
                          f"{name}: environment variable {variable} is not read by {program.name}")
-        for word in command:
-            if word.startswith("--"):
-                flag = word.split("=", 1)[0]
-                report.check(flag in program.flags, f"{name}: flag {flag} is accepted by {program.name}",
-                             f"{name}: flag {flag} is not a flag of {program.name} (flags: {sorted(program.flags)})")
-            elif command.index(word) == 0 and program.subcommands:
-                report.check(word in program.subcommands, f"{name}: subcommand {word} exists",
-                             f"{name}: {word} is not a subcommand of {program.name}")
 
-    for name, (program, command, env, stage) in runs.items():
+    for name, run in runs.items():
         spec = services[name]
-        port = listening[name]
-        report.check(port in stage.expose, f"{name}: listens on {port}, which the image exposes",
-                     f"{name}: listens on {port}, but its image exposes {sorted(stage.expose)}")
-        listen = env.get("WORKFORCE_LISTEN") or flag_value(command, "--bind") or env.get("SANDBOX_BIND")
-        if listen:
-            report.check(listen.startswith("0.0.0.0") or listen.startswith("[::]"),
-                         f"{name}: binds all interfaces ({listen}), so other containers reach it",
-                         f"{name}: binds {listen}, which other containers cannot reach; use 0.0.0.0")
-        for mapping in spec.get("ports") or []:
-            container_port = int(str(mapping).rsplit(":", 1)[-1].split("/")[0])
-            report.check(container_port == port, f"{name}: published port {mapping} reaches the program",
-                         f"{name}: publishes container port {container_port}, but the program listens on {port}")
+        program, command, env, stage = run.program, run.command, run.env, run.stage
+        if not run.one_shot:
+            check_listener(report, name, spec, run, listening[name])
         for dependency, condition in (spec.get("depends_on") or {}).items():
             report.check(dependency in services, f"{name}: depends on the service {dependency}",
                          f"{name}: depends_on {dependency}, which is not a compose service")
+            if isinstance(condition, dict) and condition.get("condition") == "service_completed_successfully":
+                report.check(dependency in runs and runs[dependency].one_shot,
+                             f"{name}: {dependency} is a one-shot job, so it can complete",
+                             f"{name}: waits for {dependency} to complete, but {dependency} is a server")
             if isinstance(condition, dict) and condition.get("condition") == "service_healthy":
                 dep = services.get(dependency, {})
                 dep_stage = stages.get((dep.get("build") or {}).get("target", "")) if isinstance(dep.get("build"), dict) else None
@@ -487,6 +521,8 @@ def check_compose(report: Report, yaml, programs: dict[str, Program], stages: di
                              and (parts.password or "") == str(db_env.get("POSTGRES_PASSWORD", "")),
                              f"{name}: {variable} user and password match the {parts.hostname} service",
                              f"{name}: {variable} user or password differs from POSTGRES_USER/POSTGRES_PASSWORD")
+        if program.name == "workforce-service" and not run.one_shot:
+            check_credentials(report, name, spec, run, runs)
         if "WORKFORCE_MODE" in env:
             report.check(env["WORKFORCE_MODE"] in ("aws", "sandbox"), f"{name}: WORKFORCE_MODE is {env['WORKFORCE_MODE']}",
                          f"{name}: WORKFORCE_MODE {env['WORKFORCE_MODE']!r} is not aws or sandbox")
@@ -497,6 +533,48 @@ def check_compose(report: Report, yaml, programs: dict[str, Program], stages: di
                 length = -1
             report.check(length == 32, f"{name}: WORKFORCE_SECRET_KEY is 32 bytes of base64",
                          f"{name}: WORKFORCE_SECRET_KEY must be 32 bytes encoded as base64 (decodes to {length})")
+
+
+def check_listener(report: Report, name: str, spec: dict, run: Run, port: int) -> None:
+    """Check that a server listens on all interfaces, on a port its image exposes and publishes."""
+    report.check(port in run.stage.expose, f"{name}: listens on {port}, which the image exposes",
+                 f"{name}: listens on {port}, but its image exposes {sorted(run.stage.expose)}")
+    listen = run.env.get("WORKFORCE_LISTEN") or flag_value(run.command, "--bind") or run.env.get("SANDBOX_BIND")
+    if listen:
+        report.check(listen.startswith("0.0.0.0") or listen.startswith("[::]"),
+                     f"{name}: binds all interfaces ({listen}), so other containers reach it",
+                     f"{name}: binds {listen}, which other containers cannot reach; use 0.0.0.0")
+    for mapping in spec.get("ports") or []:
+        container_port = int(str(mapping).rsplit(":", 1)[-1].split("/")[0])
+        report.check(container_port == port, f"{name}: published port {mapping} reaches the program",
+                     f"{name}: publishes container port {container_port}, but the program listens on {port}")
+
+
+def check_credentials(report: Report, name: str, spec: dict, run: Run, runs: dict[str, Run]) -> None:
+    """Check that the service in AWS mode has a way to authenticate callers, when it requires one.
+
+    A service that has the `api-keys` subcommand refuses to start in AWS mode unless an API key
+    exists or JWT authentication is configured. Compose can provide the key only through a
+    one-shot job that runs `api-keys create` and that the service waits for.
+    """
+    if "api-keys" not in run.program.subcommands:
+        return
+    mode = flag_value(run.command, "--mode") or run.env.get("WORKFORCE_MODE", "aws")
+    if mode != "aws":
+        return
+    jwt = all(run.env.get(v) for v in ("WORKFORCE_JWT_ISSUER", "WORKFORCE_JWT_AUDIENCE", "WORKFORCE_JWT_JWKS_URL"))
+    key_jobs = [
+        dependency
+        for dependency, condition in (spec.get("depends_on") or {}).items()
+        if isinstance(condition, dict)
+        and condition.get("condition") == "service_completed_successfully"
+        and dependency in runs
+        and any(c[1:3] == ["api-keys", "create"] for c in runs[dependency].calls)
+    ]
+    report.check(jwt or bool(key_jobs),
+                 f"{name}: AWS mode can authenticate callers ({'JWT settings' if jwt else 'API key from ' + ', '.join(key_jobs)})",
+                 f"{name}: AWS mode refuses to start without a credential; set the WORKFORCE_JWT_* variables "
+                 f"or depend (service_completed_successfully) on a job that runs `workforce-service api-keys create`")
 
 
 def main() -> int:

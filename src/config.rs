@@ -26,9 +26,19 @@ pub enum Command {
     Migrate,
     /// Print the OpenAPI document as JSON and exit.
     Openapi,
+    /// Check the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Create, list, expire and revoke API keys.
     #[command(subcommand, name = "api-keys")]
     ApiKeys(ApiKeyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Walk the audit log's hash chain and report the first broken link; exits with 1 if one
+    /// is found.
+    Verify,
 }
 
 #[derive(Debug, Subcommand)]
@@ -160,7 +170,8 @@ pub struct ServeConfig {
     /// Endpoint service name of the worker portal's VPC interface endpoints; `{region}` stands
     /// for the region code. The VPC checks then accept subnets only in the availability zones
     /// that DescribeVpcEndpointServices lists for it. Sandbox mode defaults to the sandbox's
-    /// `com.amazonaws.{region}.sagemaker.labeling` unless `--supported-az-ids` is set.
+    /// `com.amazonaws.{region}.sagemaker.labeling` unless `--supported-az-ids` is set, and an
+    /// empty value turns that default off.
     #[arg(long, env = "WORKFORCE_PORTAL_ENDPOINT_SERVICE")]
     pub portal_endpoint_service_name: Option<String>,
 

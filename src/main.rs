@@ -2,7 +2,7 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use workforce_service::auth::api_keys;
-use workforce_service::config::{ApiKeyCommand, Cli, Command, LogFormat};
+use workforce_service::config::{ApiKeyCommand, AuditCommand, Cli, Command, LogFormat};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -14,6 +14,21 @@ async fn main() -> anyhow::Result<()> {
             workforce_service::db::connect(&cli.serve.database_url, 1).await?;
             tracing::info!("database is migrated");
             Ok(())
+        }
+        Command::Audit(AuditCommand::Verify) => {
+            let db = workforce_service::db::connect(&cli.serve.database_url, 2).await?;
+            let report = workforce_service::db::audit::verify_chain(&db).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            match &report.first_broken {
+                None => {
+                    eprintln!("The audit log is intact: {} events checked.", report.events_checked);
+                    Ok(())
+                }
+                Some(broken) => {
+                    eprintln!("The audit log is broken at event {} ({}).", broken.id, broken.reason);
+                    std::process::exit(1)
+                }
+            }
         }
         Command::ApiKeys(command) => manage_api_keys(&cli.serve.database_url, command).await,
         Command::Openapi => {

@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 use crate::aws::{Aws, AwsError, PortalZones, VpcInventory};
 use crate::domain::{Region, VpcConfig};
 
-/// How serious a finding is.
+/// Seriousness of a finding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
@@ -41,15 +41,27 @@ pub struct Finding {
     pub severity: Severity,
     /// The VPC, subnet or security group the finding is about.
     pub resource_id: String,
-    /// What the check found.
+    /// Description of what the check found.
     pub message: String,
-    /// What to change so that the finding goes away.
+    /// Change that makes the finding go away.
     pub remedy: String,
 }
 
 impl Finding {
-    fn new(code: &str, severity: Severity, resource_id: &str, message: String, remedy: String) -> Self {
-        Self { code: code.to_owned(), severity, resource_id: resource_id.to_owned(), message, remedy }
+    fn new(
+        code: &str,
+        severity: Severity,
+        resource_id: &str,
+        message: String,
+        remedy: String,
+    ) -> Self {
+        Self {
+            code: code.to_owned(),
+            severity,
+            resource_id: resource_id.to_owned(),
+            message,
+            remedy,
+        }
     }
 
     pub fn is_error(&self) -> bool {
@@ -64,9 +76,17 @@ pub fn passed(findings: &[Finding]) -> bool {
 
 /// Summarizes the error findings in one sentence, for an operation's failure message.
 pub fn summarize_errors(findings: &[Finding]) -> String {
-    let errors: Vec<&str> = findings.iter().filter(|f| f.is_error()).map(|f| f.message.as_str()).collect();
+    let errors: Vec<&str> = findings
+        .iter()
+        .filter(|f| f.is_error())
+        .map(|f| f.message.as_str())
+        .collect();
     let noun = if errors.len() == 1 { "check" } else { "checks" };
-    format!("{} VPC prerequisite {noun} failed: {}", errors.len(), errors.join("; "))
+    format!(
+        "{} VPC prerequisite {noun} failed: {}",
+        errors.len(),
+        errors.join("; ")
+    )
 }
 
 /// Reads EC2 and checks `config` in `region`. Fails only when EC2 cannot be read.
@@ -139,7 +159,12 @@ fn check_vpc(vpc_id: &str, inventory: &VpcInventory, findings: &mut Vec<Finding>
     }
 }
 
-fn check_subnets(vpc_id: &str, config: &VpcConfig, inventory: &VpcInventory, findings: &mut Vec<Finding>) {
+fn check_subnets(
+    vpc_id: &str,
+    config: &VpcConfig,
+    inventory: &VpcInventory,
+    findings: &mut Vec<Finding>,
+) {
     for subnet_id in config.subnets.iter().map(|s| s.as_str()) {
         let Some(subnet) = inventory.subnets.iter().find(|s| s.subnet_id == subnet_id) else {
             findings.push(Finding::new(
@@ -156,7 +181,10 @@ fn check_subnets(vpc_id: &str, config: &VpcConfig, inventory: &VpcInventory, fin
                 "subnet_in_other_vpc",
                 Severity::Error,
                 subnet_id,
-                format!("subnet {subnet_id} belongs to {}, not to {vpc_id}", subnet.vpc_id),
+                format!(
+                    "subnet {subnet_id} belongs to {}, not to {vpc_id}",
+                    subnet.vpc_id
+                ),
                 format!("use subnets of {vpc_id}"),
             ));
         }
@@ -172,9 +200,18 @@ fn check_subnets(vpc_id: &str, config: &VpcConfig, inventory: &VpcInventory, fin
     }
 }
 
-fn check_security_groups(vpc_id: &str, config: &VpcConfig, inventory: &VpcInventory, findings: &mut Vec<Finding>) {
+fn check_security_groups(
+    vpc_id: &str,
+    config: &VpcConfig,
+    inventory: &VpcInventory,
+    findings: &mut Vec<Finding>,
+) {
     for group_id in config.security_group_ids.iter().map(|g| g.as_str()) {
-        let Some(group) = inventory.security_groups.iter().find(|g| g.group_id == group_id) else {
+        let Some(group) = inventory
+            .security_groups
+            .iter()
+            .find(|g| g.group_id == group_id)
+        else {
             findings.push(Finding::new(
                 "security_group_not_found",
                 Severity::Error,
@@ -189,7 +226,10 @@ fn check_security_groups(vpc_id: &str, config: &VpcConfig, inventory: &VpcInvent
                 "security_group_in_other_vpc",
                 Severity::Error,
                 group_id,
-                format!("security group {group_id} belongs to {}, not to {vpc_id}", group.vpc_id),
+                format!(
+                    "security group {group_id} belongs to {}, not to {vpc_id}",
+                    group.vpc_id
+                ),
                 format!("use security groups of {vpc_id}"),
             ));
         }
@@ -199,11 +239,18 @@ fn check_security_groups(vpc_id: &str, config: &VpcConfig, inventory: &VpcInvent
 fn check_zones(region: &Region, inventory: &VpcInventory, findings: &mut Vec<Finding>) {
     // An interface endpoint takes at most one subnet per availability zone.
     let zone_key = |subnet: &crate::aws::SubnetDetails| -> String {
-        if subnet.availability_zone_id.is_empty() { subnet.availability_zone.clone() } else { subnet.availability_zone_id.clone() }
+        if subnet.availability_zone_id.is_empty() {
+            subnet.availability_zone.clone()
+        } else {
+            subnet.availability_zone_id.clone()
+        }
     };
     let mut by_zone: HashMap<String, Vec<&str>> = HashMap::new();
     for subnet in &inventory.subnets {
-        by_zone.entry(zone_key(subnet)).or_default().push(subnet.subnet_id.as_str());
+        by_zone
+            .entry(zone_key(subnet))
+            .or_default()
+            .push(subnet.subnet_id.as_str());
     }
     for subnet in &inventory.subnets {
         let same_zone = &by_zone[&zone_key(subnet)];
@@ -251,8 +298,17 @@ fn check_zones(region: &Region, inventory: &VpcInventory, findings: &mut Vec<Fin
 
 /// Workers' browsers fetch task data from Amazon S3; without a route to S3 from the VPC, they
 /// need another path (a NAT or internet gateway, which endpoint data cannot show).
-fn check_s3_access(region: &Region, vpc_id: &str, inventory: &VpcInventory, findings: &mut Vec<Finding>) {
-    let endpoints: Vec<_> = inventory.s3_endpoints.iter().filter(|e| e.is_in_state("available")).collect();
+fn check_s3_access(
+    region: &Region,
+    vpc_id: &str,
+    inventory: &VpcInventory,
+    findings: &mut Vec<Finding>,
+) {
+    let endpoints: Vec<_> = inventory
+        .s3_endpoints
+        .iter()
+        .filter(|e| e.is_in_state("available"))
+        .collect();
     if endpoints.is_empty() {
         findings.push(Finding::new(
             "s3_endpoint_missing",
@@ -264,17 +320,28 @@ fn check_s3_access(region: &Region, vpc_id: &str, inventory: &VpcInventory, find
         return;
     }
     // An interface endpoint serves the whole VPC; a gateway endpoint only its route tables.
-    if endpoints.iter().any(|e| e.endpoint_type.eq_ignore_ascii_case("Interface")) {
+    if endpoints
+        .iter()
+        .any(|e| e.endpoint_type.eq_ignore_ascii_case("Interface"))
+    {
         return;
     }
     for subnet in inventory.subnets.iter().filter(|s| s.vpc_id == vpc_id) {
-        let Some(table_id) = inventory.subnet_route_tables.get(&subnet.subnet_id) else { continue };
-        if !endpoints.iter().any(|e| e.route_table_ids.contains(table_id)) {
+        let Some(table_id) = inventory.subnet_route_tables.get(&subnet.subnet_id) else {
+            continue;
+        };
+        if !endpoints
+            .iter()
+            .any(|e| e.route_table_ids.contains(table_id))
+        {
             findings.push(Finding::new(
                 "s3_endpoint_not_routed",
                 Severity::Warning,
                 &subnet.subnet_id,
-                format!("route table {table_id} of subnet {} has no route to the S3 gateway endpoint", subnet.subnet_id),
+                format!(
+                    "route table {table_id} of subnet {} has no route to the S3 gateway endpoint",
+                    subnet.subnet_id
+                ),
                 format!("add {table_id} to the route tables of the S3 gateway endpoint"),
             ));
         }
@@ -286,10 +353,17 @@ pub fn parse_zone_ids(text: &str) -> Result<HashMap<String, Vec<String>>, String
     let mut table = HashMap::new();
     for entry in text.split(';').map(str::trim).filter(|e| !e.is_empty()) {
         let Some((region, ids)) = entry.split_once('=') else {
-            return Err(format!("'{entry}' is not of the form <region>=<zone id>,<zone id>"));
+            return Err(format!(
+                "'{entry}' is not of the form <region>=<zone id>,<zone id>"
+            ));
         };
         let region = Region::parse("region", region.trim()).map_err(|e| e.reason)?;
-        let ids: Vec<String> = ids.split(',').map(str::trim).filter(|id| !id.is_empty()).map(str::to_owned).collect();
+        let ids: Vec<String> = ids
+            .split(',')
+            .map(str::trim)
+            .filter(|id| !id.is_empty())
+            .map(str::to_owned)
+            .collect();
         if ids.is_empty() {
             return Err(format!("region {region} lists no zone ids"));
         }
@@ -316,7 +390,14 @@ mod tests {
 
     fn config(groups: &[&str], subnets: &[&str]) -> VpcConfig {
         let strings = |items: &[&str]| items.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        VpcConfig::parse("vpc_config", VPC, &strings(groups), &strings(subnets), &mut Violations::default()).unwrap()
+        VpcConfig::parse(
+            "vpc_config",
+            VPC,
+            &strings(groups),
+            &strings(subnets),
+            &mut Violations::default(),
+        )
+        .unwrap()
     }
 
     fn subnet(id: &str, vpc: &str, zone: &str) -> SubnetDetails {
@@ -344,20 +425,34 @@ mod tests {
         }
     }
 
-    /// An inventory in which every check passes for `config(&["sg-1"], &["subnet-a", "subnet-b"])`.
+    /// Builds an inventory in which every check passes for `config(&["sg-1"], &["subnet-a", "subnet-b"])`.
     fn healthy() -> VpcInventory {
         VpcInventory {
-            vpc: Some(VpcDetails { vpc_id: VPC.to_owned(), state: "available".to_owned(), dns_support: true, dns_hostnames: true }),
+            vpc: Some(VpcDetails {
+                vpc_id: VPC.to_owned(),
+                state: "available".to_owned(),
+                dns_support: true,
+                dns_hostnames: true,
+            }),
             subnets: vec![subnet("subnet-a", VPC, "a"), subnet("subnet-b", VPC, "b")],
-            security_groups: vec![SecurityGroupDetails { group_id: "sg-1".to_owned(), vpc_id: VPC.to_owned() }],
-            subnet_route_tables: HashMap::from([("subnet-a".to_owned(), "rtb-1".to_owned()), ("subnet-b".to_owned(), "rtb-1".to_owned())]),
+            security_groups: vec![SecurityGroupDetails {
+                group_id: "sg-1".to_owned(),
+                vpc_id: VPC.to_owned(),
+            }],
+            subnet_route_tables: HashMap::from([
+                ("subnet-a".to_owned(), "rtb-1".to_owned()),
+                ("subnet-b".to_owned(), "rtb-1".to_owned()),
+            ]),
             s3_endpoints: vec![s3_gateway(&["rtb-1"])],
             portal_zones: PortalZones::Unrestricted,
         }
     }
 
     fn codes(inventory: &VpcInventory, groups: &[&str], subnets: &[&str]) -> Vec<String> {
-        evaluate(&region(), &config(groups, subnets), inventory).into_iter().map(|f| f.code).collect()
+        evaluate(&region(), &config(groups, subnets), inventory)
+            .into_iter()
+            .map(|f| f.code)
+            .collect()
     }
 
     fn healthy_codes(inventory: &VpcInventory) -> Vec<String> {
@@ -366,7 +461,11 @@ mod tests {
 
     #[test]
     fn healthy_vpc_has_only_the_task_type_note() {
-        let findings = evaluate(&region(), &config(&["sg-1"], &["subnet-a", "subnet-b"]), &healthy());
+        let findings = evaluate(
+            &region(),
+            &config(&["sg-1"], &["subnet-a", "subnet-b"]),
+            &healthy(),
+        );
         assert_eq!(findings.len(), 1, "{findings:?}");
         assert_eq!(findings[0].code, "vpc_task_types_limited");
         assert_eq!(findings[0].severity, Severity::Info);
@@ -377,7 +476,11 @@ mod tests {
     fn missing_vpc_is_an_error() {
         let mut inventory = healthy();
         inventory.vpc = None;
-        let findings = evaluate(&region(), &config(&["sg-1"], &["subnet-a", "subnet-b"]), &inventory);
+        let findings = evaluate(
+            &region(),
+            &config(&["sg-1"], &["subnet-a", "subnet-b"]),
+            &inventory,
+        );
         assert_eq!(findings[0].code, "vpc_not_found");
         assert!(!passed(&findings));
     }
@@ -385,11 +488,22 @@ mod tests {
     #[test]
     fn vpc_state_and_dns_attributes_are_checked() {
         let mut inventory = healthy();
-        inventory.vpc = Some(VpcDetails { vpc_id: VPC.to_owned(), state: "pending".to_owned(), dns_support: false, dns_hostnames: false });
+        inventory.vpc = Some(VpcDetails {
+            vpc_id: VPC.to_owned(),
+            state: "pending".to_owned(),
+            dns_support: false,
+            dns_hostnames: false,
+        });
         let codes = healthy_codes(&inventory);
         assert!(codes.contains(&"vpc_not_available".to_owned()), "{codes:?}");
-        assert!(codes.contains(&"vpc_dns_support_disabled".to_owned()), "{codes:?}");
-        assert!(codes.contains(&"vpc_dns_hostnames_disabled".to_owned()), "{codes:?}");
+        assert!(
+            codes.contains(&"vpc_dns_support_disabled".to_owned()),
+            "{codes:?}"
+        );
+        assert!(
+            codes.contains(&"vpc_dns_hostnames_disabled".to_owned()),
+            "{codes:?}"
+        );
     }
 
     #[test]
@@ -397,43 +511,87 @@ mod tests {
         let mut inventory = healthy();
         inventory.subnets[0].vpc_id = "vpc-2".to_owned();
         inventory.subnets[1].state = "pending".to_owned();
-        let codes = codes(&inventory, &["sg-1"], &["subnet-a", "subnet-b", "subnet-gone"]);
-        assert!(codes.contains(&"subnet_in_other_vpc".to_owned()), "{codes:?}");
-        assert!(codes.contains(&"subnet_not_available".to_owned()), "{codes:?}");
+        let codes = codes(
+            &inventory,
+            &["sg-1"],
+            &["subnet-a", "subnet-b", "subnet-gone"],
+        );
+        assert!(
+            codes.contains(&"subnet_in_other_vpc".to_owned()),
+            "{codes:?}"
+        );
+        assert!(
+            codes.contains(&"subnet_not_available".to_owned()),
+            "{codes:?}"
+        );
         assert!(codes.contains(&"subnet_not_found".to_owned()), "{codes:?}");
     }
 
     #[test]
     fn security_groups_are_found_in_the_vpc() {
         let mut inventory = healthy();
-        inventory.security_groups.push(SecurityGroupDetails { group_id: "sg-2".to_owned(), vpc_id: "vpc-2".to_owned() });
-        let codes = codes(&inventory, &["sg-1", "sg-2", "sg-gone"], &["subnet-a", "subnet-b"]);
-        assert!(codes.contains(&"security_group_in_other_vpc".to_owned()), "{codes:?}");
-        assert!(codes.contains(&"security_group_not_found".to_owned()), "{codes:?}");
+        inventory.security_groups.push(SecurityGroupDetails {
+            group_id: "sg-2".to_owned(),
+            vpc_id: "vpc-2".to_owned(),
+        });
+        let codes = codes(
+            &inventory,
+            &["sg-1", "sg-2", "sg-gone"],
+            &["subnet-a", "subnet-b"],
+        );
+        assert!(
+            codes.contains(&"security_group_in_other_vpc".to_owned()),
+            "{codes:?}"
+        );
+        assert!(
+            codes.contains(&"security_group_not_found".to_owned()),
+            "{codes:?}"
+        );
     }
 
     #[test]
     fn second_subnet_in_a_zone_is_an_error() {
         let mut inventory = healthy();
         inventory.subnets[1] = subnet("subnet-b", VPC, "a");
-        let findings = evaluate(&region(), &config(&["sg-1"], &["subnet-a", "subnet-b"]), &inventory);
-        let duplicate: Vec<_> = findings.iter().filter(|f| f.code == "duplicate_availability_zone").collect();
+        let findings = evaluate(
+            &region(),
+            &config(&["sg-1"], &["subnet-a", "subnet-b"]),
+            &inventory,
+        );
+        let duplicate: Vec<_> = findings
+            .iter()
+            .filter(|f| f.code == "duplicate_availability_zone")
+            .collect();
         assert_eq!(duplicate.len(), 1, "{findings:?}");
         assert_eq!(duplicate[0].resource_id, "subnet-b");
     }
 
     #[test]
-    fn unsupported_zone_is_an_error_by_name_or_id() {
+    fn unsupported_zone_by_name_or_id() {
         let mut inventory = healthy();
         inventory.portal_zones = PortalZones::Names(vec!["us-east-1a".to_owned()]);
-        let findings = evaluate(&region(), &config(&["sg-1"], &["subnet-a", "subnet-b"]), &inventory);
-        let unsupported: Vec<_> = findings.iter().filter(|f| f.code == "availability_zone_unsupported").collect();
+        let findings = evaluate(
+            &region(),
+            &config(&["sg-1"], &["subnet-a", "subnet-b"]),
+            &inventory,
+        );
+        let unsupported: Vec<_> = findings
+            .iter()
+            .filter(|f| f.code == "availability_zone_unsupported")
+            .collect();
         assert_eq!(unsupported.len(), 1, "{findings:?}");
         assert_eq!(unsupported[0].resource_id, "subnet-b");
 
         inventory.portal_zones = PortalZones::Ids(vec!["use1-az-b".to_owned()]);
-        let findings = evaluate(&region(), &config(&["sg-1"], &["subnet-a", "subnet-b"]), &inventory);
-        let unsupported: Vec<_> = findings.iter().filter(|f| f.code == "availability_zone_unsupported").collect();
+        let findings = evaluate(
+            &region(),
+            &config(&["sg-1"], &["subnet-a", "subnet-b"]),
+            &inventory,
+        );
+        let unsupported: Vec<_> = findings
+            .iter()
+            .filter(|f| f.code == "availability_zone_unsupported")
+            .collect();
         assert_eq!(unsupported[0].resource_id, "subnet-a");
     }
 
@@ -441,8 +599,15 @@ mod tests {
     fn missing_s3_endpoint_is_a_warning() {
         let mut inventory = healthy();
         inventory.s3_endpoints.clear();
-        let findings = evaluate(&region(), &config(&["sg-1"], &["subnet-a", "subnet-b"]), &inventory);
-        let missing = findings.iter().find(|f| f.code == "s3_endpoint_missing").expect("s3 finding");
+        let findings = evaluate(
+            &region(),
+            &config(&["sg-1"], &["subnet-a", "subnet-b"]),
+            &inventory,
+        );
+        let missing = findings
+            .iter()
+            .find(|f| f.code == "s3_endpoint_missing")
+            .expect("s3 finding");
         assert_eq!(missing.severity, Severity::Warning);
         assert!(passed(&findings));
     }
@@ -450,9 +615,18 @@ mod tests {
     #[test]
     fn s3_gateway_must_cover_each_subnet_route_table() {
         let mut inventory = healthy();
-        inventory.subnet_route_tables.insert("subnet-b".to_owned(), "rtb-2".to_owned());
-        let findings = evaluate(&region(), &config(&["sg-1"], &["subnet-a", "subnet-b"]), &inventory);
-        let unrouted: Vec<_> = findings.iter().filter(|f| f.code == "s3_endpoint_not_routed").collect();
+        inventory
+            .subnet_route_tables
+            .insert("subnet-b".to_owned(), "rtb-2".to_owned());
+        let findings = evaluate(
+            &region(),
+            &config(&["sg-1"], &["subnet-a", "subnet-b"]),
+            &inventory,
+        );
+        let unrouted: Vec<_> = findings
+            .iter()
+            .filter(|f| f.code == "s3_endpoint_not_routed")
+            .collect();
         assert_eq!(unrouted.len(), 1, "{findings:?}");
         assert_eq!(unrouted[0].resource_id, "subnet-b");
     }

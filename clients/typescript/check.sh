@@ -9,7 +9,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 
 if ! command -v npm >/dev/null 2>&1; then
     if [[ "${REQUIRE_NODE:-0}" == 1 ]]; then
-        echo "check.sh: npm is missing and REQUIRE_NODE=1; install Node.js 20 or later with npm" >&2
+        echo "check.sh: failed, because npm is missing and REQUIRE_NODE=1 is set. To fix it, install Node.js 20 or later with npm." >&2
         exit 1
     fi
     echo "check.sh: skipped, because npm is missing (set REQUIRE_NODE=1 to make this an error)"

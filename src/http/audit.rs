@@ -74,3 +74,17 @@ pub async fn list_audit_events(State(state): State<AppState>, Query(query): Quer
     let next_cursor = has_more.then(|| page.last().map(|e| pagination::encode(&e.id.to_string()))).flatten();
     Ok(axum::Json(AuditEventListResponse { items: page.into_iter().map(AuditEventResponse::from).collect(), next_cursor }))
 }
+
+/// Verify the audit log
+///
+/// Walks the audit log's hash chain and reports the first event whose content or link to its
+/// predecessor was changed, removed or reordered.
+#[utoipa::path(
+    get,
+    path = "/v1/audit-events/verify",
+    tag = "audit",
+    responses((status = 200, description = "The result of the walk", body = audit_store::ChainReport))
+)]
+pub async fn verify_audit_chain(State(state): State<AppState>) -> Result<axum::Json<audit_store::ChainReport>, ApiError> {
+    Ok(axum::Json(audit_store::verify_chain(&state.db).await?))
+}

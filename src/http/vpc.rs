@@ -80,13 +80,22 @@ pub struct WorkforceVpcConfigResponse {
 
 /// Maps an EC2 failure to a 502 problem; the cause goes to the access log.
 fn aws_unavailable(error: AwsError) -> ApiError {
-    ApiError::AwsUnavailable(format!("{error} (request id {})", error.request_id().unwrap_or("none")))
+    ApiError::AwsUnavailable(format!(
+        "{error} (request id {})",
+        error.request_id().unwrap_or("none")
+    ))
 }
 
 /// Runs the VPC prerequisite checks and rejects the configuration when one finds an error.
 /// Returns the warnings and notes to store with the change.
-pub(crate) async fn require_prerequisites(state: &AppState, region: &Region, config: &VpcConfig) -> Result<Vec<Finding>, ApiError> {
-    let findings = vpc_checks::run(&state.aws, region, config).await.map_err(aws_unavailable)?;
+pub(crate) async fn require_prerequisites(
+    state: &AppState,
+    region: &Region,
+    config: &VpcConfig,
+) -> Result<Vec<Finding>, ApiError> {
+    let findings = vpc_checks::run(&state.aws, region, config)
+        .await
+        .map_err(aws_unavailable)?;
     if vpc_checks::passed(&findings) {
         Ok(findings)
     } else {
@@ -124,8 +133,13 @@ pub async fn check_vpc_config(
     let region = state.region(&path.region)?;
     let mut violations = Violations::default();
     let parsed = request.parse("vpc_config", &mut violations);
-    let config = violations.finish(|| parsed).map_err(ApiError::Validation)?.expect("parsed without violations");
-    let findings = vpc_checks::run(&state.aws, &region, &config).await.map_err(aws_unavailable)?;
+    let config = violations
+        .finish(|| parsed)
+        .map_err(ApiError::Validation)?
+        .expect("parsed without violations");
+    let findings = vpc_checks::run(&state.aws, &region, &config)
+        .await
+        .map_err(aws_unavailable)?;
     let passed = vpc_checks::passed(&findings);
     Ok(axum::Json(VpcConfigCheckResponse { findings, passed }))
 }
@@ -150,36 +164,62 @@ pub async fn check_vpc_config(
         (status = 502, description = "EC2 could not be read", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn get_vpc_config(State(state): State<AppState>, Path(path): Path<WorkforcePath>) -> Result<axum::Json<WorkforceVpcConfigResponse>, ApiError> {
+pub async fn get_vpc_config(
+    State(state): State<AppState>,
+    Path(path): Path<WorkforcePath>,
+) -> Result<axum::Json<WorkforceVpcConfigResponse>, ApiError> {
     let region = state.region(&path.region)?;
     let name = WorkforceName::parse("name", &path.name).map_err(bad_path_parameter)?;
     let Some(row) = workforce_store::find(&state.db, region.as_str(), name.as_str()).await? else {
-        return Err(ApiError::NotFound(format!("no workforce named '{name}' in region {region}")));
+        return Err(ApiError::NotFound(format!(
+            "no workforce named '{name}' in region {region}"
+        )));
     };
-    let recorded: Option<VpcConfigResponse> = row.vpc_config.as_ref().and_then(|v| serde_json::from_value(v.clone()).ok());
+    let recorded: Option<VpcConfigResponse> = row
+        .vpc_config
+        .as_ref()
+        .and_then(|v| serde_json::from_value(v.clone()).ok());
     let vpc_config = match recorded {
         Some(config) => config,
         None => requested_vpc_config(&state, &region, &name)
             .await?
-            .ok_or_else(|| ApiError::NotFound(format!("workforce '{name}' in region {region} has no VPC configuration")))?,
+            .ok_or_else(|| {
+                ApiError::NotFound(format!(
+                    "workforce '{name}' in region {region} has no VPC configuration"
+                ))
+            })?,
     };
 
     let service_name = state.aws.portal_endpoint_service(&region);
     let endpoints = state
         .aws
-        .find_vpc_endpoints(&region, vpc_config.vpc_endpoint_id.as_deref(), &vpc_config.vpc_id, service_name.as_deref())
+        .find_vpc_endpoints(
+            &region,
+            vpc_config.vpc_endpoint_id.as_deref(),
+            &vpc_config.vpc_id,
+            service_name.as_deref(),
+        )
         .await
         .map_err(aws_unavailable)?;
     Ok(axum::Json(WorkforceVpcConfigResponse {
         vpc_config,
         workforce_status: row.aws_status,
-        endpoints: endpoints.into_iter().map(VpcEndpointResponse::from).collect(),
+        endpoints: endpoints
+            .into_iter()
+            .map(VpcEndpointResponse::from)
+            .collect(),
     }))
 }
 
 /// Returns the VPC configuration that the operation in flight adds, if it adds one.
-async fn requested_vpc_config(state: &AppState, region: &Region, name: &WorkforceName) -> Result<Option<VpcConfigResponse>, ApiError> {
-    let Some(operation) = operation_store::find_unfinished(&state.db, region.as_str(), name.as_str()).await? else {
+async fn requested_vpc_config(
+    state: &AppState,
+    region: &Region,
+    name: &WorkforceName,
+) -> Result<Option<VpcConfigResponse>, ApiError> {
+    let Some(operation) =
+        operation_store::find_unfinished(&state.db, region.as_str(), name.as_str()).await?
+    else {
         return Ok(None);
     };
     let config = match serde_json::from_value::<Change>(operation.request) {
@@ -189,7 +229,11 @@ async fn requested_vpc_config(state: &AppState, region: &Region, name: &Workforc
     };
     Ok(config.map(|c| VpcConfigResponse {
         vpc_id: c.vpc_id.to_string(),
-        security_group_ids: c.security_group_ids.iter().map(ToString::to_string).collect(),
+        security_group_ids: c
+            .security_group_ids
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
         subnets: c.subnets.iter().map(ToString::to_string).collect(),
         vpc_endpoint_id: None,
     }))

@@ -1,6 +1,6 @@
 // Loads the service's /docs page in headless Chromium and checks that Swagger UI renders every
 // operation of the served OpenAPI document, that the page requests nothing from any other host,
-// and saves a screenshot. run.sh starts the service and calls this; it can also run alone:
+// and saves a screenshot. run.sh starts the service and runs this file, which also runs alone:
 //   SERVICE_URL=http://127.0.0.1:8080 node docs.mjs
 //
 // Environment: SERVICE_URL (required), WORKFORCE_API_KEY (sent as a bearer token to the
@@ -13,7 +13,7 @@ import { fileURLToPath } from "node:url";
 
 import { chromium } from "playwright-core";
 
-const here = path.dirname(fileURLToPath(import.meta.url));
+const scriptDir = path.dirname(fileURLToPath(import.meta.url));
 const serviceUrl = process.env.SERVICE_URL;
 if (!serviceUrl) {
   console.error("docs.mjs: SERVICE_URL is missing; set it to the service's base URL, such as http://127.0.0.1:8080");
@@ -21,10 +21,10 @@ if (!serviceUrl) {
 }
 const origin = new URL(serviceUrl).origin;
 const apiKey = process.env.WORKFORCE_API_KEY || undefined;
-const artifactsDir = process.env.ARTIFACTS_DIR || path.join(here, "artifacts");
+const artifactsDir = process.env.ARTIFACTS_DIR || path.join(scriptDir, "artifacts");
 const screenshot = path.join(artifactsDir, "docs.png");
 
-// Chromium must not reach out on its own: without these flags it tries Google's hosts at start.
+// These flags keep Chromium from opening its own background connections (updates, sync, QUIC).
 const chromiumArgs = [
   "--headless",
   "--no-sandbox",
@@ -51,7 +51,7 @@ function authHeaders() {
 // Count the operations of the document the page will show, to compare with what renders.
 const documentResponse = await fetch(`${origin}/openapi.json`, { headers: authHeaders() });
 if (!documentResponse.ok) {
-  console.error(`docs.mjs: GET ${origin}/openapi.json answered ${documentResponse.status}; is WORKFORCE_API_KEY needed?`);
+  console.error(`docs.mjs: GET ${origin}/openapi.json failed with HTTP ${documentResponse.status}; if the service requires a credential for it, set WORKFORCE_API_KEY`);
   process.exit(1);
 }
 const document = await documentResponse.json();

@@ -15,7 +15,7 @@ chromium="${CHROMIUM:-/usr/bin/chromium}"
 
 skip() {
     if [[ "${REQUIRE_BROWSER:-0}" == 1 ]]; then
-        echo "run.sh: $1 and REQUIRE_BROWSER=1; $2" >&2
+        echo "run.sh: failed, because $1 and REQUIRE_BROWSER=1 is set. To fix it, $2." >&2
         exit 1
     fi
     echo "run.sh: skipped, because $1 (set REQUIRE_BROWSER=1 to make this an error)"
@@ -37,7 +37,7 @@ echo "run.sh: building workforce-service into $target_dir" >&2
 (cd "$repo_root" && CARGO_TARGET_DIR="$target_dir" cargo build --quiet -p workforce-service --bin workforce-service)
 binary="$target_dir/debug/workforce-service"
 
-# The kernel picks a free port; the socket closes before the service binds it, so another
+# The kernel picks a free port. The socket closes before the service binds it, so another
 # process could take it in between. The readiness wait below then fails with the service log.
 port="$(node -e 'const s = require("net").createServer(); s.listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); });')"
 service_url="http://127.0.0.1:$port"

@@ -22,7 +22,7 @@ export interface PortalClientOptions {
   timeoutMs?: number;
 }
 
-/** A request the service answered with an error status, with its problem document if any. */
+/** Error status returned by the service, with its problem document if there is one. */
 export class ApiError extends Error {
   constructor(
     readonly status: number,
