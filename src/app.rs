@@ -103,6 +103,7 @@ pub async fn start(config: &ServeConfig, listener: TcpListener) -> anyhow::Resul
         operation_deadline: config.operation_deadline(),
         refresh_after: Duration::from_secs(config.refresh_after_seconds),
         refreshes: Default::default(),
+        metrics: crate::telemetry::install(),
         workers_running: workers_running.clone(),
     };
 

@@ -11,5 +11,6 @@ pub mod domain;
 pub mod http;
 pub mod refresh;
 pub mod secrets;
+pub mod telemetry;
 pub mod vpc_checks;
 pub mod worker;

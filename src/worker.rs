@@ -211,10 +211,8 @@ impl Worker {
 
         // The VPC may have changed since the change was accepted, so check it again, unless
         // the call may already have been sent.
-        if !maybe_sent {
-            if let Some(outcome) = self.recheck_vpc(change, region, &current).await {
-                return outcome;
-            }
+        if !maybe_sent && let Some(outcome) = self.recheck_vpc(change, region, &current).await {
+            return outcome;
         }
 
         let secret = match operation.sealed_secret.as_deref().map(|sealed| self.sealer.open(sealed)) {
@@ -386,10 +384,12 @@ impl Worker {
             }
             StepOutcome::Succeeded { .. } => {
                 operations::finish(&mut tx, current.id, "succeeded", aws_status, None).await?;
+                crate::telemetry::record_operation_finished(kind, "succeeded", elapsed_seconds(&current));
                 event = Some(("operation.succeeded", "succeeded", json!({ "aws_status": aws_status })));
             }
             StepOutcome::Failed { code, message, .. } => {
                 operations::finish(&mut tx, current.id, "failed", aws_status, Some((code, message))).await?;
+                crate::telemetry::record_operation_finished(kind, "failed", elapsed_seconds(&current));
                 event = Some(("operation.failed", "failed", json!({ "code": code, "message": message, "aws_status": aws_status })));
             }
             StepOutcome::PrerequisitesFailed { .. } => unreachable!("converted to Failed above"),
@@ -431,6 +431,10 @@ impl Worker {
         let base = self.settings.poll_initial.saturating_mul(1 << exponent).min(self.settings.poll_max);
         base.mul_f64(0.8 + fastrand::f64() * 0.4)
     }
+}
+
+fn elapsed_seconds(operation: &OperationRow) -> f64 {
+    (chrono::Utc::now() - operation.created_at).num_milliseconds() as f64 / 1000.0
 }
 
 /// Returns true when AWS already shows the change.

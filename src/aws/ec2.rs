@@ -175,6 +175,8 @@ fn logged<T>(
     result: Result<T, AwsError>,
 ) -> Result<T, AwsError> {
     let duration_ms = started.elapsed().as_millis() as u64;
+    let outcome = if result.is_ok() { "success" } else { "error" };
+    crate::telemetry::record_aws_call("ec2", operation, outcome, started.elapsed().as_secs_f64());
     match &result {
         Ok(_) => {
             tracing::debug!(aws.operation = operation, aws.region = %region, duration_ms, "AWS call succeeded")

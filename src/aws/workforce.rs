@@ -241,6 +241,8 @@ where
     E: aws_sdk_sagemaker::operation::RequestId + std::error::Error,
 {
     let duration_ms = started.elapsed().as_millis() as u64;
+    let outcome = if result.is_ok() { "success" } else { "error" };
+    crate::telemetry::record_aws_call("sagemaker", operation, outcome, started.elapsed().as_secs_f64());
     match result {
         Ok(output) => tracing::debug!(
             aws.operation = operation,

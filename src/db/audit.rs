@@ -42,6 +42,7 @@ pub struct NewAuditEvent<'a> {
 }
 
 pub async fn insert(conn: &mut PgConnection, event: NewAuditEvent<'_>) -> Result<i64, sqlx::Error> {
+    crate::telemetry::record_audit_event(event.action);
     sqlx::query_scalar!(
         "insert into audit_events (actor, action, outcome, region, workforce_name, operation_id,
                                    request_id, before_state, after_state, detail, actor_kind, actor_role)

@@ -67,3 +67,10 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     response.extensions_mut().insert(super::middleware::KeepBody);
     response
 }
+
+/// Renders the Prometheus metrics, refreshing the gauges read from the database first.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    crate::telemetry::refresh_gauges(&state.db).await;
+    let body = state.metrics.render();
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}

@@ -110,6 +110,7 @@ pub async fn access_log(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     let status = response.status().as_u16();
     let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    crate::telemetry::record_http_request(method.as_str(), &route, status, duration_ms / 1000.0);
     let cause = response.extensions().get::<ErrorCause>().map(|c| c.0.as_str());
     if let Some(cause) = cause {
         tracing::error!(http.method = %method, http.route = %route, http.status = status, duration_ms, request_id, error = cause, "request failed");

@@ -48,6 +48,8 @@ pub struct AppState {
     pub operation_deadline: Duration,
     pub refresh_after: Duration,
     pub refreshes: crate::refresh::RefreshesInFlight,
+    /// Renders the Prometheus metrics of this process.
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// Set while the background workers run; `/readyz` reports it.
     pub workers_running: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -194,6 +196,7 @@ pub fn app(state: AppState, limits: &HttpLimits, authenticator: Authenticator, c
         .url("/openapi.json", openapi)
         .config(SwaggerConfig::default().validator_url("none").try_it_out_enabled(true).persist_authorization(true));
     let mut router = api
+        .route("/metrics", axum::routing::get(health::metrics))
         .with_state(state)
         .merge(swagger)
         .fallback(middleware::unknown_route)

@@ -103,3 +103,28 @@ async fn docs_and_openapi_are_served() {
     let page = response.text().await.unwrap();
     assert!(!page.contains("cdn."), "the docs page must not load from a CDN");
 }
+
+#[tokio::test]
+async fn metrics_describe_a_scenario() {
+    let app = TestApp::spawn().await;
+    app.create_active_workforce("labelers", None).await;
+    app.get("/v1/workforces").await;
+    // Metrics are public by default, like the health endpoints.
+    let response = reqwest::get(format!("{}/metrics", app.base_url)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = response.text().await.unwrap();
+    for expected in [
+        "http_requests_total{method=\"POST\",route=\"/v1/regions/{region}/workforces\",status=\"202\"}",
+        "http_request_duration_seconds_bucket",
+        "workforce_operations_finished_total{kind=\"create_workforce\",outcome=\"succeeded\"}",
+        "workforce_operation_duration_seconds_bucket",
+        "workforce_operations_in_flight",
+        "workforce_operations_oldest_pending_age_seconds",
+        "aws_calls_total{service=\"sagemaker\",operation=\"CreateWorkforce\",outcome=\"success\"}",
+        "aws_call_duration_seconds_bucket",
+        "audit_events_written_total{action=\"operation.succeeded\"}",
+        "db_pool_connections{state=\"idle\"}",
+    ] {
+        assert!(text.contains(expected), "missing {expected} in:\n{text}");
+    }
+}

@@ -6,6 +6,7 @@ mod auth;
 mod errors;
 mod openapi;
 mod scenario;
+mod shutdown;
 mod state_rules;
 mod support;
 mod validation;
