@@ -36,7 +36,10 @@ impl RunningService {
     /// `grace`, and releases the workers' leases.
     pub async fn shutdown(mut self, grace: Duration) {
         self.shutdown.cancel();
-        let drained = tokio::time::timeout(grace, async { while self.tasks.join_next().await.is_some() {} }).await;
+        let drained = tokio::time::timeout(grace, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
         if drained.is_err() {
             tracing::warn!("shutdown grace period ended; aborting the remaining tasks");
             self.tasks.abort_all();
@@ -52,12 +55,16 @@ impl RunningService {
 fn parse_regions(values: &[String]) -> anyhow::Result<Vec<Region>> {
     let mut regions = Vec::new();
     for value in values.iter().map(|v| v.trim()).filter(|v| !v.is_empty()) {
-        let region = Region::parse("regions", value).map_err(|e| anyhow::anyhow!("invalid --regions entry: {}", e.reason))?;
+        let region = Region::parse("regions", value)
+            .map_err(|e| anyhow::anyhow!("invalid --regions entry: {}", e.reason))?;
         if !regions.contains(&region) {
             regions.push(region);
         }
     }
-    anyhow::ensure!(!regions.is_empty(), "--regions must name at least one AWS region");
+    anyhow::ensure!(
+        !regions.is_empty(),
+        "--regions must name at least one AWS region"
+    );
     Ok(regions)
 }
 
@@ -73,22 +80,39 @@ pub async fn start(config: &ServeConfig, listener: TcpListener) -> anyhow::Resul
             let mut sandbox_config = workforce_sandbox::SandboxConfig::default();
             if let Some(path) = &config.sandbox_topology {
                 sandbox_config.topology = workforce_sandbox::Topology::from_file(path)
-                    .with_context(|| format!("failed to load the sandbox topology {}", path.display()))?;
+                    .with_context(|| {
+                        format!("failed to load the sandbox topology {}", path.display())
+                    })?;
             }
             let delay = Duration::from_millis(config.sandbox_delay_ms);
-            sandbox_config.delays = workforce_sandbox::Delays { initializing: delay, updating: delay, deleting: delay };
-            let sandbox_listener = TcpListener::bind(("127.0.0.1", config.sandbox_port)).await.context("failed to bind the sandbox port")?;
+            sandbox_config.delays = workforce_sandbox::Delays {
+                initializing: delay,
+                updating: delay,
+                deleting: delay,
+            };
+            let sandbox_listener = TcpListener::bind(("127.0.0.1", config.sandbox_port))
+                .await
+                .context("failed to bind the sandbox port")?;
             let handle = workforce_sandbox::start(sandbox_config, sandbox_listener).await?;
             tracing::info!(sandbox.url = %handle.endpoint_url(), "sandbox started");
-            (Endpoint::Sandbox { url: handle.endpoint_url() }, Some(handle))
+            (
+                Endpoint::Sandbox {
+                    url: handle.endpoint_url(),
+                },
+                Some(handle),
+            )
         }
     };
-    let aws = Aws::connect_with(&endpoint, &regions, config.ec2_endpoint_url.as_deref()).await.with_portal_zones(config.portal_zone_source()?);
+    let aws = Aws::connect_with(&endpoint, &regions, config.ec2_endpoint_url.as_deref())
+        .await
+        .with_portal_zones(config.portal_zone_source()?);
 
     let sealer = match &config.secret_key {
         Some(key) => SecretSealer::from_base64(key).context("invalid WORKFORCE_SECRET_KEY")?,
         None => {
-            tracing::warn!("no WORKFORCE_SECRET_KEY set; OIDC changes accepted by this process can be submitted only by this process");
+            tracing::warn!(
+                "no WORKFORCE_SECRET_KEY set; OIDC changes accepted by this process can be submitted only by this process"
+            );
             SecretSealer::ephemeral()
         }
     };
@@ -104,6 +128,7 @@ pub async fn start(config: &ServeConfig, listener: TcpListener) -> anyhow::Resul
         refresh_after: Duration::from_secs(config.refresh_after_seconds),
         refreshes: Default::default(),
         metrics: crate::telemetry::install(),
+        idempotency_ttl: Duration::from_secs(config.idempotency_ttl_hours * 3600),
         workers_running: workers_running.clone(),
     };
 
@@ -111,7 +136,11 @@ pub async fn start(config: &ServeConfig, listener: TcpListener) -> anyhow::Resul
     let mut tasks = JoinSet::new();
 
     let wake = Arc::new(Notify::new());
-    tasks.spawn(crate::worker::listen_for_work(db.clone(), wake.clone(), shutdown.clone()));
+    tasks.spawn(crate::worker::listen_for_work(
+        db.clone(),
+        wake.clone(),
+        shutdown.clone(),
+    ));
     let settings = WorkerSettings {
         lease: config.lease(),
         poll_initial: Duration::from_millis(config.poll_initial_ms),
@@ -120,7 +149,13 @@ pub async fn start(config: &ServeConfig, listener: TcpListener) -> anyhow::Resul
     };
     let process_id = uuid::Uuid::new_v4().simple().to_string();
     for index in 0..config.workers {
-        let worker = Worker::new(db.clone(), aws.clone(), sealer.clone(), settings.clone(), format!("{}-{index}", &process_id[..12]));
+        let worker = Worker::new(
+            db.clone(),
+            aws.clone(),
+            sealer.clone(),
+            settings.clone(),
+            format!("{}-{index}", &process_id[..12]),
+        );
         tasks.spawn(worker.run(wake.clone(), shutdown.clone()));
     }
     workers_running.store(config.workers > 0, Ordering::Relaxed);
@@ -131,19 +166,35 @@ pub async fn start(config: &ServeConfig, listener: TcpListener) -> anyhow::Resul
     }
 
     let authenticator = build_authenticator(config, &db).await?;
-    let limits = HttpLimits { max_body_bytes: config.max_body_bytes, request_timeout: Duration::from_secs(config.request_timeout_seconds) };
-    let app = crate::http::app(state.clone(), &limits, authenticator, &config.cors_allowed_origins);
+    let limits = HttpLimits {
+        max_body_bytes: config.max_body_bytes,
+        request_timeout: Duration::from_secs(config.request_timeout_seconds),
+    };
+    let app = crate::http::app(
+        state.clone(),
+        &limits,
+        authenticator,
+        &config.cors_allowed_origins,
+    );
     let local_addr = listener.local_addr()?;
     let serve_shutdown = shutdown.clone();
     tasks.spawn(async move {
-        let served = axum::serve(listener, app).with_graceful_shutdown(async move { serve_shutdown.cancelled().await }).await;
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { serve_shutdown.cancelled().await })
+            .await;
         if let Err(error) = served {
             tracing::error!(error = %error, "HTTP server failed");
         }
     });
     tracing::info!(http.address = %local_addr, mode = config.mode.as_str(), "workforce-service listening");
 
-    Ok(RunningService { local_addr, state, shutdown, tasks, sandbox })
+    Ok(RunningService {
+        local_addr,
+        state,
+        shutdown,
+        tasks,
+        sandbox,
+    })
 }
 
 /// Paths of each endpoint group that `--public-endpoints` can name.
@@ -153,30 +204,61 @@ fn public_paths(name: &str) -> anyhow::Result<&'static [&'static str]> {
         "readyz" => &["/readyz"],
         "metrics" => &["/metrics"],
         "docs" => &["/docs", "/openapi.json"],
-        other => anyhow::bail!("invalid --public-endpoints entry '{other}'; use healthz, readyz, metrics or docs"),
+        other => anyhow::bail!(
+            "invalid --public-endpoints entry '{other}'; use healthz, readyz, metrics or docs"
+        ),
     })
 }
 
 fn jwt_settings(config: &ServeConfig) -> anyhow::Result<Option<JwtSettings>> {
-    let (issuer, audience, jwks_url) = match (&config.jwt_issuer, &config.jwt_audience, &config.jwt_jwks_url) {
+    let (issuer, audience, jwks_url) = match (
+        &config.jwt_issuer,
+        &config.jwt_audience,
+        &config.jwt_jwks_url,
+    ) {
         (None, None, None) => return Ok(None),
-        (Some(issuer), Some(audience), Some(jwks_url)) => (issuer.clone(), audience.clone(), jwks_url.clone()),
-        _ => anyhow::bail!("JWT authentication needs all of --jwt-issuer, --jwt-audience and --jwt-jwks-url"),
+        (Some(issuer), Some(audience), Some(jwks_url)) => {
+            (issuer.clone(), audience.clone(), jwks_url.clone())
+        }
+        _ => anyhow::bail!(
+            "JWT authentication needs all of --jwt-issuer, --jwt-audience and --jwt-jwks-url"
+        ),
     };
     let mut algorithms = Vec::new();
-    for name in config.jwt_algorithms.iter().map(|a| a.trim()).filter(|a| !a.is_empty()) {
-        let algorithm: jsonwebtoken::Algorithm = name.parse().map_err(|_| anyhow::anyhow!("invalid --jwt-algorithms entry '{name}'"))?;
+    for name in config
+        .jwt_algorithms
+        .iter()
+        .map(|a| a.trim())
+        .filter(|a| !a.is_empty())
+    {
+        let algorithm: jsonwebtoken::Algorithm = name
+            .parse()
+            .map_err(|_| anyhow::anyhow!("invalid --jwt-algorithms entry '{name}'"))?;
         anyhow::ensure!(
-            !matches!(algorithm, jsonwebtoken::Algorithm::HS256 | jsonwebtoken::Algorithm::HS384 | jsonwebtoken::Algorithm::HS512),
+            !matches!(
+                algorithm,
+                jsonwebtoken::Algorithm::HS256
+                    | jsonwebtoken::Algorithm::HS384
+                    | jsonwebtoken::Algorithm::HS512
+            ),
             "--jwt-algorithms must name public-key algorithms; {name} uses a shared secret"
         );
         algorithms.push(algorithm);
     }
-    anyhow::ensure!(!algorithms.is_empty(), "--jwt-algorithms must name at least one algorithm");
+    anyhow::ensure!(
+        !algorithms.is_empty(),
+        "--jwt-algorithms must name at least one algorithm"
+    );
     let mut role_map = std::collections::HashMap::new();
     for entry in config.jwt_role_map.iter().filter(|e| !e.trim().is_empty()) {
-        let (value, role) = entry.split_once('=').ok_or_else(|| anyhow::anyhow!("invalid --jwt-role-map entry '{entry}'; expected CLAIM_VALUE=ROLE"))?;
-        let role = Role::parse(role.trim()).ok_or_else(|| anyhow::anyhow!("invalid role '{role}' in --jwt-role-map; use viewer, operator, auditor or admin"))?;
+        let (value, role) = entry.split_once('=').ok_or_else(|| {
+            anyhow::anyhow!("invalid --jwt-role-map entry '{entry}'; expected CLAIM_VALUE=ROLE")
+        })?;
+        let role = Role::parse(role.trim()).ok_or_else(|| {
+            anyhow::anyhow!(
+                "invalid role '{role}' in --jwt-role-map; use viewer, operator, auditor or admin"
+            )
+        })?;
         role_map.insert(value.trim().to_owned(), role);
     }
     Ok(Some(JwtSettings {
@@ -193,10 +275,17 @@ fn jwt_settings(config: &ServeConfig) -> anyhow::Result<Option<JwtSettings>> {
 /// Builds the authenticator, and makes sure some credential can sign in: in sandbox mode the
 /// first start creates an admin key and writes it to a file only its owner can read; in AWS
 /// mode the service refuses to start without an API key or an identity provider.
-async fn build_authenticator(config: &ServeConfig, db: &sqlx::PgPool) -> anyhow::Result<Authenticator> {
+async fn build_authenticator(
+    config: &ServeConfig,
+    db: &sqlx::PgPool,
+) -> anyhow::Result<Authenticator> {
     let jwt = jwt_settings(config)?;
     let mut public_prefixes = Vec::new();
-    for name in config.public_endpoints.iter().filter(|n| !n.trim().is_empty()) {
+    for name in config
+        .public_endpoints
+        .iter()
+        .filter(|n| !n.trim().is_empty())
+    {
         public_prefixes.extend(public_paths(name)?.iter().map(|p| (*p).to_owned()));
     }
     if jwt.is_none() && api_keys::count_usable(db).await? == 0 {
@@ -210,7 +299,8 @@ async fn build_authenticator(config: &ServeConfig, db: &sqlx::PgPool) -> anyhow:
     Ok(Authenticator {
         db: db.clone(),
         jwt: jwt.map(|settings| Arc::new(JwtVerifier::new(settings))),
-        rate_limiter: (config.rate_limit_per_minute > 0).then(|| Arc::new(RateLimiter::new(config.rate_limit_per_minute))),
+        rate_limiter: (config.rate_limit_per_minute > 0)
+            .then(|| Arc::new(RateLimiter::new(config.rate_limit_per_minute))),
         public_prefixes: Arc::new(public_prefixes),
     })
 }
@@ -219,10 +309,14 @@ async fn bootstrap_admin_key(db: &sqlx::PgPool, path: &std::path::Path) -> anyho
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
 
-    let name = format!("bootstrap-admin-{}", chrono::Utc::now().format("%Y%m%d%H%M%S"));
+    let name = format!(
+        "bootstrap-admin-{}",
+        chrono::Utc::now().format("%Y%m%d%H%M%S")
+    );
     let (_, key) = api_keys::create(db, &name, Role::Admin, None, None).await?;
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).with_context(|| format!("failed to create {}", parent.display()))?;
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("failed to create {}", parent.display()))?;
     }
     let _ = std::fs::remove_file(path);
     let mut file = std::fs::OpenOptions::new()

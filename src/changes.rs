@@ -6,9 +6,9 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::db::audit::{self, NewAuditEvent};
+use crate::db::is_unique_violation;
 use crate::db::operations::{self, NewOperation, OperationRow};
 use crate::db::workforces::{self, NewWorkforce, WorkforceRow};
-use crate::db::is_unique_violation;
 use crate::domain::{Change, OidcSecret, Region, WorkforceName};
 use crate::http::error::ApiError;
 use crate::http::models::WorkforceResponse;
@@ -34,6 +34,23 @@ pub struct Acceptor<'a> {
     /// Warnings and notes of the VPC prerequisite checks, stored with the operation and in
     /// its audit event.
     pub findings: Vec<Finding>,
+    /// The caller's `If-Match` header: the change is accepted only while the workforce's ETag
+    /// is one of these.
+    pub if_match: Option<String>,
+}
+
+/// Returns the ETag of a workforce record: its revision, quoted as a strong validator.
+pub fn etag(revision: i64) -> String {
+    format!("\"{revision}\"")
+}
+
+/// Returns true when an `If-Match` header value (`*` or a list of ETags) matches `revision`.
+pub fn if_match_allows(header: &str, revision: i64) -> bool {
+    let current = etag(revision);
+    header
+        .split(',')
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag == current)
 }
 
 fn change_json(change: &Change) -> Value {
@@ -52,13 +69,15 @@ fn audit_action(change: &Change) -> &'static str {
 }
 
 fn workforce_state(row: &WorkforceRow) -> Value {
-    serde_json::to_value(WorkforceResponse::from_row(row, None)).expect("a workforce serializes to JSON")
+    serde_json::to_value(WorkforceResponse::from_row(row, None))
+        .expect("a workforce serializes to JSON")
 }
 
 /// Details of a change for the audit log: the change itself, whether a secret was set, and
 /// the findings of the VPC prerequisite checks, if any.
 fn audit_detail(change: &Change, secret: Option<&OidcSecret>, findings: &[Finding]) -> Value {
-    let mut detail = json!({ "change": change_json(change), "client_secret_set": secret.is_some() });
+    let mut detail =
+        json!({ "change": change_json(change), "client_secret_set": secret.is_some() });
     if !findings.is_empty() {
         detail["findings"] = json!(findings);
     }
@@ -72,8 +91,23 @@ impl<'a> Acceptor<'a> {
     }
 
     /// Accepts the creation of a workforce.
-    pub async fn create(&self, caller: &Caller, region: &Region, name: &WorkforceName, change: Change, secret: Option<OidcSecret>) -> Result<OperationRow, ApiError> {
-        let Change::CreateWorkforce { cognito_config, oidc_config, vpc_config, source_ip_config, tags, .. } = &change else {
+    pub async fn create(
+        &self,
+        caller: &Caller,
+        region: &Region,
+        name: &WorkforceName,
+        change: Change,
+        secret: Option<OidcSecret>,
+    ) -> Result<OperationRow, ApiError> {
+        let Change::CreateWorkforce {
+            cognito_config,
+            oidc_config,
+            vpc_config,
+            source_ip_config,
+            tags,
+            ..
+        } = &change
+        else {
             unreachable!("create takes a CreateWorkforce change")
         };
         let (auth_kind, auth_config) = match (cognito_config, oidc_config) {
@@ -89,26 +123,43 @@ impl<'a> Acceptor<'a> {
                 name: name.as_str(),
                 auth_kind,
                 auth_config,
-                vpc_config: vpc_config.as_ref().map(|v| serde_json::to_value(v).expect("VPC config serializes")),
-                source_ip_cidrs: source_ip_config.as_ref().map(|s| s.cidrs.iter().map(|c| c.as_str().to_owned()).collect()).unwrap_or_default(),
+                vpc_config: vpc_config
+                    .as_ref()
+                    .map(|v| serde_json::to_value(v).expect("VPC config serializes")),
+                source_ip_cidrs: source_ip_config
+                    .as_ref()
+                    .map(|s| s.cidrs.iter().map(|c| c.as_str().to_owned()).collect())
+                    .unwrap_or_default(),
                 tags: serde_json::to_value(tags).expect("tags serialize"),
             },
         )
         .await;
         if let Err(error) = inserted {
-            if is_unique_violation(&error, workforces::ONE_PER_REGION) || is_unique_violation(&error, workforces::PRIMARY_KEY) {
+            if is_unique_violation(&error, workforces::ONE_PER_REGION)
+                || is_unique_violation(&error, workforces::PRIMARY_KEY)
+            {
                 drop(tx);
-                let existing = workforces::list(self.db, Some(region.as_str()), None, None, 1).await?;
-                let existing_name = existing.first().map(|w| w.name.as_str()).unwrap_or("another workforce");
+                let existing =
+                    workforces::list(self.db, Some(region.as_str()), None, None, 1).await?;
+                let existing_name = existing
+                    .first()
+                    .map(|w| w.name.as_str())
+                    .unwrap_or("another workforce");
                 let detail = format!(
                     "region {region} already has the workforce '{existing_name}'; AWS allows one private workforce per account and region, so delete it first or change it instead"
                 );
-                self.record_rejection(caller, region, name, &change, &detail).await;
-                return Err(ApiError::Conflict { detail, operation_id: None });
+                self.record_rejection(caller, region, name, &change, &detail)
+                    .await;
+                return Err(ApiError::Conflict {
+                    detail,
+                    operation_id: None,
+                });
             }
             return Err(error.into());
         }
-        let operation = self.insert_operation(&mut tx, caller, region, name, &change, secret.as_ref()).await?;
+        let operation = self
+            .insert_operation(&mut tx, caller, region, name, &change, secret.as_ref())
+            .await?;
         audit::insert(
             &mut tx,
             NewAuditEvent {
@@ -132,14 +183,37 @@ impl<'a> Acceptor<'a> {
     }
 
     /// Accepts a change of an existing workforce, if its state allows one.
-    pub async fn change(&self, caller: &Caller, region: &Region, name: &WorkforceName, change: Change, secret: Option<OidcSecret>) -> Result<OperationRow, ApiError> {
+    pub async fn change(
+        &self,
+        caller: &Caller,
+        region: &Region,
+        name: &WorkforceName,
+        change: Change,
+        secret: Option<OidcSecret>,
+    ) -> Result<OperationRow, ApiError> {
         let mut tx = self.db.begin().await?;
-        let Some(workforce) = workforces::find_for_update(&mut tx, region.as_str(), name.as_str()).await? else {
-            return Err(ApiError::NotFound(format!("no workforce named '{name}' in region {region}")));
+        let Some(workforce) =
+            workforces::find_for_update(&mut tx, region.as_str(), name.as_str()).await?
+        else {
+            return Err(ApiError::NotFound(format!(
+                "no workforce named '{name}' in region {region}"
+            )));
         };
-        if let Some(in_flight) = operations::find_unfinished(&mut *tx, region.as_str(), name.as_str()).await? {
+        if let Some(expected) = &self.if_match
+            && !if_match_allows(expected, workforce.revision)
+        {
+            return Err(ApiError::PreconditionFailed(format!(
+                "workforce '{name}' changed since the ETag in If-Match was read (it is now {}); read it again and decide whether the change still applies",
+                etag(workforce.revision)
+            )));
+        }
+        if let Some(in_flight) =
+            operations::find_unfinished(&mut *tx, region.as_str(), name.as_str()).await?
+        {
             drop(tx);
-            return Err(self.in_flight_conflict(caller, region, name, &change, in_flight.id).await);
+            return Err(self
+                .in_flight_conflict(caller, region, name, &change, in_flight.id)
+                .await);
         }
         let status = workforce.aws_status.as_deref().unwrap_or("not yet created");
         let allowed = match change {
@@ -147,20 +221,44 @@ impl<'a> Acceptor<'a> {
             _ => status == "Active",
         };
         if !allowed {
-            let needed = if matches!(change, Change::DeleteWorkforce) { "Active or Failed" } else { "Active" };
-            let detail = format!("workforce '{name}' is {status}; this change is allowed only when it is {needed}");
+            let needed = if matches!(change, Change::DeleteWorkforce) {
+                "Active or Failed"
+            } else {
+                "Active"
+            };
+            let detail = format!(
+                "workforce '{name}' is {status}; this change is allowed only when it is {needed}"
+            );
             drop(tx);
-            self.record_rejection(caller, region, name, &change, &detail).await;
-            return Err(ApiError::Conflict { detail, operation_id: None });
+            self.record_rejection(caller, region, name, &change, &detail)
+                .await;
+            return Err(ApiError::Conflict {
+                detail,
+                operation_id: None,
+            });
         }
-        let operation = match self.insert_operation(&mut tx, caller, region, name, &change, secret.as_ref()).await {
+        let operation = match self
+            .insert_operation(&mut tx, caller, region, name, &change, secret.as_ref())
+            .await
+        {
             Ok(operation) => operation,
             Err(ApiError::Conflict { operation_id, .. }) => {
                 drop(tx);
-                return Err(self.in_flight_conflict(caller, region, name, &change, operation_id.unwrap_or_default()).await);
+                return Err(self
+                    .in_flight_conflict(
+                        caller,
+                        region,
+                        name,
+                        &change,
+                        operation_id.unwrap_or_default(),
+                    )
+                    .await);
             }
             Err(other) => return Err(other),
         };
+        // A new ETag for the accepted change, so that another change based on the old state
+        // fails its If-Match.
+        workforces::bump_revision(&mut tx, region.as_str(), name.as_str()).await?;
         audit::insert(
             &mut tx,
             NewAuditEvent {
@@ -211,28 +309,57 @@ impl<'a> Acceptor<'a> {
         match inserted {
             Ok(operation) => Ok(operation),
             Err(error) if is_unique_violation(&error, operations::ONE_UNFINISHED_PER_WORKFORCE) => {
-                Err(ApiError::Conflict { detail: String::new(), operation_id: None })
+                Err(ApiError::Conflict {
+                    detail: String::new(),
+                    operation_id: None,
+                })
             }
             Err(error) => Err(error.into()),
         }
     }
 
-    async fn in_flight_conflict(&self, caller: &Caller, region: &Region, name: &WorkforceName, change: &Change, operation_id: Uuid) -> ApiError {
+    async fn in_flight_conflict(
+        &self,
+        caller: &Caller,
+        region: &Region,
+        name: &WorkforceName,
+        change: &Change,
+        operation_id: Uuid,
+    ) -> ApiError {
         let operation_id = match operation_id.is_nil() {
-            true => operations::find_unfinished(self.db, region.as_str(), name.as_str()).await.ok().flatten().map(|o| o.id),
+            true => operations::find_unfinished(self.db, region.as_str(), name.as_str())
+                .await
+                .ok()
+                .flatten()
+                .map(|o| o.id),
             false => Some(operation_id),
         };
         let detail = match operation_id {
-            Some(id) => format!("workforce '{name}' already has operation {id} in flight; wait for it to finish, then send the change again"),
-            None => format!("workforce '{name}' already has an operation in flight; wait for it to finish, then send the change again"),
+            Some(id) => format!(
+                "workforce '{name}' already has operation {id} in flight; wait for it to finish, then send the change again"
+            ),
+            None => format!(
+                "workforce '{name}' already has an operation in flight; wait for it to finish, then send the change again"
+            ),
         };
-        self.record_rejection(caller, region, name, change, &detail).await;
-        ApiError::Conflict { detail, operation_id }
+        self.record_rejection(caller, region, name, change, &detail)
+            .await;
+        ApiError::Conflict {
+            detail,
+            operation_id,
+        }
     }
 
     /// Audits a change rejected because of the workforce's state. A failure to write this
     /// event is logged and does not change the answer, since nothing was changed.
-    async fn record_rejection(&self, caller: &Caller, region: &Region, name: &WorkforceName, change: &Change, reason: &str) {
+    async fn record_rejection(
+        &self,
+        caller: &Caller,
+        region: &Region,
+        name: &WorkforceName,
+        change: &Change,
+        reason: &str,
+    ) {
         let result = async {
             let mut conn = self.db.acquire().await?;
             audit::insert(

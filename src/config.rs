@@ -106,7 +106,11 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
 
     /// PostgreSQL connection URL. The database is created if it does not exist.
-    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/workforce_service")]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/workforce_service"
+    )]
     pub database_url: String,
 
     /// Maximum number of database connections in the pool.
@@ -118,7 +122,12 @@ pub struct ServeConfig {
     pub mode: Mode,
 
     /// AWS regions whose workforces this service manages, comma-separated.
-    #[arg(long, env = "WORKFORCE_REGIONS", value_delimiter = ',', default_value = "us-east-1,us-west-2")]
+    #[arg(
+        long,
+        env = "WORKFORCE_REGIONS",
+        value_delimiter = ',',
+        default_value = "us-east-1,us-west-2"
+    )]
     pub regions: Vec<String>,
 
     /// Background worker tasks in this process.
@@ -130,7 +139,11 @@ pub struct ServeConfig {
     pub lease_seconds: u64,
 
     /// Minutes an operation may run before it fails as timed out.
-    #[arg(long, env = "WORKFORCE_OPERATION_DEADLINE_MINUTES", default_value_t = 60)]
+    #[arg(
+        long,
+        env = "WORKFORCE_OPERATION_DEADLINE_MINUTES",
+        default_value_t = 60
+    )]
     pub operation_deadline_minutes: u64,
 
     /// First delay in milliseconds between DescribeWorkforce polls; it doubles up to the maximum.
@@ -216,7 +229,12 @@ pub struct ServeConfig {
     pub jwt_jwks_url: Option<String>,
 
     /// Signature algorithms accepted for JWTs, comma-separated.
-    #[arg(long, env = "WORKFORCE_JWT_ALGORITHMS", value_delimiter = ',', default_value = "RS256,ES256")]
+    #[arg(
+        long,
+        env = "WORKFORCE_JWT_ALGORITHMS",
+        value_delimiter = ',',
+        default_value = "RS256,ES256"
+    )]
     pub jwt_algorithms: Vec<String>,
 
     /// JWT claim that lists the caller's groups or roles.
@@ -232,6 +250,10 @@ pub struct ServeConfig {
     #[arg(long, env = "WORKFORCE_JWT_JWKS_TTL_SECONDS", default_value_t = 600)]
     pub jwt_jwks_ttl_seconds: u64,
 
+    /// Hours an Idempotency-Key and its response are remembered.
+    #[arg(long, env = "WORKFORCE_IDEMPOTENCY_TTL_HOURS", default_value_t = 24)]
+    pub idempotency_ttl_hours: u64,
+
     /// Requests per minute allowed for each credential (0 turns the limit off).
     #[arg(long, env = "WORKFORCE_RATE_LIMIT_PER_MINUTE", default_value_t = 1_200)]
     pub rate_limit_per_minute: u32,
@@ -243,12 +265,21 @@ pub struct ServeConfig {
     /// Endpoints served without credentials, comma-separated, from `healthz`, `readyz`,
     /// `metrics` and `docs` (the docs page and `/openapi.json`). Leave one out to require a
     /// credential for it.
-    #[arg(long, env = "WORKFORCE_PUBLIC_ENDPOINTS", value_delimiter = ',', default_value = "healthz,readyz,metrics,docs")]
+    #[arg(
+        long,
+        env = "WORKFORCE_PUBLIC_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "healthz,readyz,metrics,docs"
+    )]
     pub public_endpoints: Vec<String>,
 
     /// Sandbox mode: file that receives the admin API key created on first start, when no key
     /// and no identity provider exist. It is readable only by its owner.
-    #[arg(long, env = "WORKFORCE_BOOTSTRAP_KEY_FILE", default_value = ".workforce-service/admin-api-key")]
+    #[arg(
+        long,
+        env = "WORKFORCE_BOOTSTRAP_KEY_FILE",
+        default_value = ".workforce-service/admin-api-key"
+    )]
     pub bootstrap_key_file: PathBuf,
 }
 
@@ -266,15 +297,21 @@ impl ServeConfig {
     /// the zones the sandbox supports, and AWS mode accepts any zone.
     pub fn portal_zone_source(&self) -> anyhow::Result<crate::aws::PortalZoneSource> {
         let zone_ids = match &self.supported_az_ids {
-            Some(text) => crate::vpc_checks::parse_zone_ids(text).map_err(|reason| anyhow::anyhow!("invalid --supported-az-ids: {reason}"))?,
+            Some(text) => crate::vpc_checks::parse_zone_ids(text)
+                .map_err(|reason| anyhow::anyhow!("invalid --supported-az-ids: {reason}"))?,
             None => Default::default(),
         };
         let endpoint_service = match (&self.portal_endpoint_service_name, self.mode) {
             (Some(name), _) if name.trim().is_empty() => None,
             (Some(name), _) => Some(name.trim().to_owned()),
-            (None, Mode::Sandbox) if self.supported_az_ids.is_none() => Some(SANDBOX_PORTAL_ENDPOINT_SERVICE.to_owned()),
+            (None, Mode::Sandbox) if self.supported_az_ids.is_none() => {
+                Some(SANDBOX_PORTAL_ENDPOINT_SERVICE.to_owned())
+            }
             (None, _) => None,
         };
-        Ok(crate::aws::PortalZoneSource { endpoint_service, zone_ids })
+        Ok(crate::aws::PortalZoneSource {
+            endpoint_service,
+            zone_ids,
+        })
     }
 }

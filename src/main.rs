@@ -21,11 +21,17 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&report)?);
             match &report.first_broken {
                 None => {
-                    eprintln!("The audit log is intact: {} events checked.", report.events_checked);
+                    eprintln!(
+                        "The audit log is intact: {} events checked.",
+                        report.events_checked
+                    );
                     Ok(())
                 }
                 Some(broken) => {
-                    eprintln!("The audit log is broken at event {} ({}).", broken.id, broken.reason);
+                    eprintln!(
+                        "The audit log is broken at event {} ({}).",
+                        broken.id, broken.reason
+                    );
                     std::process::exit(1)
                 }
             }
@@ -41,15 +47,29 @@ async fn main() -> anyhow::Result<()> {
 async fn manage_api_keys(database_url: &str, command: ApiKeyCommand) -> anyhow::Result<()> {
     let db = workforce_service::db::connect(database_url, 1).await?;
     match command {
-        ApiKeyCommand::Create { name, role, regions, expires_in_days } => {
-            workforce_service::http::api_keys::validate_key_name(&name).map_err(|e| anyhow::anyhow!("invalid --name: {}", e.reason))?;
-            let expires_at = expires_in_days.map(|days| chrono::Utc::now() + chrono::Duration::days(i64::from(days)));
-            let (row, key) = api_keys::create(&db, &name, role, regions.as_deref(), expires_at).await?;
-            eprintln!("Created API key '{}' with role {} (id {}). Store it now; it is not shown again:", row.name, row.role, row.id);
+        ApiKeyCommand::Create {
+            name,
+            role,
+            regions,
+            expires_in_days,
+        } => {
+            workforce_service::http::api_keys::validate_key_name(&name)
+                .map_err(|e| anyhow::anyhow!("invalid --name: {}", e.reason))?;
+            let expires_at = expires_in_days
+                .map(|days| chrono::Utc::now() + chrono::Duration::days(i64::from(days)));
+            let (row, key) =
+                api_keys::create(&db, &name, role, regions.as_deref(), expires_at).await?;
+            eprintln!(
+                "Created API key '{}' with role {} (id {}). Store it now; it is not shown again:",
+                row.name, row.role, row.id
+            );
             println!("{key}");
         }
         ApiKeyCommand::List => {
-            println!("{:<36}  {:<24}  {:<8}  {:<10}  {}", "ID", "NAME", "ROLE", "STATE", "REGIONS");
+            println!(
+                "{:<36}  {:<24}  {:<8}  {:<10}  REGIONS",
+                "ID", "NAME", "ROLE", "STATE"
+            );
             let now = chrono::Utc::now();
             for row in api_keys::list(&db).await? {
                 let state = if row.revoked_at.is_some() {
@@ -59,16 +79,27 @@ async fn manage_api_keys(database_url: &str, command: ApiKeyCommand) -> anyhow::
                 } else {
                     "active"
                 };
-                let regions = row.regions.as_ref().map(|r| r.join(",")).unwrap_or_else(|| "all".to_owned());
-                println!("{:<36}  {:<24}  {:<8}  {:<10}  {}", row.id, row.name, row.role, state, regions);
+                let regions = row
+                    .regions
+                    .as_ref()
+                    .map(|r| r.join(","))
+                    .unwrap_or_else(|| "all".to_owned());
+                println!(
+                    "{:<36}  {:<24}  {:<8}  {:<10}  {}",
+                    row.id, row.name, row.role, state, regions
+                );
             }
         }
         ApiKeyCommand::Revoke { name } => {
-            api_keys::revoke_by_name(&db, &name).await?.ok_or_else(|| anyhow::anyhow!("no API key named '{name}'"))?;
+            api_keys::revoke_by_name(&db, &name)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no API key named '{name}'"))?;
             eprintln!("Revoked API key '{name}'.");
         }
         ApiKeyCommand::Expire { name } => {
-            api_keys::expire_by_name(&db, &name).await?.ok_or_else(|| anyhow::anyhow!("no API key named '{name}'"))?;
+            api_keys::expire_by_name(&db, &name)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no API key named '{name}'"))?;
             eprintln!("Expired API key '{name}'.");
         }
     }
@@ -76,8 +107,12 @@ async fn manage_api_keys(database_url: &str, command: ApiKeyCommand) -> anyhow::
 }
 
 fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,aws_smithy_runtime=warn,aws_config=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new("info,sqlx=warn,aws_smithy_runtime=warn,aws_config=warn")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),
@@ -89,14 +124,20 @@ async fn serve(config: workforce_service::config::ServeConfig) -> anyhow::Result
     let service = workforce_service::app::start(&config, listener).await?;
     shutdown_signal().await;
     tracing::info!("shutting down");
-    service.shutdown(std::time::Duration::from_secs(config.shutdown_grace_seconds)).await;
+    service
+        .shutdown(std::time::Duration::from_secs(
+            config.shutdown_grace_seconds,
+        ))
+        .await;
     Ok(())
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
 async fn shutdown_signal() {
     let ctrl_c = async {
-        tokio::signal::ctrl_c().await.expect("failed to listen for Ctrl-C");
+        tokio::signal::ctrl_c()
+            .await
+            .expect("failed to listen for Ctrl-C");
     };
     #[cfg(unix)]
     let terminate = async {

@@ -21,13 +21,23 @@ pub fn refresh_if_stale(state: &AppState, region: &Region, row: &workforces::Wor
         return;
     }
     let stale = row.aws_refreshed_at.is_none_or(|at| {
-        chrono::Utc::now().signed_duration_since(at).to_std().unwrap_or_default() > state.refresh_after
+        chrono::Utc::now()
+            .signed_duration_since(at)
+            .to_std()
+            .unwrap_or_default()
+            > state.refresh_after
     });
     if !stale {
         return;
     }
     let key = (region.clone(), row.name.clone());
-    if !state.refreshes.0.lock().expect("refresh set lock").insert(key.clone()) {
+    if !state
+        .refreshes
+        .0
+        .lock()
+        .expect("refresh set lock")
+        .insert(key.clone())
+    {
         return;
     }
     let state = state.clone();
@@ -35,16 +45,29 @@ pub fn refresh_if_stale(state: &AppState, region: &Region, row: &workforces::Wor
         if let Err(error) = refresh_workforce(&state.db, &state.aws, &key.0, &key.1).await {
             tracing::info!(workforce.name = %key.1, aws.region = %key.0, error = %format!("{error:#}"), "failed to refresh a workforce from AWS");
         }
-        state.refreshes.0.lock().expect("refresh set lock").remove(&key);
+        state
+            .refreshes
+            .0
+            .lock()
+            .expect("refresh set lock")
+            .remove(&key);
     });
 }
 
 /// Reads one workforce from AWS and stores what it reported, unless an operation is in flight
 /// (its worker keeps the record current).
-pub async fn refresh_workforce(db: &sqlx::PgPool, aws: &Aws, region: &Region, name: &str) -> anyhow::Result<()> {
+pub async fn refresh_workforce(
+    db: &sqlx::PgPool,
+    aws: &Aws,
+    region: &Region,
+    name: &str,
+) -> anyhow::Result<()> {
     let snapshot = aws.describe_workforce(region, name).await?;
     let mut tx = db.begin().await?;
-    if operations::find_unfinished(&mut *tx, region.as_str(), name).await?.is_some() {
+    if operations::find_unfinished(&mut *tx, region.as_str(), name)
+        .await?
+        .is_some()
+    {
         return Ok(());
     }
     match snapshot {
@@ -70,16 +93,22 @@ pub async fn sync_regions(db: &sqlx::PgPool, aws: &Aws, regions: &[Region]) {
                 continue;
             }
         };
-        let present: std::collections::HashSet<&str> = listed.iter().map(|w| w.name.as_str()).collect();
+        let present: std::collections::HashSet<&str> =
+            listed.iter().map(|w| w.name.as_str()).collect();
         match workforces::list(db, Some(region.as_str()), None, None, 1_000).await {
             Ok(records) => {
-                for record in records.iter().filter(|r| r.aws_status.is_some() && !present.contains(r.name.as_str())) {
+                for record in records
+                    .iter()
+                    .filter(|r| r.aws_status.is_some() && !present.contains(r.name.as_str()))
+                {
                     if let Err(error) = remove_vanished(db, region, &record.name).await {
                         tracing::warn!(workforce.name = %record.name, aws.region = %region, error = %error, "failed to remove the record of a vanished workforce");
                     }
                 }
             }
-            Err(error) => tracing::warn!(aws.region = %region, error = %error, "failed to read the workforce records of a region"),
+            Err(error) => {
+                tracing::warn!(aws.region = %region, error = %error, "failed to read the workforce records of a region")
+            }
         }
         for snapshot in listed {
             let adopted = async {
@@ -88,9 +117,13 @@ pub async fn sync_regions(db: &sqlx::PgPool, aws: &Aws, regions: &[Region]) {
             }
             .await;
             match adopted {
-                Ok(true) => tracing::info!(workforce.name = %snapshot.name, aws.region = %region, "recorded a workforce found in AWS"),
+                Ok(true) => {
+                    tracing::info!(workforce.name = %snapshot.name, aws.region = %region, "recorded a workforce found in AWS")
+                }
                 Ok(false) => {}
-                Err(error) => tracing::warn!(workforce.name = %snapshot.name, aws.region = %region, error = %error, "failed to record a workforce found in AWS"),
+                Err(error) => {
+                    tracing::warn!(workforce.name = %snapshot.name, aws.region = %region, error = %error, "failed to record a workforce found in AWS")
+                }
             }
         }
     }
@@ -98,9 +131,16 @@ pub async fn sync_regions(db: &sqlx::PgPool, aws: &Aws, regions: &[Region]) {
 
 /// Removes the record of a workforce that AWS no longer has, unless an operation is working
 /// on it, and audits the removal.
-async fn remove_vanished(db: &sqlx::PgPool, region: &Region, name: &str) -> Result<(), sqlx::Error> {
+async fn remove_vanished(
+    db: &sqlx::PgPool,
+    region: &Region,
+    name: &str,
+) -> Result<(), sqlx::Error> {
     let mut tx = db.begin().await?;
-    if operations::find_unfinished(&mut *tx, region.as_str(), name).await?.is_some() {
+    if operations::find_unfinished(&mut *tx, region.as_str(), name)
+        .await?
+        .is_some()
+    {
         return Ok(());
     }
     workforces::delete(&mut tx, region.as_str(), name).await?;

@@ -36,16 +36,22 @@ pub enum SealError {
 impl SecretSealer {
     /// Builds a sealer from a base64-encoded 32-byte key.
     pub fn from_base64(key: &str) -> Result<Self, SealError> {
-        let bytes = STANDARD.decode(key.trim()).map_err(|_| SealError::InvalidKey)?;
+        let bytes = STANDARD
+            .decode(key.trim())
+            .map_err(|_| SealError::InvalidKey)?;
         if bytes.len() != 32 {
             return Err(SealError::InvalidKey);
         }
-        Ok(Self { cipher: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&bytes)) })
+        Ok(Self {
+            cipher: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&bytes)),
+        })
     }
 
     /// Builds a sealer with a random key that lives only as long as this process.
     pub fn ephemeral() -> Self {
-        Self { cipher: Aes256Gcm::new(&Aes256Gcm::generate_key(OsRng)) }
+        Self {
+            cipher: Aes256Gcm::new(&Aes256Gcm::generate_key(OsRng)),
+        }
     }
 
     /// Encrypts a secret; the result is the nonce followed by the ciphertext.
@@ -69,7 +75,9 @@ impl SecretSealer {
             .cipher
             .decrypt(Nonce::from_slice(nonce), ciphertext)
             .map_err(|_| SealError::CannotOpen)?;
-        String::from_utf8(plaintext).map(OidcSecret::new).map_err(|_| SealError::CannotOpen)
+        String::from_utf8(plaintext)
+            .map(OidcSecret::new)
+            .map_err(|_| SealError::CannotOpen)
     }
 }
 

@@ -40,15 +40,30 @@ pub struct WorkerSettings {
 #[derive(Debug)]
 pub enum StepOutcome {
     /// The mutating call was sent, or AWS already shows it applied: poll from now on.
-    Submitted { snapshot: Option<WorkforceSnapshot> },
+    Submitted {
+        snapshot: Option<WorkforceSnapshot>,
+    },
     /// The workforce is still changing: look again later.
-    Waiting { snapshot: Option<WorkforceSnapshot> },
-    Succeeded { snapshot: Option<WorkforceSnapshot> },
-    Failed { code: String, message: String, snapshot: Option<WorkforceSnapshot> },
+    Waiting {
+        snapshot: Option<WorkforceSnapshot>,
+    },
+    Succeeded {
+        snapshot: Option<WorkforceSnapshot>,
+    },
+    Failed {
+        code: String,
+        message: String,
+        snapshot: Option<WorkforceSnapshot>,
+    },
     /// The VPC configuration no longer passes the prerequisite checks; nothing was sent.
-    PrerequisitesFailed { findings: Vec<Finding>, snapshot: Option<WorkforceSnapshot> },
+    PrerequisitesFailed {
+        findings: Vec<Finding>,
+        snapshot: Option<WorkforceSnapshot>,
+    },
     /// A transient AWS failure: try the same step again later.
-    Retry { error: AwsError },
+    Retry {
+        error: AwsError,
+    },
     /// Another worker took the operation over; this one records nothing.
     LeaseLost,
 }
@@ -69,8 +84,20 @@ fn is_transitional(status: Option<&str>) -> bool {
 }
 
 impl Worker {
-    pub fn new(db: PgPool, aws: Aws, sealer: SecretSealer, settings: WorkerSettings, id: String) -> Self {
-        Self { db, aws, sealer, settings, id }
+    pub fn new(
+        db: PgPool,
+        aws: Aws,
+        sealer: SecretSealer,
+        settings: WorkerSettings,
+        id: String,
+    ) -> Self {
+        Self {
+            db,
+            aws,
+            sealer,
+            settings,
+            id,
+        }
     }
 
     pub fn id(&self) -> &str {
@@ -84,7 +111,9 @@ impl Worker {
             match self.run_once().await {
                 Ok(true) => continue,
                 Ok(false) => {}
-                Err(error) => tracing::warn!(worker.id = %self.id, error = %format!("{error:#}"), "worker step failed; retrying"),
+                Err(error) => {
+                    tracing::warn!(worker.id = %self.id, error = %format!("{error:#}"), "worker step failed; retrying")
+                }
             }
             tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -93,14 +122,20 @@ impl Worker {
             }
         }
         match operations::release_leases(&self.db, &self.id).await {
-            Ok(released) => tracing::info!(worker.id = %self.id, released, "worker stopped and released its leases"),
-            Err(error) => tracing::warn!(worker.id = %self.id, error = %error, "worker stopped but failed to release its leases"),
+            Ok(released) => {
+                tracing::info!(worker.id = %self.id, released, "worker stopped and released its leases")
+            }
+            Err(error) => {
+                tracing::warn!(worker.id = %self.id, error = %error, "worker stopped but failed to release its leases")
+            }
         }
     }
 
     /// Claims one due operation and runs one step of it. Returns false when nothing was due.
     pub async fn run_once(&self) -> anyhow::Result<bool> {
-        let Some(operation) = self.claim().await? else { return Ok(false) };
+        let Some(operation) = self.claim().await? else {
+            return Ok(false);
+        };
         let outcome = self.perform(&operation).await;
         self.record(&operation, outcome).await?;
         Ok(true)
@@ -109,7 +144,8 @@ impl Worker {
     /// Claims the next due operation, auditing its start if it was pending.
     pub async fn claim(&self) -> anyhow::Result<Option<OperationRow>> {
         let mut tx = self.db.begin().await?;
-        let Some(claimed) = operations::claim_due(&mut tx, &self.id, self.settings.lease).await? else {
+        let Some(claimed) = operations::claim_due(&mut tx, &self.id, self.settings.lease).await?
+        else {
             return Ok(None);
         };
         let operation = claimed.operation;
@@ -138,10 +174,15 @@ impl Worker {
     /// Runs one step of a claimed operation against AWS, without recording its result.
     pub async fn perform(&self, operation: &OperationRow) -> StepOutcome {
         let Ok(change) = serde_json::from_value::<Change>(operation.request.clone()) else {
-            return StepOutcome::Failed { code: "InvalidOperation".into(), message: "the stored change cannot be read".into(), snapshot: None };
+            return StepOutcome::Failed {
+                code: "InvalidOperation".into(),
+                message: "the stored change cannot be read".into(),
+                snapshot: None,
+            };
         };
         let region = Region::parse("region", &operation.region).expect("stored regions are valid");
-        let name = WorkforceName::parse("name", &operation.workforce_name).expect("stored names are valid");
+        let name = WorkforceName::parse("name", &operation.workforce_name)
+            .expect("stored names are valid");
 
         let current = match self.aws.describe_workforce(&region, name.as_str()).await {
             Ok(current) => current,
@@ -152,14 +193,27 @@ impl Worker {
                 code: "OperationTimedOut".into(),
                 message: format!(
                     "SageMaker did not finish the change before the deadline; the workforce is {}",
-                    current.as_ref().and_then(|c| c.status.as_deref()).unwrap_or("gone")
+                    current
+                        .as_ref()
+                        .and_then(|c| c.status.as_deref())
+                        .unwrap_or("gone")
                 ),
                 snapshot: current,
             };
         }
         match operation.phase.as_str() {
             "poll" => poll_outcome(&change, current),
-            phase => self.submit(operation, phase == "submitting", &change, &region, &name, current).await,
+            phase => {
+                self.submit(
+                    operation,
+                    phase == "submitting",
+                    &change,
+                    &region,
+                    &name,
+                    current,
+                )
+                .await
+            }
         }
     }
 
@@ -176,7 +230,9 @@ impl Worker {
         let status = current.as_ref().and_then(|c| c.status.as_deref());
         // Decide from AWS's state whether the call is needed at all.
         match change {
-            Change::CreateWorkforce { .. } if current.is_some() => return StepOutcome::Submitted { snapshot: current },
+            Change::CreateWorkforce { .. } if current.is_some() => {
+                return StepOutcome::Submitted { snapshot: current };
+            }
             Change::CreateWorkforce { .. } => {}
             Change::DeleteWorkforce => match status {
                 None => return StepOutcome::Succeeded { snapshot: None },
@@ -197,11 +253,16 @@ impl Worker {
                 }
                 match status {
                     Some("Active") => {}
-                    Some("Initializing" | "Updating") => return StepOutcome::Waiting { snapshot: current },
+                    Some("Initializing" | "Updating") => {
+                        return StepOutcome::Waiting { snapshot: current };
+                    }
                     other => {
                         return StepOutcome::Failed {
                             code: "WorkforceNotActive".into(),
-                            message: format!("the workforce is {}; SageMaker accepts changes only when it is Active", other.unwrap_or("in an unknown state")),
+                            message: format!(
+                                "the workforce is {}; SageMaker accepts changes only when it is Active",
+                                other.unwrap_or("in an unknown state")
+                            ),
                             snapshot: current,
                         };
                     }
@@ -215,7 +276,11 @@ impl Worker {
             return outcome;
         }
 
-        let secret = match operation.sealed_secret.as_deref().map(|sealed| self.sealer.open(sealed)) {
+        let secret = match operation
+            .sealed_secret
+            .as_deref()
+            .map(|sealed| self.sealer.open(sealed))
+        {
             None => None,
             Some(Ok(secret)) => Some(secret),
             Some(Err(error)) => {
@@ -231,7 +296,11 @@ impl Worker {
             Ok(false) => return StepOutcome::LeaseLost,
             Err(error) => {
                 return StepOutcome::Retry {
-                    error: AwsError::Transient { code: "DatabaseUnavailable".into(), message: error.to_string(), request_id: None },
+                    error: AwsError::Transient {
+                        code: "DatabaseUnavailable".into(),
+                        message: error.to_string(),
+                        request_id: None,
+                    },
                 };
             }
         }
@@ -241,47 +310,94 @@ impl Worker {
                 tracing::info!(operation.id = %operation.id, operation.kind = %operation.kind, workforce.name = %name, aws.region = %region, "submitted change to SageMaker");
                 // Read the new status (Initializing, Updating or Deleting) at once, so that reads
                 // show it without waiting for the first poll. A failure here only delays that.
-                let snapshot = self.aws.describe_workforce(region, name.as_str()).await.ok().flatten();
+                let snapshot = self
+                    .aws
+                    .describe_workforce(region, name.as_str())
+                    .await
+                    .ok()
+                    .flatten();
                 StepOutcome::Submitted { snapshot }
             }
             Err(error) if error.is_transient() => StepOutcome::Retry { error },
             Err(error) => {
                 // Refresh the record, so that it shows what AWS kept after the rejection.
-                let snapshot = self.aws.describe_workforce(region, name.as_str()).await.ok().flatten();
-                StepOutcome::Failed { code: error.code().to_owned(), message: error.message().to_owned(), snapshot }
+                let snapshot = self
+                    .aws
+                    .describe_workforce(region, name.as_str())
+                    .await
+                    .ok()
+                    .flatten();
+                StepOutcome::Failed {
+                    code: error.code().to_owned(),
+                    message: error.message().to_owned(),
+                    snapshot,
+                }
             }
         }
     }
 
     /// Runs the VPC prerequisite checks for a change that sets a VPC configuration. Returns
     /// the outcome that stops the step, or None when the change may be sent.
-    async fn recheck_vpc(&self, change: &Change, region: &Region, current: &Option<WorkforceSnapshot>) -> Option<StepOutcome> {
+    async fn recheck_vpc(
+        &self,
+        change: &Change,
+        region: &Region,
+        current: &Option<WorkforceSnapshot>,
+    ) -> Option<StepOutcome> {
         let vpc_config = match change {
-            Change::CreateWorkforce { vpc_config: Some(vpc_config), .. } | Change::PutVpcConfig { vpc_config } => vpc_config,
+            Change::CreateWorkforce {
+                vpc_config: Some(vpc_config),
+                ..
+            }
+            | Change::PutVpcConfig { vpc_config } => vpc_config,
             _ => return None,
         };
         match vpc_checks::run(&self.aws, region, vpc_config).await {
             Ok(findings) if vpc_checks::passed(&findings) => None,
-            Ok(findings) => Some(StepOutcome::PrerequisitesFailed { findings, snapshot: current.clone() }),
+            Ok(findings) => Some(StepOutcome::PrerequisitesFailed {
+                findings,
+                snapshot: current.clone(),
+            }),
             Err(error) if error.is_transient() => Some(StepOutcome::Retry { error }),
             Err(error) => Some(StepOutcome::Failed {
                 code: error.code().to_owned(),
-                message: format!("EC2 rejected the VPC prerequisite checks: {}", error.message()),
+                message: format!(
+                    "EC2 rejected the VPC prerequisite checks: {}",
+                    error.message()
+                ),
                 snapshot: current.clone(),
             }),
         }
     }
 
-    async fn send_change(&self, change: &Change, region: &Region, name: &WorkforceName, secret: Option<OidcSecret>) -> Result<(), AwsError> {
-        let missing_secret = || AwsError::Rejected {
+    async fn send_change(
+        &self,
+        change: &Change,
+        region: &Region,
+        name: &WorkforceName,
+        secret: Option<OidcSecret>,
+    ) -> Result<(), AwsError> {
+        let missing_secret = || {
+            AwsError::Rejected {
             code: "SecretUnavailable".into(),
             message: "the OIDC client secret of this operation is no longer available; send the OIDC configuration again".into(),
             request_id: None,
+        }
         };
         match change {
-            Change::CreateWorkforce { cognito_config, oidc_config, vpc_config, source_ip_config, tags, ip_address_type } => {
+            Change::CreateWorkforce {
+                cognito_config,
+                oidc_config,
+                vpc_config,
+                source_ip_config,
+                tags,
+                ip_address_type,
+            } => {
                 let oidc = match oidc_config {
-                    Some(settings) => Some(OidcConfig { settings: settings.clone(), client_secret: secret.ok_or_else(missing_secret)? }),
+                    Some(settings) => Some(OidcConfig {
+                        settings: settings.clone(),
+                        client_secret: secret.ok_or_else(missing_secret)?,
+                    }),
                     None => None,
                 };
                 self.aws
@@ -300,21 +416,44 @@ impl Worker {
                     .await
             }
             Change::DeleteWorkforce => self.aws.delete_workforce(region, name).await,
-            Change::PutVpcConfig { vpc_config } => self.aws.update_workforce(region, name, UpdateWorkforceInput::VpcConfig(vpc_config)).await,
-            Change::DeleteVpcConfig => self.aws.update_workforce(region, name, UpdateWorkforceInput::RemoveVpcConfig).await,
+            Change::PutVpcConfig { vpc_config } => {
+                self.aws
+                    .update_workforce(region, name, UpdateWorkforceInput::VpcConfig(vpc_config))
+                    .await
+            }
+            Change::DeleteVpcConfig => {
+                self.aws
+                    .update_workforce(region, name, UpdateWorkforceInput::RemoveVpcConfig)
+                    .await
+            }
             Change::PutSourceIpConfig { source_ip_config } => {
-                self.aws.update_workforce(region, name, UpdateWorkforceInput::SourceIpConfig(source_ip_config)).await
+                self.aws
+                    .update_workforce(
+                        region,
+                        name,
+                        UpdateWorkforceInput::SourceIpConfig(source_ip_config),
+                    )
+                    .await
             }
             Change::PutOidcConfig { oidc_config } => {
-                let config = OidcConfig { settings: oidc_config.clone(), client_secret: secret.ok_or_else(missing_secret)? };
-                self.aws.update_workforce(region, name, UpdateWorkforceInput::OidcConfig(&config)).await
+                let config = OidcConfig {
+                    settings: oidc_config.clone(),
+                    client_secret: secret.ok_or_else(missing_secret)?,
+                };
+                self.aws
+                    .update_workforce(region, name, UpdateWorkforceInput::OidcConfig(&config))
+                    .await
             }
         }
     }
 
     /// Records a step's result: the operation, the workforce record and the audit event in one
     /// transaction, provided this worker still holds the lease.
-    pub async fn record(&self, operation: &OperationRow, outcome: StepOutcome) -> anyhow::Result<()> {
+    pub async fn record(
+        &self,
+        operation: &OperationRow,
+        outcome: StepOutcome,
+    ) -> anyhow::Result<()> {
         if matches!(outcome, StepOutcome::LeaseLost) {
             tracing::warn!(worker.id = %self.id, operation.id = %operation.id, "lease lost before the step was recorded; another worker continues");
             return Ok(());
@@ -322,7 +461,14 @@ impl Worker {
         let (outcome, findings) = match outcome {
             StepOutcome::PrerequisitesFailed { findings, snapshot } => {
                 let message = vpc_checks::summarize_errors(&findings);
-                (StepOutcome::Failed { code: VPC_PREREQUISITES_FAILED.to_owned(), message, snapshot }, Some(findings))
+                (
+                    StepOutcome::Failed {
+                        code: VPC_PREREQUISITES_FAILED.to_owned(),
+                        message,
+                        snapshot,
+                    },
+                    Some(findings),
+                )
             }
             other => (other, None),
         };
@@ -337,10 +483,13 @@ impl Worker {
         let kind = current.kind.as_str();
 
         let snapshot = match &outcome {
-            StepOutcome::Submitted { snapshot } | StepOutcome::Waiting { snapshot } | StepOutcome::Succeeded { snapshot } | StepOutcome::Failed { snapshot, .. } => {
-                snapshot.as_ref()
-            }
-            StepOutcome::Retry { .. } | StepOutcome::PrerequisitesFailed { .. } | StepOutcome::LeaseLost => None,
+            StepOutcome::Submitted { snapshot }
+            | StepOutcome::Waiting { snapshot }
+            | StepOutcome::Succeeded { snapshot }
+            | StepOutcome::Failed { snapshot, .. } => snapshot.as_ref(),
+            StepOutcome::Retry { .. }
+            | StepOutcome::PrerequisitesFailed { .. }
+            | StepOutcome::LeaseLost => None,
         };
         if let Some(snapshot) = snapshot {
             workforces::apply_snapshot(&mut tx, region, snapshot).await?;
@@ -358,7 +507,10 @@ impl Worker {
         }
         let after = workforces::find(&mut *tx, region, name).await?;
         let state = |row: &Option<workforces::WorkforceRow>| {
-            row.as_ref().map(|w| serde_json::to_value(WorkforceResponse::from_row(w, None)).expect("a workforce serializes"))
+            row.as_ref().map(|w| {
+                serde_json::to_value(WorkforceResponse::from_row(w, None))
+                    .expect("a workforce serializes")
+            })
         };
 
         let polls = current.attempts.max(1) as u32;
@@ -367,10 +519,15 @@ impl Worker {
             StepOutcome::Submitted { .. } => {
                 operations::mark_submitted(&mut tx, current.id, aws_status).await?;
                 operations::reschedule(&mut tx, current.id, self.poll_delay(1), aws_status).await?;
-                event = Some(("operation.submitted", "submitted", json!({ "aws_status": aws_status })));
+                event = Some((
+                    "operation.submitted",
+                    "submitted",
+                    json!({ "aws_status": aws_status }),
+                ));
             }
             StepOutcome::Waiting { .. } => {
-                operations::reschedule(&mut tx, current.id, self.poll_delay(polls), aws_status).await?;
+                operations::reschedule(&mut tx, current.id, self.poll_delay(polls), aws_status)
+                    .await?;
             }
             StepOutcome::Retry { error } => {
                 tracing::info!(
@@ -384,13 +541,36 @@ impl Worker {
             }
             StepOutcome::Succeeded { .. } => {
                 operations::finish(&mut tx, current.id, "succeeded", aws_status, None).await?;
-                crate::telemetry::record_operation_finished(kind, "succeeded", elapsed_seconds(&current));
-                event = Some(("operation.succeeded", "succeeded", json!({ "aws_status": aws_status })));
+                crate::telemetry::record_operation_finished(
+                    kind,
+                    "succeeded",
+                    elapsed_seconds(&current),
+                );
+                event = Some((
+                    "operation.succeeded",
+                    "succeeded",
+                    json!({ "aws_status": aws_status }),
+                ));
             }
             StepOutcome::Failed { code, message, .. } => {
-                operations::finish(&mut tx, current.id, "failed", aws_status, Some((code, message))).await?;
-                crate::telemetry::record_operation_finished(kind, "failed", elapsed_seconds(&current));
-                event = Some(("operation.failed", "failed", json!({ "code": code, "message": message, "aws_status": aws_status })));
+                operations::finish(
+                    &mut tx,
+                    current.id,
+                    "failed",
+                    aws_status,
+                    Some((code, message)),
+                )
+                .await?;
+                crate::telemetry::record_operation_finished(
+                    kind,
+                    "failed",
+                    elapsed_seconds(&current),
+                );
+                event = Some((
+                    "operation.failed",
+                    "failed",
+                    json!({ "code": code, "message": message, "aws_status": aws_status }),
+                ));
             }
             StepOutcome::PrerequisitesFailed { .. } => unreachable!("converted to Failed above"),
             StepOutcome::LeaseLost => unreachable!("handled above"),
@@ -428,7 +608,11 @@ impl Worker {
     /// Capped exponential delay with ±20% jitter, so that many operations do not poll in step.
     fn poll_delay(&self, attempt: u32) -> Duration {
         let exponent = attempt.saturating_sub(1).min(16);
-        let base = self.settings.poll_initial.saturating_mul(1 << exponent).min(self.settings.poll_max);
+        let base = self
+            .settings
+            .poll_initial
+            .saturating_mul(1 << exponent)
+            .min(self.settings.poll_max);
         base.mul_f64(0.8 + fastrand::f64() * 0.4)
     }
 }
@@ -440,9 +624,14 @@ fn elapsed_seconds(operation: &OperationRow) -> f64 {
 /// Returns true when AWS already shows the change.
 fn change_applied(change: &Change, snapshot: &WorkforceSnapshot) -> bool {
     match change {
-        Change::PutVpcConfig { vpc_config } => snapshot.vpc_config.as_ref().is_some_and(|v| v.matches(vpc_config)),
+        Change::PutVpcConfig { vpc_config } => snapshot
+            .vpc_config
+            .as_ref()
+            .is_some_and(|v| v.matches(vpc_config)),
         Change::DeleteVpcConfig => snapshot.vpc_config.is_none(),
-        Change::PutSourceIpConfig { source_ip_config } => source_ip_config.same_cidrs(&snapshot.source_ip_cidrs),
+        Change::PutSourceIpConfig { source_ip_config } => {
+            source_ip_config.same_cidrs(&snapshot.source_ip_cidrs)
+        }
         // NOTE: the client secret cannot be read back, so a change of the secret alone counts
         // as applied once the call may have been sent; it is never sent twice.
         Change::PutOidcConfig { oidc_config } => snapshot.oidc_config.as_ref() == Some(oidc_config),
@@ -457,12 +646,20 @@ fn poll_outcome(change: &Change, current: Option<WorkforceSnapshot>) -> StepOutc
         (Change::DeleteWorkforce, None) => StepOutcome::Succeeded { snapshot: None },
         (_, None) => StepOutcome::Failed {
             code: "WorkforceNotFound".into(),
-            message: "the workforce disappeared from SageMaker while the change was in progress".into(),
+            message: "the workforce disappeared from SageMaker while the change was in progress"
+                .into(),
             snapshot: None,
         },
         (_, Some("Failed")) => {
-            let reason = current.as_ref().and_then(|c| c.failure_reason.clone()).unwrap_or_else(|| "SageMaker gave no reason".into());
-            StepOutcome::Failed { code: "WorkforceFailed".into(), message: reason, snapshot: current }
+            let reason = current
+                .as_ref()
+                .and_then(|c| c.failure_reason.clone())
+                .unwrap_or_else(|| "SageMaker gave no reason".into());
+            StepOutcome::Failed {
+                code: "WorkforceFailed".into(),
+                message: reason,
+                snapshot: current,
+            }
         }
         (Change::DeleteWorkforce, _) => StepOutcome::Waiting { snapshot: current },
         (_, Some("Active")) => StepOutcome::Succeeded { snapshot: current },

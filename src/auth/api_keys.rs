@@ -75,7 +75,10 @@ pub async fn create(
 }
 
 /// Finds the key whose hash matches, usable or not.
-pub async fn find_by_key(executor: impl PgExecutor<'_>, key: &str) -> Result<Option<ApiKeyRow>, sqlx::Error> {
+pub async fn find_by_key(
+    executor: impl PgExecutor<'_>,
+    key: &str,
+) -> Result<Option<ApiKeyRow>, sqlx::Error> {
     sqlx::query_as!(
         ApiKeyRow,
         "select id, name, role, regions, created_at, expires_at, revoked_at from api_keys where key_hash = $1",
@@ -92,7 +95,10 @@ pub async fn list(executor: impl PgExecutor<'_>) -> Result<Vec<ApiKeyRow>, sqlx:
 }
 
 /// Revokes a key by id; returns the row, or `None` when no key has that id.
-pub async fn revoke(executor: impl PgExecutor<'_>, id: Uuid) -> Result<Option<ApiKeyRow>, sqlx::Error> {
+pub async fn revoke(
+    executor: impl PgExecutor<'_>,
+    id: Uuid,
+) -> Result<Option<ApiKeyRow>, sqlx::Error> {
     sqlx::query_as!(
         ApiKeyRow,
         "update api_keys set revoked_at = coalesce(revoked_at, now()) where id = $1
@@ -104,7 +110,10 @@ pub async fn revoke(executor: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Ap
 }
 
 /// Revokes a key by name, for the command line.
-pub async fn revoke_by_name(executor: impl PgExecutor<'_>, name: &str) -> Result<Option<ApiKeyRow>, sqlx::Error> {
+pub async fn revoke_by_name(
+    executor: impl PgExecutor<'_>,
+    name: &str,
+) -> Result<Option<ApiKeyRow>, sqlx::Error> {
     sqlx::query_as!(
         ApiKeyRow,
         "update api_keys set revoked_at = coalesce(revoked_at, now()) where name = $1
@@ -116,7 +125,10 @@ pub async fn revoke_by_name(executor: impl PgExecutor<'_>, name: &str) -> Result
 }
 
 /// Ends a key's validity now, by name, without marking it revoked.
-pub async fn expire_by_name(executor: impl PgExecutor<'_>, name: &str) -> Result<Option<ApiKeyRow>, sqlx::Error> {
+pub async fn expire_by_name(
+    executor: impl PgExecutor<'_>,
+    name: &str,
+) -> Result<Option<ApiKeyRow>, sqlx::Error> {
     sqlx::query_as!(
         ApiKeyRow,
         "update api_keys set expires_at = least(coalesce(expires_at, now()), now()) where name = $1

@@ -63,7 +63,9 @@ pub struct JwtVerifier {
 
 impl std::fmt::Debug for JwtVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JwtVerifier").field("issuer", &self.settings.issuer).finish_non_exhaustive()
+        f.debug_struct("JwtVerifier")
+            .field("issuer", &self.settings.issuer)
+            .finish_non_exhaustive()
     }
 }
 
@@ -74,26 +76,46 @@ fn jwk_algorithm(jwk: &Jwk) -> Option<Algorithm> {
 
 impl JwtVerifier {
     pub fn new(settings: JwtSettings) -> Self {
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("an HTTP client builds");
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .expect("an HTTP client builds");
         Self {
             settings,
             client,
-            cache: RwLock::new(KeyCache { keys: HashMap::new(), fetched_at: None, last_unknown_kid_refresh: None }),
+            cache: RwLock::new(KeyCache {
+                keys: HashMap::new(),
+                fetched_at: None,
+                last_unknown_kid_refresh: None,
+            }),
         }
     }
 
     async fn refresh(&self, cache: &mut KeyCache) -> Result<(), JwtError> {
-        let response = self.client.get(&self.settings.jwks_url).send().await.map_err(|error| {
-            tracing::warn!(error = %error, "failed to fetch the JWKS");
-            JwtError::JwksUnavailable
-        })?;
-        let set: JwkSet = response.error_for_status().map_err(|_| JwtError::JwksUnavailable)?.json().await.map_err(|error| {
-            tracing::warn!(error = %error, "the JWKS is not a valid key set");
-            JwtError::JwksUnavailable
-        })?;
+        let response = self
+            .client
+            .get(&self.settings.jwks_url)
+            .send()
+            .await
+            .map_err(|error| {
+                tracing::warn!(error = %error, "failed to fetch the JWKS");
+                JwtError::JwksUnavailable
+            })?;
+        let set: JwkSet = response
+            .error_for_status()
+            .map_err(|_| JwtError::JwksUnavailable)?
+            .json()
+            .await
+            .map_err(|error| {
+                tracing::warn!(error = %error, "the JWKS is not a valid key set");
+                JwtError::JwksUnavailable
+            })?;
         let mut keys = HashMap::new();
         for jwk in &set.keys {
-            let (Some(kid), Ok(key)) = (jwk.common.key_id.clone(), DecodingKey::from_jwk(jwk)) else { continue };
+            let (Some(kid), Ok(key)) = (jwk.common.key_id.clone(), DecodingKey::from_jwk(jwk))
+            else {
+                continue;
+            };
             keys.insert(kid, (key, jwk_algorithm(jwk)));
         }
         tracing::info!(keys = keys.len(), "refreshed the JWKS");
@@ -106,19 +128,23 @@ impl JwtVerifier {
     async fn key(&self, kid: &str) -> Result<(DecodingKey, Option<Algorithm>), JwtError> {
         {
             let cache = self.cache.read().await;
-            let fresh = cache.fetched_at.is_some_and(|at| at.elapsed() < self.settings.jwks_ttl);
-            if fresh {
-                if let Some(found) = cache.keys.get(kid) {
-                    return Ok(found.clone());
-                }
+            let fresh = cache
+                .fetched_at
+                .is_some_and(|at| at.elapsed() < self.settings.jwks_ttl);
+            if fresh && let Some(found) = cache.keys.get(kid) {
+                return Ok(found.clone());
             }
         }
         let mut cache = self.cache.write().await;
-        let stale = cache.fetched_at.is_none_or(|at| at.elapsed() >= self.settings.jwks_ttl);
+        let stale = cache
+            .fetched_at
+            .is_none_or(|at| at.elapsed() >= self.settings.jwks_ttl);
         if stale {
             self.refresh(&mut cache).await?;
         } else if !cache.keys.contains_key(kid) {
-            let may_refresh = cache.last_unknown_kid_refresh.is_none_or(|at| at.elapsed() >= UNKNOWN_KID_REFRESH_INTERVAL);
+            let may_refresh = cache
+                .last_unknown_kid_refresh
+                .is_none_or(|at| at.elapsed() >= UNKNOWN_KID_REFRESH_INTERVAL);
             if may_refresh {
                 cache.last_unknown_kid_refresh = Some(Instant::now());
                 self.refresh(&mut cache).await?;
@@ -143,9 +169,14 @@ impl JwtVerifier {
         validation.set_issuer(&[&self.settings.issuer]);
         validation.set_audience(&[&self.settings.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        let data = jsonwebtoken::decode::<Value>(token, &key, &validation).map_err(|_| JwtError::Invalid)?;
+        let data = jsonwebtoken::decode::<Value>(token, &key, &validation)
+            .map_err(|_| JwtError::Invalid)?;
         let claims = data.claims;
-        let subject = claims.get("sub").and_then(Value::as_str).ok_or(JwtError::Invalid)?.to_owned();
+        let subject = claims
+            .get("sub")
+            .and_then(Value::as_str)
+            .ok_or(JwtError::Invalid)?
+            .to_owned();
         let values: Vec<&str> = match claims.get(&self.settings.role_claim) {
             Some(Value::String(value)) => value.split(' ').collect(),
             Some(Value::Array(values)) => values.iter().filter_map(Value::as_str).collect(),
@@ -153,7 +184,13 @@ impl JwtVerifier {
         };
         let roles = values
             .into_iter()
-            .filter_map(|value| self.settings.role_map.get(value).copied().or_else(|| Role::parse(value)))
+            .filter_map(|value| {
+                self.settings
+                    .role_map
+                    .get(value)
+                    .copied()
+                    .or_else(|| Role::parse(value))
+            })
             .collect();
         Ok(VerifiedToken { subject, roles })
     }

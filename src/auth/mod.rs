@@ -24,7 +24,20 @@ use crate::http::error::{ApiError, Problem};
 pub use rate_limit::RateLimiter;
 
 /// What a caller may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Reads workforces, operations and VPC checks.
@@ -48,7 +61,9 @@ impl Role {
     }
 
     pub fn parse(value: &str) -> Option<Self> {
-        [Self::Viewer, Self::Operator, Self::Auditor, Self::Admin].into_iter().find(|role| role.as_str() == value)
+        [Self::Viewer, Self::Operator, Self::Auditor, Self::Admin]
+            .into_iter()
+            .find(|role| role.as_str() == value)
     }
 
     fn grants(self, permission: Permission) -> bool {
@@ -110,18 +125,38 @@ pub struct Authorized {
 
 impl Principal {
     /// Checks a permission, and for changes the region, and returns the role that granted it.
-    pub fn require(&self, permission: Permission, region: Option<&Region>) -> Result<Authorized, ApiError> {
-        let Some(role) = self.roles.iter().rev().copied().find(|role| role.grants(permission)) else {
-            return Err(ApiError::Forbidden(format!("the credential's roles do not allow this request; it needs {}", needed(permission))));
+    pub fn require(
+        &self,
+        permission: Permission,
+        region: Option<&Region>,
+    ) -> Result<Authorized, ApiError> {
+        let Some(role) = self
+            .roles
+            .iter()
+            .rev()
+            .copied()
+            .find(|role| role.grants(permission))
+        else {
+            return Err(ApiError::Forbidden(format!(
+                "the credential's roles do not allow this request; it needs {}",
+                needed(permission)
+            )));
         };
-        if permission == Permission::Change && role == Role::Operator {
-            if let (Some(allowed), Some(region)) = (&self.regions, region) {
-                if !allowed.iter().any(|r| r == region.as_str()) {
-                    return Err(ApiError::Forbidden(format!("this credential may change workforces only in {}", allowed.join(", "))));
-                }
-            }
+        if permission == Permission::Change
+            && role == Role::Operator
+            && let (Some(allowed), Some(region)) = (&self.regions, region)
+            && !allowed.iter().any(|r| r == region.as_str())
+        {
+            return Err(ApiError::Forbidden(format!(
+                "this credential may change workforces only in {}",
+                allowed.join(", ")
+            )));
         }
-        Ok(Authorized { actor: self.actor.clone(), kind: self.kind, role })
+        Ok(Authorized {
+            actor: self.actor.clone(),
+            kind: self.kind,
+            role,
+        })
     }
 }
 
@@ -138,7 +173,13 @@ impl<S: Send + Sync> FromRequestParts<S> for Authorized {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        parts.extensions.get::<Authorized>().cloned().ok_or(ApiError::Unauthenticated { invalid_token: false })
+        parts
+            .extensions
+            .get::<Authorized>()
+            .cloned()
+            .ok_or(ApiError::Unauthenticated {
+                invalid_token: false,
+            })
     }
 }
 
@@ -148,7 +189,10 @@ pub fn permission_for(method: &Method, route: &str) -> Permission {
         Permission::ManageKeys
     } else if route.starts_with("/v1/audit-events") {
         Permission::ReadAudit
-    } else if method == Method::GET || method == Method::HEAD || route.ends_with("/vpc-config-checks") {
+    } else if method == Method::GET
+        || method == Method::HEAD
+        || route.ends_with("/vpc-config-checks")
+    {
         Permission::Read
     } else {
         Permission::Change
@@ -174,62 +218,105 @@ pub struct Authenticator {
 
 impl Authenticator {
     fn is_public(&self, path: &str) -> bool {
-        self.public_prefixes.iter().any(|prefix| path == prefix || path.starts_with(&format!("{prefix}/")))
+        self.public_prefixes
+            .iter()
+            .any(|prefix| path == prefix || path.starts_with(&format!("{prefix}/")))
     }
 
     async fn authenticate(&self, token: &str) -> Result<Principal, ApiError> {
         if token.starts_with(api_keys::KEY_PREFIX) {
             let row = api_keys::find_by_key(&self.db, token).await?;
-            let row = row.filter(|row| row.is_usable(chrono::Utc::now())).ok_or(ApiError::Unauthenticated { invalid_token: true })?;
-            let role = Role::parse(&row.role).ok_or(ApiError::Unauthenticated { invalid_token: true })?;
-            return Ok(Principal { actor: row.name, kind: ActorKind::ApiKey, roles: BTreeSet::from([role]), regions: row.regions });
+            let row = row.filter(|row| row.is_usable(chrono::Utc::now())).ok_or(
+                ApiError::Unauthenticated {
+                    invalid_token: true,
+                },
+            )?;
+            let role = Role::parse(&row.role).ok_or(ApiError::Unauthenticated {
+                invalid_token: true,
+            })?;
+            return Ok(Principal {
+                actor: row.name,
+                kind: ActorKind::ApiKey,
+                roles: BTreeSet::from([role]),
+                regions: row.regions,
+            });
         }
         let Some(verifier) = &self.jwt else {
-            return Err(ApiError::Unauthenticated { invalid_token: true });
+            return Err(ApiError::Unauthenticated {
+                invalid_token: true,
+            });
         };
         match verifier.verify(token).await {
-            Ok(verified) => Ok(Principal { actor: verified.subject, kind: ActorKind::Jwt, roles: verified.roles, regions: None }),
-            Err(jwt::JwtError::JwksUnavailable) => Err(ApiError::Unavailable("the identity provider's keys could not be fetched".into())),
-            Err(_) => Err(ApiError::Unauthenticated { invalid_token: true }),
+            Ok(verified) => Ok(Principal {
+                actor: verified.subject,
+                kind: ActorKind::Jwt,
+                roles: verified.roles,
+                regions: None,
+            }),
+            Err(jwt::JwtError::JwksUnavailable) => Err(ApiError::Unavailable(
+                "the identity provider's keys could not be fetched".into(),
+            )),
+            Err(_) => Err(ApiError::Unauthenticated {
+                invalid_token: true,
+            }),
         }
     }
 }
 
 /// Authenticates the request, applies the rate limit of its credential, checks the permission
 /// of the matched route, and stores the [`Authorized`] caller for the handler.
-pub async fn authenticate(State(auth): State<Authenticator>, mut request: Request, next: Next) -> Response {
+pub async fn authenticate(
+    State(auth): State<Authenticator>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     if auth.is_public(request.uri().path()) {
         return next.run(request).await;
     }
-    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_default();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
     let token = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")))
+        .and_then(|value| {
+            value
+                .strip_prefix("Bearer ")
+                .or_else(|| value.strip_prefix("bearer "))
+        })
         .map(str::trim)
         .filter(|token| !token.is_empty())
         .map(str::to_owned);
     let Some(token) = token else {
-        return ApiError::Unauthenticated { invalid_token: false }.into_response();
+        return ApiError::Unauthenticated {
+            invalid_token: false,
+        }
+        .into_response();
     };
     let principal = match auth.authenticate(&token).await {
         Ok(principal) => principal,
         Err(error) => return error.into_response(),
     };
-    if let Some(limiter) = &auth.rate_limiter {
-        if let Err(retry_after) = limiter.check(&format!("{}:{}", principal.kind.as_str(), principal.actor)) {
-            let mut response = Problem::new(
+    if let Some(limiter) = &auth.rate_limiter
+        && let Err(retry_after) =
+            limiter.check(&format!("{}:{}", principal.kind.as_str(), principal.actor))
+    {
+        let mut response = Problem::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate-limited",
                 "Too many requests",
                 format!("this credential sent more requests than its rate limit allows; retry in {} seconds", retry_after.as_secs().max(1)),
             )
             .into_response();
-            let seconds = retry_after.as_secs().max(1).to_string();
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_str(&seconds).expect("digits are a valid header"));
-            return response;
-        }
+        let seconds = retry_after.as_secs().max(1).to_string();
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from_str(&seconds).expect("digits are a valid header"),
+        );
+        return response;
     }
     let permission = permission_for(request.method(), &route);
     let region = region_of(request.uri().path());

@@ -16,7 +16,10 @@ const MAX_BUCKETS: usize = 10_000;
 
 impl RateLimiter {
     pub fn new(per_minute: u32) -> Self {
-        Self { per_minute, buckets: Mutex::new(HashMap::new()) }
+        Self {
+            per_minute,
+            buckets: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Takes one token for `key`, or returns how long to wait for the next one.
@@ -26,7 +29,9 @@ impl RateLimiter {
         let now = Instant::now();
         let mut buckets = self.buckets.lock().expect("rate limiter lock");
         if buckets.len() >= MAX_BUCKETS && !buckets.contains_key(key) {
-            buckets.retain(|_, (tokens, at)| *tokens + at.elapsed().as_secs_f64() * per_second < capacity);
+            buckets.retain(|_, (tokens, at)| {
+                *tokens + at.elapsed().as_secs_f64() * per_second < capacity
+            });
         }
         let (tokens, at) = buckets.entry(key.to_owned()).or_insert((capacity, now));
         *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * per_second).min(capacity);
@@ -51,6 +56,9 @@ mod tests {
             assert!(limiter.check("a").is_ok());
         }
         assert!(limiter.check("a").is_err());
-        assert!(limiter.check("b").is_ok(), "each credential has its own bucket");
+        assert!(
+            limiter.check("b").is_ok(),
+            "each credential has its own bucket"
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! Classification of SDK errors into what the caller does next.
 
-use aws_sdk_sagemaker::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sagemaker::config::http::HttpResponse;
+use aws_sdk_sagemaker::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sagemaker::operation::RequestId;
 
 /// An AWS call that did not succeed.
@@ -9,15 +9,26 @@ use aws_sdk_sagemaker::operation::RequestId;
 pub enum AwsError {
     /// The workforce does not exist (SageMaker answers `ValidationException` "No workforce").
     #[error("workforce not found: {message}")]
-    NotFound { message: String, request_id: Option<String> },
+    NotFound {
+        message: String,
+        request_id: Option<String>,
+    },
     /// Throttling, a 5xx answer, a timeout or a broken connection, after the SDK's own retries.
     /// Worth trying again later.
     #[error("transient AWS failure ({code}): {message}")]
-    Transient { code: String, message: String, request_id: Option<String> },
+    Transient {
+        code: String,
+        message: String,
+        request_id: Option<String>,
+    },
     /// AWS rejected the request (validation, conflict, resource in use, access denied). Trying
     /// the same request again will not help.
     #[error("AWS rejected the request ({code}): {message}")]
-    Rejected { code: String, message: String, request_id: Option<String> },
+    Rejected {
+        code: String,
+        message: String,
+        request_id: Option<String>,
+    },
 }
 
 /// Error codes that mean "slow down" across SageMaker and EC2, as the SDK's retry classifier
@@ -49,15 +60,17 @@ impl AwsError {
 
     pub fn message(&self) -> &str {
         match self {
-            Self::NotFound { message, .. } | Self::Transient { message, .. } | Self::Rejected { message, .. } => message,
+            Self::NotFound { message, .. }
+            | Self::Transient { message, .. }
+            | Self::Rejected { message, .. } => message,
         }
     }
 
     pub fn request_id(&self) -> Option<&str> {
         match self {
-            Self::NotFound { request_id, .. } | Self::Transient { request_id, .. } | Self::Rejected { request_id, .. } => {
-                request_id.as_deref()
-            }
+            Self::NotFound { request_id, .. }
+            | Self::Transient { request_id, .. }
+            | Self::Rejected { request_id, .. } => request_id.as_deref(),
         }
     }
 
@@ -67,7 +80,10 @@ impl AwsError {
 
     /// Classifies an SDK error. `not_found` tells whether a service error means that the
     /// resource is missing.
-    pub(crate) fn from_sdk<E>(error: SdkError<E, HttpResponse>, not_found: impl Fn(&str, &str) -> bool) -> Self
+    pub(crate) fn from_sdk<E>(
+        error: SdkError<E, HttpResponse>,
+        not_found: impl Fn(&str, &str) -> bool,
+    ) -> Self
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
         SdkError<E, HttpResponse>: RequestId,
@@ -79,11 +95,22 @@ impl AwsError {
                 let message = context.err().message().unwrap_or_default().to_owned();
                 let status = context.raw().status().as_u16();
                 if not_found(&code, &message) {
-                    Self::NotFound { message, request_id }
+                    Self::NotFound {
+                        message,
+                        request_id,
+                    }
                 } else if THROTTLING_CODES.contains(&code.as_str()) || status >= 500 {
-                    Self::Transient { code, message, request_id }
+                    Self::Transient {
+                        code,
+                        message,
+                        request_id,
+                    }
                 } else {
-                    Self::Rejected { code, message, request_id }
+                    Self::Rejected {
+                        code,
+                        message,
+                        request_id,
+                    }
                 }
             }
             SdkError::TimeoutError(_) => Self::Transient {
@@ -104,9 +131,12 @@ impl AwsError {
             _ => {
                 let code = error.code().unwrap_or("Unknown").to_owned();
                 let message = error.message().unwrap_or("the AWS call failed").to_owned();
-                Self::Transient { code, message, request_id }
+                Self::Transient {
+                    code,
+                    message,
+                    request_id,
+                }
             }
         }
     }
 }
-

@@ -17,7 +17,8 @@ use aws_config::timeout::TimeoutConfig;
 use crate::domain::Region;
 
 pub use ec2::{
-    PortalZoneSource, PortalZones, SecurityGroupDetails, SubnetDetails, VpcDetails, VpcEndpointDetails, VpcInventory,
+    PortalZoneSource, PortalZones, SecurityGroupDetails, SubnetDetails, VpcDetails,
+    VpcEndpointDetails, VpcInventory,
 };
 pub use error::AwsError;
 pub use workforce::{CreateWorkforceInput, UpdateWorkforceInput, VpcSnapshot, WorkforceSnapshot};
@@ -43,7 +44,7 @@ struct RegionClients {
 #[derive(Debug, Clone)]
 pub struct Aws {
     regions: Arc<HashMap<Region, RegionClients>>,
-    /// Where the VPC checks learn which availability zones the worker portal supports.
+    /// Source of the availability zones that the worker portal supports, for the VPC checks.
     portal_zone_source: Arc<PortalZoneSource>,
 }
 
@@ -58,7 +59,11 @@ impl Aws {
 
     /// Connects like [`Aws::connect`], but sends EC2 calls to `ec2_endpoint_url` when it is
     /// set, such as an EC2 emulator, while SageMaker calls go to `endpoint`.
-    pub async fn connect_with(endpoint: &Endpoint, regions: &[Region], ec2_endpoint_url: Option<&str>) -> Self {
+    pub async fn connect_with(
+        endpoint: &Endpoint,
+        regions: &[Region],
+        ec2_endpoint_url: Option<&str>,
+    ) -> Self {
         let mut clients = HashMap::new();
         for region in regions {
             let timeouts = TimeoutConfig::builder()
@@ -70,7 +75,13 @@ impl Aws {
                 .timeout_config(timeouts);
             if let Endpoint::Sandbox { url } = endpoint {
                 loader = loader.endpoint_url(url.clone()).credentials_provider(
-                    aws_sdk_sagemaker::config::Credentials::new("AKIDSANDBOX", "sandbox-secret", None, None, "sandbox"),
+                    aws_sdk_sagemaker::config::Credentials::new(
+                        "AKIDSANDBOX",
+                        "sandbox-secret",
+                        None,
+                        None,
+                        "sandbox",
+                    ),
                 );
             }
             let config = loader.load().await;
@@ -79,16 +90,23 @@ impl Aws {
                 RegionClients {
                     sagemaker: aws_sdk_sagemaker::Client::new(&config),
                     ec2: match ec2_endpoint_url {
-                        Some(url) => aws_sdk_ec2::Client::from_conf(aws_sdk_ec2::config::Builder::from(&config).endpoint_url(url).build()),
+                        Some(url) => aws_sdk_ec2::Client::from_conf(
+                            aws_sdk_ec2::config::Builder::from(&config)
+                                .endpoint_url(url)
+                                .build(),
+                        ),
                         None => aws_sdk_ec2::Client::new(&config),
                     },
                 },
             );
         }
-        Self { regions: Arc::new(clients), portal_zone_source: Arc::default() }
+        Self {
+            regions: Arc::new(clients),
+            portal_zone_source: Arc::default(),
+        }
     }
 
-    /// Sets where the VPC checks learn the availability zones the worker portal supports.
+    /// Sets the source of the availability zones that the worker portal supports.
     pub fn with_portal_zones(mut self, source: PortalZoneSource) -> Self {
         self.portal_zone_source = Arc::new(source);
         self

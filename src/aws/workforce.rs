@@ -7,7 +7,8 @@ use aws_sdk_sagemaker::types as sm;
 
 use super::{Aws, AwsError};
 use crate::domain::{
-    CognitoConfig, IpAddressType, OidcConfig, OidcSettings, Region, SourceIpConfig, Tag, VpcConfig, WorkforceName,
+    CognitoConfig, IpAddressType, OidcConfig, OidcSettings, Region, SourceIpConfig, Tag, VpcConfig,
+    WorkforceName,
 };
 
 /// A workforce as `DescribeWorkforce` reported it.
@@ -44,7 +45,12 @@ impl VpcSnapshot {
         let groups: HashSet<&str> = self.security_group_ids.iter().map(String::as_str).collect();
         let subnets: HashSet<&str> = self.subnets.iter().map(String::as_str).collect();
         self.vpc_id == config.vpc_id.as_str()
-            && groups == config.security_group_ids.iter().map(|g| g.as_str()).collect()
+            && groups
+                == config
+                    .security_group_ids
+                    .iter()
+                    .map(|g| g.as_str())
+                    .collect()
             && subnets == config.subnets.iter().map(|s| s.as_str()).collect()
     }
 }
@@ -84,14 +90,22 @@ fn to_chrono(value: Option<&aws_sdk_sagemaker::primitives::DateTime>) -> Option<
 fn vpc_request(config: &VpcConfig) -> sm::WorkforceVpcConfigRequest {
     sm::WorkforceVpcConfigRequest::builder()
         .vpc_id(config.vpc_id.as_str())
-        .set_security_group_ids(Some(config.security_group_ids.iter().map(|g| g.to_string()).collect()))
+        .set_security_group_ids(Some(
+            config
+                .security_group_ids
+                .iter()
+                .map(|g| g.to_string())
+                .collect(),
+        ))
         .set_subnets(Some(config.subnets.iter().map(|s| s.to_string()).collect()))
         .build()
 }
 
 fn source_ip_request(config: &SourceIpConfig) -> sm::SourceIpConfig {
     sm::SourceIpConfig::builder()
-        .set_cidrs(Some(config.cidrs.iter().map(|c| c.as_str().to_owned()).collect()))
+        .set_cidrs(Some(
+            config.cidrs.iter().map(|c| c.as_str().to_owned()).collect(),
+        ))
         .build()
 }
 
@@ -120,7 +134,10 @@ fn snapshot(workforce: &sm::Workforce) -> WorkforceSnapshot {
         status: workforce.status().map(|s| s.as_str().to_owned()),
         failure_reason: workforce.failure_reason().map(str::to_owned),
         subdomain: workforce.sub_domain().map(str::to_owned),
-        source_ip_cidrs: workforce.source_ip_config().map(|c| c.cidrs().to_vec()).unwrap_or_default(),
+        source_ip_cidrs: workforce
+            .source_ip_config()
+            .map(|c| c.cidrs().to_vec())
+            .unwrap_or_default(),
         cognito_config: workforce.cognito_config().map(|c| CognitoConfig {
             user_pool: c.user_pool().unwrap_or_default().to_owned(),
             client_id: c.client_id().unwrap_or_default().to_owned(),
@@ -153,10 +170,18 @@ fn snapshot(workforce: &sm::Workforce) -> WorkforceSnapshot {
 
 impl Aws {
     /// Describes a workforce; `Ok(None)` when SageMaker has no workforce of that name.
-    pub async fn describe_workforce(&self, region: &Region, name: &str) -> Result<Option<WorkforceSnapshot>, AwsError> {
+    pub async fn describe_workforce(
+        &self,
+        region: &Region,
+        name: &str,
+    ) -> Result<Option<WorkforceSnapshot>, AwsError> {
         let client = &self.clients(region)?.sagemaker;
         let started = std::time::Instant::now();
-        let result = client.describe_workforce().workforce_name(name).send().await;
+        let result = client
+            .describe_workforce()
+            .workforce_name(name)
+            .send()
+            .await;
         log_call("DescribeWorkforce", region, name, started, &result);
         match result {
             Ok(output) => Ok(output.workforce().map(snapshot)),
@@ -168,13 +193,21 @@ impl Aws {
     }
 
     /// Lists every workforce of a region (at most one private workforce exists per region).
-    pub async fn list_workforces(&self, region: &Region) -> Result<Vec<WorkforceSnapshot>, AwsError> {
+    pub async fn list_workforces(
+        &self,
+        region: &Region,
+    ) -> Result<Vec<WorkforceSnapshot>, AwsError> {
         let client = &self.clients(region)?.sagemaker;
         let mut workforces = Vec::new();
         let mut next_token = None;
         loop {
             let started = std::time::Instant::now();
-            let result = client.list_workforces().set_next_token(next_token.take()).max_results(100).send().await;
+            let result = client
+                .list_workforces()
+                .set_next_token(next_token.take())
+                .max_results(100)
+                .send()
+                .await;
             log_call("ListWorkforces", region, "", started, &result);
             let output = result.map_err(|error| AwsError::from_sdk(error, |_, _| false))?;
             workforces.extend(output.workforces().iter().map(snapshot));
@@ -185,7 +218,11 @@ impl Aws {
         }
     }
 
-    pub async fn create_workforce(&self, region: &Region, input: CreateWorkforceInput<'_>) -> Result<(), AwsError> {
+    pub async fn create_workforce(
+        &self,
+        region: &Region,
+        input: CreateWorkforceInput<'_>,
+    ) -> Result<(), AwsError> {
         let client = &self.clients(region)?.sagemaker;
         let tags = input
             .tags
@@ -196,53 +233,101 @@ impl Aws {
             .create_workforce()
             .workforce_name(input.name.as_str())
             .set_cognito_config(input.cognito_config.map(|c| {
-                sm::CognitoConfig::builder().user_pool(&c.user_pool).client_id(&c.client_id).build()
+                sm::CognitoConfig::builder()
+                    .user_pool(&c.user_pool)
+                    .client_id(&c.client_id)
+                    .build()
             }))
             .set_oidc_config(input.oidc_config.map(oidc_request))
             .set_workforce_vpc_config(input.vpc_config.map(vpc_request))
             .set_source_ip_config(input.source_ip_config.map(source_ip_request))
             .set_tags((!tags.is_empty()).then_some(tags))
-            .set_ip_address_type(input.ip_address_type.map(|t| sm::WorkforceIpAddressType::from(t.as_aws_str())));
+            .set_ip_address_type(
+                input
+                    .ip_address_type
+                    .map(|t| sm::WorkforceIpAddressType::from(t.as_aws_str())),
+            );
         let started = std::time::Instant::now();
         let result = request.send().await;
-        log_call("CreateWorkforce", region, input.name.as_str(), started, &result);
-        result.map(|_| ()).map_err(|error| AwsError::from_sdk(error, |_, _| false))
+        log_call(
+            "CreateWorkforce",
+            region,
+            input.name.as_str(),
+            started,
+            &result,
+        );
+        result
+            .map(|_| ())
+            .map_err(|error| AwsError::from_sdk(error, |_, _| false))
     }
 
-    pub async fn update_workforce(&self, region: &Region, name: &WorkforceName, change: UpdateWorkforceInput<'_>) -> Result<(), AwsError> {
+    pub async fn update_workforce(
+        &self,
+        region: &Region,
+        name: &WorkforceName,
+        change: UpdateWorkforceInput<'_>,
+    ) -> Result<(), AwsError> {
         let client = &self.clients(region)?.sagemaker;
         let mut request = client.update_workforce().workforce_name(name.as_str());
         request = match change {
-            UpdateWorkforceInput::VpcConfig(config) => request.workforce_vpc_config(vpc_request(config)),
+            UpdateWorkforceInput::VpcConfig(config) => {
+                request.workforce_vpc_config(vpc_request(config))
+            }
             // SageMaker removes the VPC configuration when it receives an empty one.
-            UpdateWorkforceInput::RemoveVpcConfig => request.workforce_vpc_config(sm::WorkforceVpcConfigRequest::builder().build()),
-            UpdateWorkforceInput::SourceIpConfig(config) => request.source_ip_config(source_ip_request(config)),
+            UpdateWorkforceInput::RemoveVpcConfig => {
+                request.workforce_vpc_config(sm::WorkforceVpcConfigRequest::builder().build())
+            }
+            UpdateWorkforceInput::SourceIpConfig(config) => {
+                request.source_ip_config(source_ip_request(config))
+            }
             UpdateWorkforceInput::OidcConfig(config) => request.oidc_config(oidc_request(config)),
         };
         let started = std::time::Instant::now();
         let result = request.send().await;
         log_call("UpdateWorkforce", region, name.as_str(), started, &result);
-        result.map(|_| ()).map_err(|error| AwsError::from_sdk(error, is_missing_workforce))
+        result
+            .map(|_| ())
+            .map_err(|error| AwsError::from_sdk(error, is_missing_workforce))
     }
 
-    pub async fn delete_workforce(&self, region: &Region, name: &WorkforceName) -> Result<(), AwsError> {
+    pub async fn delete_workforce(
+        &self,
+        region: &Region,
+        name: &WorkforceName,
+    ) -> Result<(), AwsError> {
         let client = &self.clients(region)?.sagemaker;
         let started = std::time::Instant::now();
-        let result = client.delete_workforce().workforce_name(name.as_str()).send().await;
+        let result = client
+            .delete_workforce()
+            .workforce_name(name.as_str())
+            .send()
+            .await;
         log_call("DeleteWorkforce", region, name.as_str(), started, &result);
-        result.map(|_| ()).map_err(|error| AwsError::from_sdk(error, is_missing_workforce))
+        result
+            .map(|_| ())
+            .map_err(|error| AwsError::from_sdk(error, is_missing_workforce))
     }
 }
 
 /// Logs one AWS call with its outcome, duration and AWS request id.
-fn log_call<T, E>(operation: &str, region: &Region, workforce: &str, started: std::time::Instant, result: &Result<T, E>)
-where
+fn log_call<T, E>(
+    operation: &str,
+    region: &Region,
+    workforce: &str,
+    started: std::time::Instant,
+    result: &Result<T, E>,
+) where
     T: aws_sdk_sagemaker::operation::RequestId,
     E: aws_sdk_sagemaker::operation::RequestId + std::error::Error,
 {
     let duration_ms = started.elapsed().as_millis() as u64;
     let outcome = if result.is_ok() { "success" } else { "error" };
-    crate::telemetry::record_aws_call("sagemaker", operation, outcome, started.elapsed().as_secs_f64());
+    crate::telemetry::record_aws_call(
+        "sagemaker",
+        operation,
+        outcome,
+        started.elapsed().as_secs_f64(),
+    );
     match result {
         Ok(output) => tracing::debug!(
             aws.operation = operation,

@@ -81,7 +81,10 @@ pub struct AuditFilter<'a> {
 }
 
 /// Lists events newest first.
-pub async fn list(executor: impl PgExecutor<'_>, filter: AuditFilter<'_>) -> Result<Vec<AuditEventRow>, sqlx::Error> {
+pub async fn list(
+    executor: impl PgExecutor<'_>,
+    filter: AuditFilter<'_>,
+) -> Result<Vec<AuditEventRow>, sqlx::Error> {
     sqlx::query_as!(
         AuditEventRow,
         "select id, occurred_at, actor, actor_kind, actor_role, action, outcome, region, workforce_name, operation_id,
@@ -140,9 +143,20 @@ const VERIFY_PAGE: i64 = 5_000;
 /// events from the end of the chain leaves no trace inside the table; compare `events_checked`
 /// with a count kept elsewhere to detect that.
 pub async fn verify_chain(db: &sqlx::PgPool) -> Result<ChainReport, sqlx::Error> {
-    let unchained: Option<i64> = sqlx::query_scalar!("select min(id) from audit_events where chain_seq is null").fetch_one(db).await?;
+    let unchained: Option<i64> =
+        sqlx::query_scalar!("select min(id) from audit_events where chain_seq is null")
+            .fetch_one(db)
+            .await?;
     if let Some(id) = unchained {
-        return Ok(ChainReport { valid: false, events_checked: 0, first_broken: Some(BrokenLink { id, chain_seq: None, reason: "not_chained".into() }) });
+        return Ok(ChainReport {
+            valid: false,
+            events_checked: 0,
+            first_broken: Some(BrokenLink {
+                id,
+                chain_seq: None,
+                reason: "not_chained".into(),
+            }),
+        });
     }
     let mut checked = 0i64;
     let mut previous_seq = 0i64;
@@ -160,13 +174,21 @@ pub async fn verify_chain(db: &sqlx::PgPool) -> Result<ChainReport, sqlx::Error>
         .fetch_all(db)
         .await?;
         if rows.is_empty() {
-            return Ok(ChainReport { valid: true, events_checked: checked, first_broken: None });
+            return Ok(ChainReport {
+                valid: true,
+                events_checked: checked,
+                first_broken: None,
+            });
         }
         for row in rows {
             let broken = |reason: &str| ChainReport {
                 valid: false,
                 events_checked: checked,
-                first_broken: Some(BrokenLink { id: row.id, chain_seq: Some(row.chain_seq), reason: reason.to_owned() }),
+                first_broken: Some(BrokenLink {
+                    id: row.id,
+                    chain_seq: Some(row.chain_seq),
+                    reason: reason.to_owned(),
+                }),
             };
             if row.chain_seq != previous_seq + 1 {
                 return Ok(broken("sequence_gap"));

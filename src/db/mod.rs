@@ -1,6 +1,7 @@
 //! Storage: the PostgreSQL pool, migrations and one module of queries per table.
 
 pub mod audit;
+pub mod idempotency;
 pub mod operations;
 pub mod workforces;
 
@@ -16,8 +17,13 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Creates the database if it is missing, connects and applies pending migrations.
 pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
-    if !Postgres::database_exists(url).await.context("failed to reach PostgreSQL")? {
-        Postgres::create_database(url).await.context("failed to create the database")?;
+    if !Postgres::database_exists(url)
+        .await
+        .context("failed to reach PostgreSQL")?
+    {
+        Postgres::create_database(url)
+            .await
+            .context("failed to create the database")?;
         tracing::info!("created the database");
     }
     let options: PgConnectOptions = url.parse().context("invalid DATABASE_URL")?;
@@ -28,7 +34,10 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> 
         .connect_with(options.application_name("workforce-service"))
         .await
         .context("failed to connect to PostgreSQL")?;
-    MIGRATOR.run(&pool).await.context("failed to apply database migrations")?;
+    MIGRATOR
+        .run(&pool)
+        .await
+        .context("failed to apply database migrations")?;
     Ok(pool)
 }
 
@@ -44,6 +53,11 @@ pub fn is_unique_violation(error: &sqlx::Error, constraint: &str) -> bool {
 
 /// Returns true when `error` means the database cannot be reached right now.
 pub fn is_unavailable(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed | sqlx::Error::Tls(_))
-        || matches!(error, sqlx::Error::Database(db) if db.code().is_some_and(|code| code.starts_with("57P") || code.starts_with("08")))
+    matches!(
+        error,
+        sqlx::Error::PoolTimedOut
+            | sqlx::Error::Io(_)
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_)
+    ) || matches!(error, sqlx::Error::Database(db) if db.code().is_some_and(|code| code.starts_with("57P") || code.starts_with("08")))
 }

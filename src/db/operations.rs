@@ -60,7 +60,10 @@ pub struct NewOperation<'a> {
 }
 
 /// Inserts a pending operation and wakes idle workers when the transaction commits.
-pub async fn insert(conn: &mut PgConnection, new: NewOperation<'_>) -> Result<OperationRow, sqlx::Error> {
+pub async fn insert(
+    conn: &mut PgConnection,
+    new: NewOperation<'_>,
+) -> Result<OperationRow, sqlx::Error> {
     let deadline_seconds = new.deadline.as_secs_f64();
     let row = sqlx::query_as!(
         OperationRow,
@@ -87,14 +90,21 @@ pub async fn insert(conn: &mut PgConnection, new: NewOperation<'_>) -> Result<Op
     Ok(row)
 }
 
-pub async fn find(executor: impl PgExecutor<'_>, id: Uuid) -> Result<Option<OperationRow>, sqlx::Error> {
+pub async fn find(
+    executor: impl PgExecutor<'_>,
+    id: Uuid,
+) -> Result<Option<OperationRow>, sqlx::Error> {
     sqlx::query_as!(OperationRow, "select * from operations where id = $1", id)
         .fetch_optional(executor)
         .await
 }
 
 /// Returns the unfinished operation of a workforce, if there is one.
-pub async fn find_unfinished(executor: impl PgExecutor<'_>, region: &str, workforce_name: &str) -> Result<Option<OperationRow>, sqlx::Error> {
+pub async fn find_unfinished(
+    executor: impl PgExecutor<'_>,
+    region: &str,
+    workforce_name: &str,
+) -> Result<Option<OperationRow>, sqlx::Error> {
     sqlx::query_as!(
         OperationRow,
         "select * from operations
@@ -117,7 +127,10 @@ pub struct OperationFilter<'a> {
 }
 
 /// Lists operations, newest first.
-pub async fn list(executor: impl PgExecutor<'_>, filter: OperationFilter<'_>) -> Result<Vec<OperationRow>, sqlx::Error> {
+pub async fn list(
+    executor: impl PgExecutor<'_>,
+    filter: OperationFilter<'_>,
+) -> Result<Vec<OperationRow>, sqlx::Error> {
     let (before_time, before_id) = filter.before.unzip();
     sqlx::query_as!(
         OperationRow,
@@ -149,7 +162,11 @@ pub struct Claimed {
 
 /// Takes the oldest due operation that no live lease holds, in a short statement that skips
 /// rows other workers are taking at the same moment. The lease lasts `lease`.
-pub async fn claim_due(conn: &mut PgConnection, worker_id: &str, lease: Duration) -> Result<Option<Claimed>, sqlx::Error> {
+pub async fn claim_due(
+    conn: &mut PgConnection,
+    worker_id: &str,
+    lease: Duration,
+) -> Result<Option<Claimed>, sqlx::Error> {
     let lease_seconds = lease.as_secs_f64();
     let row = sqlx::query!(
         r#"with due as (
@@ -175,12 +192,21 @@ pub async fn claim_due(conn: &mut PgConnection, worker_id: &str, lease: Duration
     .fetch_optional(&mut *conn)
     .await?;
     let Some(row) = row else { return Ok(None) };
-    let operation = find(&mut *conn, row.id).await?.ok_or(sqlx::Error::RowNotFound)?;
-    Ok(Some(Claimed { operation, previous_status: row.previous_status }))
+    let operation = find(&mut *conn, row.id)
+        .await?
+        .ok_or(sqlx::Error::RowNotFound)?;
+    Ok(Some(Claimed {
+        operation,
+        previous_status: row.previous_status,
+    }))
 }
 
 /// Locks an operation for recording a step's result, if `worker_id` still holds its lease.
-pub async fn lock_if_held(conn: &mut PgConnection, id: Uuid, worker_id: &str) -> Result<Option<OperationRow>, sqlx::Error> {
+pub async fn lock_if_held(
+    conn: &mut PgConnection,
+    id: Uuid,
+    worker_id: &str,
+) -> Result<Option<OperationRow>, sqlx::Error> {
     sqlx::query_as!(
         OperationRow,
         "select * from operations
@@ -195,7 +221,11 @@ pub async fn lock_if_held(conn: &mut PgConnection, id: Uuid, worker_id: &str) ->
 
 /// Records that the mutating AWS call is about to be sent, if the lease is still held. A worker
 /// that resumes an operation in this phase checks AWS before it sends the call again.
-pub async fn mark_submitting(executor: impl PgExecutor<'_>, id: Uuid, worker_id: &str) -> Result<bool, sqlx::Error> {
+pub async fn mark_submitting(
+    executor: impl PgExecutor<'_>,
+    id: Uuid,
+    worker_id: &str,
+) -> Result<bool, sqlx::Error> {
     let updated = sqlx::query!(
         "update operations set phase = 'submitting', updated_at = now()
           where id = $1 and locked_by = $2 and locked_until > now() and status = 'running'",
@@ -209,7 +239,11 @@ pub async fn mark_submitting(executor: impl PgExecutor<'_>, id: Uuid, worker_id:
 
 /// Moves the operation to polling after SageMaker accepted the change, and erases the sealed
 /// secret, which is no longer needed.
-pub async fn mark_submitted(conn: &mut PgConnection, id: Uuid, aws_status: Option<&str>) -> Result<(), sqlx::Error> {
+pub async fn mark_submitted(
+    conn: &mut PgConnection,
+    id: Uuid,
+    aws_status: Option<&str>,
+) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "update operations
             set phase = 'poll', submitted_at = coalesce(submitted_at, now()), sealed_secret = null,
@@ -224,7 +258,12 @@ pub async fn mark_submitted(conn: &mut PgConnection, id: Uuid, aws_status: Optio
 }
 
 /// Releases the lease and schedules the next step after `delay`.
-pub async fn reschedule(conn: &mut PgConnection, id: Uuid, delay: Duration, aws_status: Option<&str>) -> Result<(), sqlx::Error> {
+pub async fn reschedule(
+    conn: &mut PgConnection,
+    id: Uuid,
+    delay: Duration,
+    aws_status: Option<&str>,
+) -> Result<(), sqlx::Error> {
     let delay_seconds = delay.as_secs_f64();
     sqlx::query!(
         "update operations
@@ -268,7 +307,10 @@ pub async fn finish(
 
 /// Gives up the leases of one worker, so that another process can continue its operations at
 /// once, as on shutdown.
-pub async fn release_leases(executor: impl PgExecutor<'_>, worker_id: &str) -> Result<u64, sqlx::Error> {
+pub async fn release_leases(
+    executor: impl PgExecutor<'_>,
+    worker_id: &str,
+) -> Result<u64, sqlx::Error> {
     let released = sqlx::query!(
         "update operations set locked_by = null, locked_until = null, updated_at = now()
           where locked_by = $1 and status = 'running'",
@@ -280,9 +322,17 @@ pub async fn release_leases(executor: impl PgExecutor<'_>, worker_id: &str) -> R
 }
 
 /// Replaces the findings of the VPC prerequisite checks stored with an operation.
-pub async fn set_findings(conn: &mut PgConnection, id: Uuid, findings: Value) -> Result<(), sqlx::Error> {
-    sqlx::query!("update operations set findings = $2, updated_at = now() where id = $1", id, findings)
-        .execute(conn)
-        .await?;
+pub async fn set_findings(
+    conn: &mut PgConnection,
+    id: Uuid,
+    findings: Value,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "update operations set findings = $2, updated_at = now() where id = $1",
+        id,
+        findings
+    )
+    .execute(conn)
+    .await?;
     Ok(())
 }

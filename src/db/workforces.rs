@@ -58,7 +58,11 @@ pub async fn insert(conn: &mut PgConnection, new: NewWorkforce<'_>) -> Result<()
     Ok(())
 }
 
-pub async fn find(executor: impl PgExecutor<'_>, region: &str, name: &str) -> Result<Option<WorkforceRow>, sqlx::Error> {
+pub async fn find(
+    executor: impl PgExecutor<'_>,
+    region: &str,
+    name: &str,
+) -> Result<Option<WorkforceRow>, sqlx::Error> {
     sqlx::query_as!(
         WorkforceRow,
         "select region, name, arn, aws_status, failure_reason, subdomain, auth_kind, auth_config,
@@ -73,7 +77,11 @@ pub async fn find(executor: impl PgExecutor<'_>, region: &str, name: &str) -> Re
 
 /// Locks a workforce row until the end of the transaction, so that the state checks of a
 /// change and the insert of its operation see the same row.
-pub async fn find_for_update(conn: &mut PgConnection, region: &str, name: &str) -> Result<Option<WorkforceRow>, sqlx::Error> {
+pub async fn find_for_update(
+    conn: &mut PgConnection,
+    region: &str,
+    name: &str,
+) -> Result<Option<WorkforceRow>, sqlx::Error> {
     sqlx::query_as!(
         WorkforceRow,
         "select region, name, arn, aws_status, failure_reason, subdomain, auth_kind, auth_config,
@@ -117,11 +125,24 @@ pub async fn list(
 
 /// Stores what `DescribeWorkforce` reported. The auth settings are kept when AWS returned
 /// none, because a stored OIDC or Cognito config never includes anything AWS would lack.
-pub async fn apply_snapshot(conn: &mut PgConnection, region: &str, snapshot: &WorkforceSnapshot) -> Result<(), sqlx::Error> {
-    let vpc_config = snapshot.vpc_config.as_ref().map(|v| serde_json::to_value(v).expect("VPC snapshot serializes"));
+pub async fn apply_snapshot(
+    conn: &mut PgConnection,
+    region: &str,
+    snapshot: &WorkforceSnapshot,
+) -> Result<(), sqlx::Error> {
+    let vpc_config = snapshot
+        .vpc_config
+        .as_ref()
+        .map(|v| serde_json::to_value(v).expect("VPC snapshot serializes"));
     let (auth_kind, auth_config) = match (&snapshot.cognito_config, &snapshot.oidc_config) {
-        (Some(cognito), _) => (Some("cognito"), Some(serde_json::json!({ "cognito_config": cognito }))),
-        (None, Some(oidc)) => (Some("oidc"), Some(serde_json::json!({ "oidc_config": oidc }))),
+        (Some(cognito), _) => (
+            Some("cognito"),
+            Some(serde_json::json!({ "cognito_config": cognito })),
+        ),
+        (None, Some(oidc)) => (
+            Some("oidc"),
+            Some(serde_json::json!({ "oidc_config": oidc })),
+        ),
         (None, None) => (None, None),
     };
     sqlx::query!(
@@ -153,7 +174,11 @@ pub async fn apply_snapshot(conn: &mut PgConnection, region: &str, snapshot: &Wo
 }
 
 /// Inserts a workforce found in AWS that the service has no record of yet.
-pub async fn adopt(conn: &mut PgConnection, region: &str, snapshot: &WorkforceSnapshot) -> Result<bool, sqlx::Error> {
+pub async fn adopt(
+    conn: &mut PgConnection,
+    region: &str,
+    snapshot: &WorkforceSnapshot,
+) -> Result<bool, sqlx::Error> {
     let (auth_kind, auth_config) = match (&snapshot.cognito_config, &snapshot.oidc_config) {
         (_, Some(oidc)) => ("oidc", serde_json::json!({ "oidc_config": oidc })),
         (Some(cognito), None) => ("cognito", serde_json::json!({ "cognito_config": cognito })),
@@ -179,8 +204,28 @@ pub async fn adopt(conn: &mut PgConnection, region: &str, snapshot: &WorkforceSn
 }
 
 pub async fn delete(conn: &mut PgConnection, region: &str, name: &str) -> Result<(), sqlx::Error> {
-    sqlx::query!("delete from workforces where region = $1 and name = $2", region, name)
-        .execute(conn)
-        .await?;
+    sqlx::query!(
+        "delete from workforces where region = $1 and name = $2",
+        region,
+        name
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Gives the record a new revision, and so a new ETag.
+pub async fn bump_revision(
+    conn: &mut PgConnection,
+    region: &str,
+    name: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "update workforces set revision = revision + 1 where region = $1 and name = $2",
+        region,
+        name
+    )
+    .execute(conn)
+    .await?;
     Ok(())
 }

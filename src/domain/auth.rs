@@ -17,31 +17,48 @@ pub struct CognitoConfig {
 }
 
 impl CognitoConfig {
-    pub fn parse(field: &str, user_pool: &str, client_id: &str, violations: &mut Violations) -> Option<Self> {
+    pub fn parse(
+        field: &str,
+        user_pool: &str,
+        client_id: &str,
+        violations: &mut Violations,
+    ) -> Option<Self> {
         let pool_field = format!("{field}.user_pool");
-        let pool_ok = violations.check(check_length(&pool_field, user_pool, 1, 55).and_then(|()| check_user_pool(&pool_field, user_pool)));
+        let pool_ok = violations.check(
+            check_length(&pool_field, user_pool, 1, 55)
+                .and_then(|()| check_user_pool(&pool_field, user_pool)),
+        );
         let client_field = format!("{field}.client_id");
         let client_ok = violations.check(
-            check_length(&client_field, client_id, 1, 1024).and_then(|()| check_printable_ascii(&client_field, client_id)),
+            check_length(&client_field, client_id, 1, 1024)
+                .and_then(|()| check_printable_ascii(&client_field, client_id)),
         );
         pool_ok?;
         client_ok?;
-        Some(Self { user_pool: user_pool.to_owned(), client_id: client_id.to_owned() })
+        Some(Self {
+            user_pool: user_pool.to_owned(),
+            client_id: client_id.to_owned(),
+        })
     }
 }
 
 /// Checks the model's user pool pattern `[\w-]+_[0-9a-zA-Z]+`, as in `us-east-1_AbC123`.
 fn check_user_pool(field: &str, value: &str) -> Result<(), FieldError> {
-    let word_chars = value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    let split_ok = value
-        .rsplit_once('_')
-        .is_some_and(|(prefix, id)| !prefix.is_empty() && !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric()));
+    let word_chars = value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    let split_ok = value.rsplit_once('_').is_some_and(|(prefix, id)| {
+        !prefix.is_empty() && !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric())
+    });
     if word_chars && split_ok {
         Ok(())
     } else {
         Err(FieldError::new(
             field,
-            format!("'{}' is not a Cognito user pool id; expected a value such as us-east-1_AbC123", truncate_for_message(value)),
+            format!(
+                "'{}' is not a Cognito user pool id; expected a value such as us-east-1_AbC123",
+                truncate_for_message(value)
+            ),
         ))
     }
 }
@@ -113,7 +130,14 @@ pub fn oidc_fields<'a>(
     scope: Option<&'a str>,
     authentication_request_extra_params: &'a BTreeMap<String, String>,
 ) -> OidcFields<'a> {
-    let [issuer, authorization_endpoint, token_endpoint, user_info_endpoint, logout_endpoint, jwks_uri] = urls;
+    let [
+        issuer,
+        authorization_endpoint,
+        token_endpoint,
+        user_info_endpoint,
+        logout_endpoint,
+        jwks_uri,
+    ] = urls;
     OidcFields {
         client_id,
         client_secret,
@@ -134,10 +158,16 @@ const MAX_EXTRA_PARAMS: usize = 10;
 impl OidcConfig {
     pub fn parse(field: &str, fields: OidcFields<'_>, violations: &mut Violations) -> Option<Self> {
         let mut ok = true;
-        for (name, value) in [("client_id", fields.client_id), ("client_secret", fields.client_secret)] {
+        for (name, value) in [
+            ("client_id", fields.client_id),
+            ("client_secret", fields.client_secret),
+        ] {
             let member = format!("{field}.{name}");
             ok &= violations
-                .check(check_length(&member, value, 1, 1024).and_then(|()| check_printable_ascii(&member, value)))
+                .check(
+                    check_length(&member, value, 1, 1024)
+                        .and_then(|()| check_printable_ascii(&member, value)),
+                )
                 .is_some();
         }
         for (name, value) in [
@@ -148,15 +178,25 @@ impl OidcConfig {
             ("logout_endpoint", fields.logout_endpoint),
             ("jwks_uri", fields.jwks_uri),
         ] {
-            ok &= violations.check(check_https_url(&format!("{field}.{name}"), value)).is_some();
+            ok &= violations
+                .check(check_https_url(&format!("{field}.{name}"), value))
+                .is_some();
         }
         if let Some(scope) = fields.scope {
-            ok &= violations.check(check_scope(&format!("{field}.scope"), scope)).is_some();
+            ok &= violations
+                .check(check_scope(&format!("{field}.scope"), scope))
+                .is_some();
         }
         let params_field = format!("{field}.authentication_request_extra_params");
         let params = fields.authentication_request_extra_params;
         if params.len() > MAX_EXTRA_PARAMS {
-            violations.push(&params_field, format!("must have at most {MAX_EXTRA_PARAMS} entries, but has {}", params.len()));
+            violations.push(
+                &params_field,
+                format!(
+                    "must have at most {MAX_EXTRA_PARAMS} entries, but has {}",
+                    params.len()
+                ),
+            );
             ok = false;
         }
         for (key, value) in params {
@@ -164,7 +204,10 @@ impl OidcConfig {
             let key_ok = key.chars().count() <= 512 && !key.contains(['\n', '\r']);
             let value_ok = value.chars().count() <= 512 && !value.contains(['\n', '\r']);
             if !key_ok || !value_ok {
-                violations.push(entry_field, "keys and values must have at most 512 characters and no line breaks");
+                violations.push(
+                    entry_field,
+                    "keys and values must have at most 512 characters and no line breaks",
+                );
                 ok = false;
             }
         }
@@ -188,13 +231,17 @@ impl OidcConfig {
 /// Checks the model's OIDC endpoint rule: `https://\S+`, at most 500 characters.
 fn check_https_url(field: &str, value: &str) -> Result<(), FieldError> {
     let rest = value.strip_prefix("https://");
-    let valid = value.len() <= 500 && rest.is_some_and(|r| !r.is_empty() && !r.chars().any(char::is_whitespace));
+    let valid = value.len() <= 500
+        && rest.is_some_and(|r| !r.is_empty() && !r.chars().any(char::is_whitespace));
     if valid {
         Ok(())
     } else {
         Err(FieldError::new(
             field,
-            format!("'{}' is not an https URL; expected https:// followed by a host and path, at most 500 characters", truncate_for_message(value)),
+            format!(
+                "'{}' is not an https URL; expected https:// followed by a host and path, at most 500 characters",
+                truncate_for_message(value)
+            ),
         ))
     }
 }
@@ -202,7 +249,12 @@ fn check_https_url(field: &str, value: &str) -> Result<(), FieldError> {
 /// Checks the model's scope rule: space-separated tokens of printable ASCII without `"` or `\`,
 /// at most 1024 characters.
 fn check_scope(field: &str, value: &str) -> Result<(), FieldError> {
-    let token_ok = |token: &str| !token.is_empty() && token.chars().all(|c| ('!'..='~').contains(&c) && c != '"' && c != '\\');
+    let token_ok = |token: &str| {
+        !token.is_empty()
+            && token
+                .chars()
+                .all(|c| ('!'..='~').contains(&c) && c != '"' && c != '\\')
+    };
     if value.len() <= 1024 && value.split(' ').all(token_ok) {
         Ok(())
     } else {
@@ -217,7 +269,11 @@ fn check_scope(field: &str, value: &str) -> Result<(), FieldError> {
 mod tests {
     use super::*;
 
-    fn oidc_fields<'a>(url: &'a str, scope: Option<&'a str>, params: &'a BTreeMap<String, String>) -> OidcFields<'a> {
+    fn oidc_fields<'a>(
+        url: &'a str,
+        scope: Option<&'a str>,
+        params: &'a BTreeMap<String, String>,
+    ) -> OidcFields<'a> {
         OidcFields {
             client_id: "portal",
             client_secret: "s3cret",
@@ -238,7 +294,10 @@ mod tests {
         assert!(CognitoConfig::parse("c", "us-east-1_AbC123", "portal", &mut violations).is_some());
         for pool in ["us-east-1", "_abc", "us-east-1_", "us east_1", "pool_a-b"] {
             let mut violations = Violations::default();
-            assert!(CognitoConfig::parse("c", pool, "portal", &mut violations).is_none(), "{pool}");
+            assert!(
+                CognitoConfig::parse("c", pool, "portal", &mut violations).is_none(),
+                "{pool}"
+            );
         }
     }
 
@@ -246,27 +305,58 @@ mod tests {
     fn oidc_endpoints_must_be_https() {
         let params = BTreeMap::new();
         let mut violations = Violations::default();
-        assert!(OidcConfig::parse("o", oidc_fields("https://idp.example.com/a", None, &params), &mut violations).is_some());
+        assert!(
+            OidcConfig::parse(
+                "o",
+                oidc_fields("https://idp.example.com/a", None, &params),
+                &mut violations
+            )
+            .is_some()
+        );
         let mut violations = Violations::default();
-        assert!(OidcConfig::parse("o", oidc_fields("http://idp.example.com/a", None, &params), &mut violations).is_none());
+        assert!(
+            OidcConfig::parse(
+                "o",
+                oidc_fields("http://idp.example.com/a", None, &params),
+                &mut violations
+            )
+            .is_none()
+        );
         assert_eq!(violations.into_errors().len(), 6);
     }
 
     #[test]
     fn oidc_scope_pattern() {
         let params = BTreeMap::new();
-        for (scope, valid) in [("openid email", true), ("openid  email", false), ("\"quoted\"", false), ("", false)] {
+        for (scope, valid) in [
+            ("openid email", true),
+            ("openid  email", false),
+            ("\"quoted\"", false),
+            ("", false),
+        ] {
             let mut violations = Violations::default();
-            let parsed = OidcConfig::parse("o", oidc_fields("https://idp.example.com", Some(scope), &params), &mut violations);
+            let parsed = OidcConfig::parse(
+                "o",
+                oidc_fields("https://idp.example.com", Some(scope), &params),
+                &mut violations,
+            );
             assert_eq!(parsed.is_some(), valid, "{scope:?}");
         }
     }
 
     #[test]
     fn oidc_extra_params_are_limited() {
-        let params: BTreeMap<String, String> = (0..11).map(|i| (format!("k{i}"), "v".to_owned())).collect();
+        let params: BTreeMap<String, String> =
+            (0..11).map(|i| (format!("k{i}"), "v".to_owned())).collect();
         let mut violations = Violations::default();
-        assert!(OidcConfig::parse("o", oidc_fields("https://idp.example.com", None, &params), &mut violations).is_none());
+        assert!(
+            OidcConfig::parse(
+                "o",
+                oidc_fields("https://idp.example.com", None, &params),
+                &mut violations
+            )
+            .is_none()
+        );
     }
 
     #[test]

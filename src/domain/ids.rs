@@ -98,11 +98,20 @@ impl WorkforceName {
 
 /// Parses an EC2 id of the form `<prefix>-<lowercase letters and digits>`, at most 32
 /// characters long, as the SageMaker model's patterns (`vpc-[0-9a-z]*` and so on) require.
-fn parse_ec2_id(field: &str, value: &str, prefix: &str, example: &str) -> Result<String, FieldError> {
-    let suffix = value.strip_prefix(prefix).and_then(|rest| rest.strip_prefix('-'));
+fn parse_ec2_id(
+    field: &str,
+    value: &str,
+    prefix: &str,
+    example: &str,
+) -> Result<String, FieldError> {
+    let suffix = value
+        .strip_prefix(prefix)
+        .and_then(|rest| rest.strip_prefix('-'));
     let valid = value.len() <= 32
         && suffix.is_some_and(|s| {
-            !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
         });
     if valid {
         Ok(value.to_owned())
@@ -159,21 +168,42 @@ mod tests {
 
     #[test]
     fn workforce_name_rejects_invalid_values() {
-        for name in ["", "-lead", "has space", "under_score", "ünï", &"a".repeat(64), "a;drop"] {
+        for name in [
+            "",
+            "-lead",
+            "has space",
+            "under_score",
+            "ünï",
+            &"a".repeat(64),
+            "a;drop",
+        ] {
             assert!(WorkforceName::parse("name", name).is_err(), "{name}");
         }
     }
 
     #[test]
     fn region_accepts_real_codes() {
-        for region in ["us-east-1", "eu-central-2", "us-gov-west-1", "ap-southeast-4"] {
+        for region in [
+            "us-east-1",
+            "eu-central-2",
+            "us-gov-west-1",
+            "ap-southeast-4",
+        ] {
             assert!(Region::parse("region", region).is_ok(), "{region}");
         }
     }
 
     #[test]
     fn region_rejects_other_strings() {
-        for region in ["", "us-east", "US-EAST-1", "us_east_1", "us-east-1a", "us--1", "../etc"] {
+        for region in [
+            "",
+            "us-east",
+            "US-EAST-1",
+            "us_east_1",
+            "us-east-1a",
+            "us--1",
+            "../etc",
+        ] {
             assert!(Region::parse("region", region).is_err(), "{region}");
         }
     }

@@ -28,7 +28,10 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self { field: field.into(), reason: reason.into() }
+        Self {
+            field: field.into(),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -58,7 +61,11 @@ impl Violations {
 
     /// Returns `value` when nothing was recorded, else every recorded error.
     pub fn finish<T>(self, value: impl FnOnce() -> T) -> Result<T, Vec<FieldError>> {
-        if self.0.is_empty() { Ok(value()) } else { Err(self.0) }
+        if self.0.is_empty() {
+            Ok(value())
+        } else {
+            Err(self.0)
+        }
     }
 
     pub fn into_errors(self) -> Vec<FieldError> {
@@ -67,7 +74,12 @@ impl Violations {
 }
 
 /// Checks that `value` has between `min` and `max` characters.
-pub(crate) fn check_length(field: &str, value: &str, min: usize, max: usize) -> Result<(), FieldError> {
+pub(crate) fn check_length(
+    field: &str,
+    value: &str,
+    min: usize,
+    max: usize,
+) -> Result<(), FieldError> {
     let length = value.chars().count();
     if length < min || length > max {
         let expected = if min == max {
@@ -88,6 +100,9 @@ pub(crate) fn check_printable_ascii(field: &str, value: &str) -> Result<(), Fiel
     if value.chars().all(|c| (' '..='~').contains(&c)) {
         Ok(())
     } else {
-        Err(FieldError::new(field, "must contain only printable ASCII characters"))
+        Err(FieldError::new(
+            field,
+            "must contain only printable ASCII characters",
+        ))
     }
 }

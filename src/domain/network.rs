@@ -42,8 +42,18 @@ impl VpcConfig {
             SecurityGroupId::parse,
             violations,
         );
-        let subnets = parse_id_list(&format!("{field}.subnets"), subnets, MAX_SUBNETS, SubnetId::parse, violations);
-        Some(Self { vpc_id: vpc_id?, security_group_ids: security_group_ids?, subnets: subnets? })
+        let subnets = parse_id_list(
+            &format!("{field}.subnets"),
+            subnets,
+            MAX_SUBNETS,
+            SubnetId::parse,
+            violations,
+        );
+        Some(Self {
+            vpc_id: vpc_id?,
+            security_group_ids: security_group_ids?,
+            subnets: subnets?,
+        })
     }
 
     /// Returns true when `other` names the same VPC, security groups and subnets, in any order.
@@ -66,7 +76,13 @@ fn parse_id_list<T>(
 ) -> Option<Vec<T>> {
     let mut ok = true;
     if values.is_empty() || values.len() > max {
-        violations.push(field, format!("must list between 1 and {max} ids, but lists {}", values.len()));
+        violations.push(
+            field,
+            format!(
+                "must list between 1 and {max} ids, but lists {}",
+                values.len()
+            ),
+        );
         ok = false;
     }
     let mut seen = HashSet::new();
@@ -74,7 +90,13 @@ fn parse_id_list<T>(
     for (index, value) in values.iter().enumerate() {
         let item_field = format!("{field}[{index}]");
         if !seen.insert(value.as_str()) {
-            violations.push(&item_field, format!("'{}' is listed twice; list each id once", truncate_for_message(value)));
+            violations.push(
+                &item_field,
+                format!(
+                    "'{}' is listed twice; list each id once",
+                    truncate_for_message(value)
+                ),
+            );
             ok = false;
             continue;
         }
@@ -113,7 +135,11 @@ impl IpAddressType {
 pub struct Cidr(String);
 
 impl Cidr {
-    pub fn parse(field: &str, value: &str, ip_address_type: IpAddressType) -> Result<Self, FieldError> {
+    pub fn parse(
+        field: &str,
+        value: &str,
+        ip_address_type: IpAddressType,
+    ) -> Result<Self, FieldError> {
         let invalid = || {
             FieldError::new(
                 field,
@@ -129,7 +155,11 @@ impl Cidr {
         }
         let (address, prefix) = value.split_once('/').ok_or_else(invalid)?;
         // ipnet accepts a prefix with leading zeros or a sign; the AWS pattern does not.
-        if prefix.is_empty() || prefix.len() > 3 || !prefix.bytes().all(|b| b.is_ascii_digit()) || (prefix.len() > 1 && prefix.starts_with('0')) {
+        if prefix.is_empty()
+            || prefix.len() > 3
+            || !prefix.bytes().all(|b| b.is_ascii_digit())
+            || (prefix.len() > 1 && prefix.starts_with('0'))
+        {
             return Err(invalid());
         }
         IpNet::from_str(value).map_err(|_| invalid())?;
@@ -169,7 +199,13 @@ impl SourceIpConfig {
     ) -> Option<Self> {
         let mut ok = true;
         if cidrs.len() > MAX_CIDRS {
-            violations.push(field, format!("must list at most {MAX_CIDRS} CIDR blocks, but lists {}", cidrs.len()));
+            violations.push(
+                field,
+                format!(
+                    "must list at most {MAX_CIDRS} CIDR blocks, but lists {}",
+                    cidrs.len()
+                ),
+            );
             ok = false;
         }
         let mut seen = HashSet::new();
@@ -177,7 +213,13 @@ impl SourceIpConfig {
         for (index, value) in cidrs.iter().enumerate() {
             let item_field = format!("{field}[{index}]");
             if !seen.insert(value.as_str()) {
-                violations.push(item_field, format!("'{}' is listed twice; list each CIDR block once", truncate_for_message(value)));
+                violations.push(
+                    item_field,
+                    format!(
+                        "'{}' is listed twice; list each CIDR block once",
+                        truncate_for_message(value)
+                    ),
+                );
                 ok = false;
                 continue;
             }
@@ -208,14 +250,29 @@ mod tests {
     #[test]
     fn cidr_accepts_ipv4_blocks() {
         for value in ["10.0.0.0/16", "1.1.1.1/32", "0.0.0.0/0", "10.0.0.1/8"] {
-            assert!(Cidr::parse("c", value, IpAddressType::Ipv4).is_ok(), "{value}");
+            assert!(
+                Cidr::parse("c", value, IpAddressType::Ipv4).is_ok(),
+                "{value}"
+            );
         }
     }
 
     #[test]
     fn cidr_rejects_malformed_blocks() {
-        for value in ["10.0.0.0", "10.0.0.0/33", "10.0.0/16", "010.0.0.0/8", "10.0.0.0/08", "a.b.c.d/1", "1.1.1.1/+3", ""] {
-            assert!(Cidr::parse("c", value, IpAddressType::Ipv4).is_err(), "{value}");
+        for value in [
+            "10.0.0.0",
+            "10.0.0.0/33",
+            "10.0.0/16",
+            "010.0.0.0/8",
+            "10.0.0.0/08",
+            "a.b.c.d/1",
+            "1.1.1.1/+3",
+            "",
+        ] {
+            assert!(
+                Cidr::parse("c", value, IpAddressType::Ipv4).is_err(),
+                "{value}"
+            );
         }
     }
 
@@ -229,11 +286,15 @@ mod tests {
     fn source_ip_config_limits_count_and_duplicates() {
         let mut violations = Violations::default();
         let eleven: Vec<String> = (0..11).map(|i| format!("10.0.{i}.0/24")).collect();
-        assert!(SourceIpConfig::parse("cidrs", &eleven, IpAddressType::Ipv4, &mut violations).is_none());
+        assert!(
+            SourceIpConfig::parse("cidrs", &eleven, IpAddressType::Ipv4, &mut violations).is_none()
+        );
 
         let mut violations = Violations::default();
         let twice = strings(&["10.0.0.0/16", "10.0.0.0/16"]);
-        assert!(SourceIpConfig::parse("cidrs", &twice, IpAddressType::Ipv4, &mut violations).is_none());
+        assert!(
+            SourceIpConfig::parse("cidrs", &twice, IpAddressType::Ipv4, &mut violations).is_none()
+        );
         assert_eq!(violations.into_errors()[0].field, "cidrs[1]");
     }
 
@@ -248,12 +309,27 @@ mod tests {
     fn vpc_config_checks_list_sizes() {
         let mut violations = Violations::default();
         let six_groups: Vec<String> = (1..=6).map(|i| format!("sg-{i}")).collect();
-        let parsed = VpcConfig::parse("vpc_config", "vpc-1", &six_groups, &strings(&["subnet-1"]), &mut violations);
+        let parsed = VpcConfig::parse(
+            "vpc_config",
+            "vpc-1",
+            &six_groups,
+            &strings(&["subnet-1"]),
+            &mut violations,
+        );
         assert!(parsed.is_none());
-        assert_eq!(violations.into_errors()[0].field, "vpc_config.security_group_ids");
+        assert_eq!(
+            violations.into_errors()[0].field,
+            "vpc_config.security_group_ids"
+        );
 
         let mut violations = Violations::default();
-        let parsed = VpcConfig::parse("vpc_config", "vpc-1", &strings(&["sg-1"]), &[], &mut violations);
+        let parsed = VpcConfig::parse(
+            "vpc_config",
+            "vpc-1",
+            &strings(&["sg-1"]),
+            &[],
+            &mut violations,
+        );
         assert!(parsed.is_none());
         assert_eq!(violations.into_errors()[0].field, "vpc_config.subnets");
     }
@@ -269,15 +345,40 @@ mod tests {
             &mut violations,
         );
         assert!(parsed.is_none());
-        let fields: Vec<String> = violations.into_errors().into_iter().map(|e| e.field).collect();
-        assert_eq!(fields, ["vpc_config.vpc_id", "vpc_config.security_group_ids[1]", "vpc_config.subnets[1]"]);
+        let fields: Vec<String> = violations
+            .into_errors()
+            .into_iter()
+            .map(|e| e.field)
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "vpc_config.vpc_id",
+                "vpc_config.security_group_ids[1]",
+                "vpc_config.subnets[1]"
+            ]
+        );
     }
 
     #[test]
     fn vpc_config_comparison_ignores_order() {
         let mut violations = Violations::default();
-        let a = VpcConfig::parse("v", "vpc-1", &strings(&["sg-1", "sg-2"]), &strings(&["subnet-1", "subnet-2"]), &mut violations).unwrap();
-        let b = VpcConfig::parse("v", "vpc-1", &strings(&["sg-2", "sg-1"]), &strings(&["subnet-2", "subnet-1"]), &mut violations).unwrap();
+        let a = VpcConfig::parse(
+            "v",
+            "vpc-1",
+            &strings(&["sg-1", "sg-2"]),
+            &strings(&["subnet-1", "subnet-2"]),
+            &mut violations,
+        )
+        .unwrap();
+        let b = VpcConfig::parse(
+            "v",
+            "vpc-1",
+            &strings(&["sg-2", "sg-1"]),
+            &strings(&["subnet-2", "subnet-1"]),
+            &mut violations,
+        )
+        .unwrap();
         assert!(a.same_resources(&b));
     }
 }

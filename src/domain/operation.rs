@@ -57,7 +57,8 @@ pub enum OperationStatus {
 }
 
 impl OperationStatus {
-    pub const ALL: [OperationStatus; 4] = [Self::Pending, Self::Running, Self::Succeeded, Self::Failed];
+    pub const ALL: [OperationStatus; 4] =
+        [Self::Pending, Self::Running, Self::Succeeded, Self::Failed];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -69,7 +70,9 @@ impl OperationStatus {
     }
 
     pub fn parse(value: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|status| status.as_str() == value)
+        Self::ALL
+            .into_iter()
+            .find(|status| status.as_str() == value)
     }
 }
 

@@ -18,15 +18,25 @@ pub struct Tag {
 /// Checks the model's tag pattern `[\p{L}\p{Z}\p{N}_.:/=+\-@]*`.
 fn tag_chars_ok(value: &str) -> bool {
     value.chars().all(|c| {
-        c.is_alphabetic() || c.is_numeric() || c.is_whitespace() && c != '\n' && c != '\r' && c != '\t' || "_.:/=+-@".contains(c)
+        c.is_alphabetic()
+            || c.is_numeric()
+            || c.is_whitespace() && c != '\n' && c != '\r' && c != '\t'
+            || "_.:/=+-@".contains(c)
     })
 }
 
 impl Tag {
-    pub fn parse_list(field: &str, tags: &[(String, String)], violations: &mut Violations) -> Option<Vec<Tag>> {
+    pub fn parse_list(
+        field: &str,
+        tags: &[(String, String)],
+        violations: &mut Violations,
+    ) -> Option<Vec<Tag>> {
         let mut ok = true;
         if tags.len() > MAX_TAGS {
-            violations.push(field, format!("must have at most {MAX_TAGS} tags, but has {}", tags.len()));
+            violations.push(
+                field,
+                format!("must have at most {MAX_TAGS} tags, but has {}", tags.len()),
+            );
             ok = false;
         }
         let mut keys = HashSet::new();
@@ -40,10 +50,16 @@ impl Tag {
                 );
                 ok = false;
             } else if key.to_ascii_lowercase().starts_with("aws:") {
-                violations.push(&key_field, "must not start with 'aws:', which AWS reserves for its own tags");
+                violations.push(
+                    &key_field,
+                    "must not start with 'aws:', which AWS reserves for its own tags",
+                );
                 ok = false;
             } else if !keys.insert(key.as_str()) {
-                violations.push(&key_field, format!("'{key}' is used twice; each tag key may appear once"));
+                violations.push(
+                    &key_field,
+                    format!("'{key}' is used twice; each tag key may appear once"),
+                );
                 ok = false;
             }
             if value.chars().count() > 256 || !tag_chars_ok(value) {
@@ -54,7 +70,14 @@ impl Tag {
                 ok = false;
             }
         }
-        ok.then(|| tags.iter().map(|(key, value)| Tag { key: key.clone(), value: value.clone() }).collect())
+        ok.then(|| {
+            tags.iter()
+                .map(|(key, value)| Tag {
+                    key: key.clone(),
+                    value: value.clone(),
+                })
+                .collect()
+        })
     }
 }
 
@@ -63,28 +86,54 @@ mod tests {
     use super::*;
 
     fn pairs(values: &[(&str, &str)]) -> Vec<(String, String)> {
-        values.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        values
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn tags_accept_model_characters() {
         let mut violations = Violations::default();
-        let tags = Tag::parse_list("tags", &pairs(&[("team", "vision"), ("cost-center", "a/b:c=d+e@f"), ("équipe", "")]), &mut violations);
+        let tags = Tag::parse_list(
+            "tags",
+            &pairs(&[
+                ("team", "vision"),
+                ("cost-center", "a/b:c=d+e@f"),
+                ("équipe", ""),
+            ]),
+            &mut violations,
+        );
         assert_eq!(tags.map(|t| t.len()), Some(3));
     }
 
     #[test]
     fn tags_reject_bad_keys_and_values() {
-        for (key, value) in [("", "v"), ("a;b", "v"), ("k", "v<script>"), ("aws:team", "v")] {
+        for (key, value) in [
+            ("", "v"),
+            ("a;b", "v"),
+            ("k", "v<script>"),
+            ("aws:team", "v"),
+        ] {
             let mut violations = Violations::default();
-            assert!(Tag::parse_list("tags", &pairs(&[(key, value)]), &mut violations).is_none(), "{key}={value}");
+            assert!(
+                Tag::parse_list("tags", &pairs(&[(key, value)]), &mut violations).is_none(),
+                "{key}={value}"
+            );
         }
     }
 
     #[test]
     fn tags_reject_duplicate_keys() {
         let mut violations = Violations::default();
-        assert!(Tag::parse_list("tags", &pairs(&[("team", "a"), ("team", "b")]), &mut violations).is_none());
+        assert!(
+            Tag::parse_list(
+                "tags",
+                &pairs(&[("team", "a"), ("team", "b")]),
+                &mut violations
+            )
+            .is_none()
+        );
         assert_eq!(violations.into_errors()[0].field, "tags[1].key");
     }
 }

@@ -75,14 +75,25 @@ impl From<ApiKeyRow> for ApiKeyResponse {
 /// Checks an API key name: 1 to 64 ASCII letters, digits, `.`, `_` or `-`.
 pub fn validate_key_name(name: &str) -> Result<(), FieldError> {
     check_length("name", name, 1, 64)?;
-    if name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+    if name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    {
         Ok(())
     } else {
-        Err(FieldError::new("name", "must contain only letters, digits, '.', '_' and '-'"))
+        Err(FieldError::new(
+            "name",
+            "must contain only letters, digits, '.', '_' and '-'",
+        ))
     }
 }
 
-async fn audit_key_event(state: &AppState, authorized: &Authorized, action: &str, key: &ApiKeyRow) -> Result<(), ApiError> {
+async fn audit_key_event(
+    state: &AppState,
+    authorized: &Authorized,
+    action: &str,
+    key: &ApiKeyRow,
+) -> Result<(), ApiError> {
     let mut conn = state.db.acquire().await?;
     audit::insert(
         &mut conn,
@@ -116,7 +127,11 @@ async fn audit_key_event(state: &AppState, authorized: &Authorized, action: &str
         (status = 422, description = "Invalid field values", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn create_api_key(State(state): State<AppState>, authorized: Authorized, Json(request): Json<CreateApiKeyRequest>) -> Result<Response, ApiError> {
+pub async fn create_api_key(
+    State(state): State<AppState>,
+    authorized: Authorized,
+    Json(request): Json<CreateApiKeyRequest>,
+) -> Result<Response, ApiError> {
     let mut errors = Vec::new();
     if let Err(error) = validate_key_name(&request.name) {
         errors.push(error);
@@ -132,16 +147,36 @@ pub async fn create_api_key(State(state): State<AppState>, authorized: Authorize
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    let created = key_store::create(&state.db, &request.name, request.role, request.regions.as_deref(), request.expires_at).await;
+    let created = key_store::create(
+        &state.db,
+        &request.name,
+        request.role,
+        request.regions.as_deref(),
+        request.expires_at,
+    )
+    .await;
     let (row, key) = match created {
         Ok(created) => created,
         Err(error) if crate::db::is_unique_violation(&error, key_store::NAME_UNIQUE) => {
-            return Err(ApiError::Conflict { detail: format!("an API key named '{}' exists; choose another name or revoke it first", request.name), operation_id: None });
+            return Err(ApiError::Conflict {
+                detail: format!(
+                    "an API key named '{}' exists; choose another name or revoke it first",
+                    request.name
+                ),
+                operation_id: None,
+            });
         }
         Err(error) => return Err(error.into()),
     };
     audit_key_event(&state, &authorized, "api_key.created", &row).await?;
-    Ok((StatusCode::CREATED, axum::Json(CreatedApiKeyResponse { key: row.into(), api_key: key })).into_response())
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(CreatedApiKeyResponse {
+            key: row.into(),
+            api_key: key,
+        }),
+    )
+        .into_response())
 }
 
 /// List API keys
@@ -153,9 +188,13 @@ pub async fn create_api_key(State(state): State<AppState>, authorized: Authorize
     tag = "api-keys",
     responses((status = 200, description = "Success", body = ApiKeyListResponse))
 )]
-pub async fn list_api_keys(State(state): State<AppState>) -> Result<axum::Json<ApiKeyListResponse>, ApiError> {
+pub async fn list_api_keys(
+    State(state): State<AppState>,
+) -> Result<axum::Json<ApiKeyListResponse>, ApiError> {
     let rows = key_store::list(&state.db).await?;
-    Ok(axum::Json(ApiKeyListResponse { items: rows.into_iter().map(ApiKeyResponse::from).collect() }))
+    Ok(axum::Json(ApiKeyListResponse {
+        items: rows.into_iter().map(ApiKeyResponse::from).collect(),
+    }))
 }
 
 /// Revoke an API key
@@ -172,8 +211,14 @@ pub async fn list_api_keys(State(state): State<AppState>) -> Result<axum::Json<A
         (status = 404, description = "No key with this id", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn revoke_api_key(State(state): State<AppState>, authorized: Authorized, Path(id): Path<Uuid>) -> Result<axum::Json<ApiKeyResponse>, ApiError> {
-    let row = key_store::revoke(&state.db, id).await?.ok_or_else(|| ApiError::NotFound(format!("no API key with id {id}")))?;
+pub async fn revoke_api_key(
+    State(state): State<AppState>,
+    authorized: Authorized,
+    Path(id): Path<Uuid>,
+) -> Result<axum::Json<ApiKeyResponse>, ApiError> {
+    let row = key_store::revoke(&state.db, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no API key with id {id}")))?;
     audit_key_event(&state, &authorized, "api_key.revoked", &row).await?;
     Ok(axum::Json(row.into()))
 }

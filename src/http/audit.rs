@@ -47,10 +47,17 @@ pub struct ListAuditEventsQuery {
         (status = 400, description = "Malformed request: unreadable JSON, wrong field type, or an invalid path or query parameter", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn list_audit_events(State(state): State<AppState>, Query(query): Query<ListAuditEventsQuery>) -> Result<axum::Json<AuditEventListResponse>, ApiError> {
+pub async fn list_audit_events(
+    State(state): State<AppState>,
+    Query(query): Query<ListAuditEventsQuery>,
+) -> Result<axum::Json<AuditEventListResponse>, ApiError> {
     let limit = pagination::limit(query.limit)?;
     let before_id = match &query.cursor {
-        Some(cursor) => Some(pagination::decode(cursor)?.parse::<i64>().map_err(|_| pagination::invalid_cursor())?),
+        Some(cursor) => Some(
+            pagination::decode(cursor)?
+                .parse::<i64>()
+                .map_err(|_| pagination::invalid_cursor())?,
+        ),
         None => None,
     };
     let rows = audit_store::list(
@@ -71,8 +78,13 @@ pub async fn list_audit_events(State(state): State<AppState>, Query(query): Quer
     .await?;
     let has_more = rows.len() as i64 > limit;
     let page: Vec<_> = rows.into_iter().take(limit as usize).collect();
-    let next_cursor = has_more.then(|| page.last().map(|e| pagination::encode(&e.id.to_string()))).flatten();
-    Ok(axum::Json(AuditEventListResponse { items: page.into_iter().map(AuditEventResponse::from).collect(), next_cursor }))
+    let next_cursor = has_more
+        .then(|| page.last().map(|e| pagination::encode(&e.id.to_string())))
+        .flatten();
+    Ok(axum::Json(AuditEventListResponse {
+        items: page.into_iter().map(AuditEventResponse::from).collect(),
+        next_cursor,
+    }))
 }
 
 /// Verify the audit log
@@ -85,6 +97,8 @@ pub async fn list_audit_events(State(state): State<AppState>, Query(query): Quer
     tag = "audit",
     responses((status = 200, description = "The result of the walk", body = audit_store::ChainReport))
 )]
-pub async fn verify_audit_chain(State(state): State<AppState>) -> Result<axum::Json<audit_store::ChainReport>, ApiError> {
+pub async fn verify_audit_chain(
+    State(state): State<AppState>,
+) -> Result<axum::Json<audit_store::ChainReport>, ApiError> {
     Ok(axum::Json(audit_store::verify_chain(&state.db).await?))
 }

@@ -64,7 +64,10 @@ impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = (status, axum::Json(self)).into_response();
-        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_CONTENT_TYPE));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(PROBLEM_CONTENT_TYPE),
+        );
         response
     }
 }
@@ -77,7 +80,10 @@ pub struct ErrorCause(pub String);
 pub enum ApiError {
     /// The body or a parameter could not be read at all (malformed JSON, wrong type).
     #[error("bad request: {detail}")]
-    BadRequest { detail: String, errors: Vec<FieldError> },
+    BadRequest {
+        detail: String,
+        errors: Vec<FieldError>,
+    },
     /// The request was readable but breaks a rule of the AWS model or of the service.
     #[error("invalid request")]
     Validation(Vec<FieldError>),
@@ -91,7 +97,13 @@ pub enum ApiError {
     NotFound(String),
     /// The workforce's state forbids the change.
     #[error("conflict: {detail}")]
-    Conflict { detail: String, operation_id: Option<Uuid> },
+    Conflict {
+        detail: String,
+        operation_id: Option<Uuid>,
+    },
+    /// The `If-Match` precondition no longer holds.
+    #[error("precondition failed: {0}")]
+    PreconditionFailed(String),
     #[error("unsupported media type: {0}")]
     UnsupportedMediaType(String),
     #[error("payload too large")]
@@ -123,7 +135,12 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let problem = match &self {
             Self::BadRequest { detail, errors } => {
-                let mut problem = Problem::new(StatusCode::BAD_REQUEST, "bad-request", "Malformed request", detail.clone());
+                let mut problem = Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad-request",
+                    "Malformed request",
+                    detail.clone(),
+                );
                 problem.errors = errors.clone();
                 problem
             }
@@ -134,7 +151,9 @@ impl IntoResponse for ApiError {
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "validation-error",
                     "Invalid request",
-                    format!("{count} {noun} invalid; fix them as each reason says and send the request again"),
+                    format!(
+                        "{count} {noun} invalid; fix them as each reason says and send the request again"
+                    ),
                 );
                 problem.errors = errors.clone();
                 problem
@@ -149,13 +168,37 @@ impl IntoResponse for ApiError {
                     "this endpoint needs a credential; send an API key or token as Authorization: Bearer <credential>"
                 },
             ),
-            Self::Forbidden(detail) => Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden", detail.clone()),
-            Self::NotFound(detail) => Problem::new(StatusCode::NOT_FOUND, "not-found", "Not found", detail.clone()),
-            Self::Conflict { detail, operation_id } => {
-                let mut problem = Problem::new(StatusCode::CONFLICT, "conflict", "Conflict with the workforce's state", detail.clone());
+            Self::Forbidden(detail) => Problem::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "Forbidden",
+                detail.clone(),
+            ),
+            Self::NotFound(detail) => Problem::new(
+                StatusCode::NOT_FOUND,
+                "not-found",
+                "Not found",
+                detail.clone(),
+            ),
+            Self::Conflict {
+                detail,
+                operation_id,
+            } => {
+                let mut problem = Problem::new(
+                    StatusCode::CONFLICT,
+                    "conflict",
+                    "Conflict with the workforce's state",
+                    detail.clone(),
+                );
                 problem.operation_id = *operation_id;
                 problem
             }
+            Self::PreconditionFailed(detail) => Problem::new(
+                StatusCode::PRECONDITION_FAILED,
+                "precondition-failed",
+                "Precondition failed",
+                detail.clone(),
+            ),
             Self::UnsupportedMediaType(detail) => Problem::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported-media-type",
@@ -175,7 +218,9 @@ impl IntoResponse for ApiError {
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "vpc-prerequisites-failed",
                     "VPC prerequisites not met",
-                    format!("{count} VPC prerequisite {noun} failed; fix each finding of severity error as its remedy says and send the request again"),
+                    format!(
+                        "{count} VPC prerequisite {noun} failed; fix each finding of severity error as its remedy says and send the request again"
+                    ),
                 );
                 problem.findings = findings.clone();
                 problem
@@ -200,8 +245,13 @@ impl IntoResponse for ApiError {
             ),
         };
         let mut response = problem.into_response();
-        if matches!(self, Self::Internal(_) | Self::Unavailable(_) | Self::AwsUnavailable(_)) {
-            response.extensions_mut().insert(ErrorCause(format!("{self}")));
+        if matches!(
+            self,
+            Self::Internal(_) | Self::Unavailable(_) | Self::AwsUnavailable(_)
+        ) {
+            response
+                .extensions_mut()
+                .insert(ErrorCause(format!("{self}")));
         }
         if let Self::Unauthenticated { invalid_token } = self {
             let challenge = if invalid_token {
@@ -209,10 +259,15 @@ impl IntoResponse for ApiError {
             } else {
                 "Bearer realm=\"workforce-service\""
             };
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
         }
         if matches!(self, Self::Unavailable(_)) {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
         response
     }

@@ -1,7 +1,7 @@
 //! Extractors whose rejections are the API's own problem responses.
 
-use axum::extract::{FromRequest, FromRequestParts};
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts};
 use axum::http::StatusCode;
 
 use super::error::ApiError;
@@ -26,7 +26,9 @@ pub struct Query<T>(pub T);
 /// Splits serde's "path: message" text into a field error, where a path is present.
 fn field_error_from(text: &str) -> Vec<FieldError> {
     match text.split_once(": ") {
-        Some((path, reason)) if !path.contains(' ') && !path.is_empty() => vec![FieldError::new(path, reason)],
+        Some((path, reason)) if !path.contains(' ') && !path.is_empty() => {
+            vec![FieldError::new(path, reason)]
+        }
         _ => Vec::new(),
     }
 }
@@ -35,35 +37,59 @@ impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
         match rejection {
             JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType(
-                "the request body must be JSON sent with the header Content-Type: application/json".to_owned(),
+                "the request body must be JSON sent with the header Content-Type: application/json"
+                    .to_owned(),
             ),
             JsonRejection::JsonDataError(error) => {
-                let inner = std::error::Error::source(&error).map(ToString::to_string).unwrap_or_default();
+                let inner = std::error::Error::source(&error)
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
                 ApiError::BadRequest {
                     detail: format!("the JSON body does not match the expected schema: {inner}"),
                     errors: field_error_from(&inner),
                 }
             }
             JsonRejection::JsonSyntaxError(error) => {
-                let inner = std::error::Error::source(&error).map(ToString::to_string).unwrap_or_default();
-                ApiError::BadRequest { detail: format!("the request body is not valid JSON: {inner}"), errors: Vec::new() }
+                let inner = std::error::Error::source(&error)
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
+                ApiError::BadRequest {
+                    detail: format!("the request body is not valid JSON: {inner}"),
+                    errors: Vec::new(),
+                }
             }
-            JsonRejection::BytesRejection(error) if error.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
-            other => ApiError::BadRequest { detail: format!("the request body could not be read: {}", other.body_text()), errors: Vec::new() },
+            JsonRejection::BytesRejection(error)
+                if error.status() == StatusCode::PAYLOAD_TOO_LARGE =>
+            {
+                ApiError::PayloadTooLarge
+            }
+            other => ApiError::BadRequest {
+                detail: format!("the request body could not be read: {}", other.body_text()),
+                errors: Vec::new(),
+            },
         }
     }
 }
 
 impl From<PathRejection> for ApiError {
     fn from(rejection: PathRejection) -> Self {
-        ApiError::BadRequest { detail: format!("invalid path parameter: {}", rejection.body_text()), errors: Vec::new() }
+        ApiError::BadRequest {
+            detail: format!("invalid path parameter: {}", rejection.body_text()),
+            errors: Vec::new(),
+        }
     }
 }
 
 impl From<QueryRejection> for ApiError {
     fn from(rejection: QueryRejection) -> Self {
         let text = rejection.body_text();
-        let reason = text.strip_prefix("Failed to deserialize query string: ").unwrap_or(&text).to_owned();
-        ApiError::BadRequest { detail: format!("invalid query parameter: {reason}"), errors: field_error_from(&reason) }
+        let reason = text
+            .strip_prefix("Failed to deserialize query string: ")
+            .unwrap_or(&text)
+            .to_owned();
+        ApiError::BadRequest {
+            detail: format!("invalid query parameter: {reason}"),
+            errors: field_error_from(&reason),
+        }
     }
 }

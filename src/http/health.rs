@@ -35,7 +35,11 @@ pub struct ReadinessResponse {
 /// Answers as long as the process runs; does not touch the database.
 #[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "Success", body = HealthResponse)))]
 pub async fn healthz(State(state): State<AppState>) -> axum::Json<HealthResponse> {
-    axum::Json(HealthResponse { status: "ok", mode: state.mode.as_str(), version: env!("CARGO_PKG_VERSION") })
+    axum::Json(HealthResponse {
+        status: "ok",
+        mode: state.mode.as_str(),
+        version: env!("CARGO_PKG_VERSION"),
+    })
 }
 
 /// Readiness
@@ -48,10 +52,17 @@ pub async fn healthz(State(state): State<AppState>) -> axum::Json<HealthResponse
     responses((status = 200, description = "Success", body = ReadinessResponse), (status = 503, description = "Not ready", body = ReadinessResponse))
 )]
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    let latest = crate::db::MIGRATOR.iter().map(|m| m.version).max().unwrap_or_default();
+    let latest = crate::db::MIGRATOR
+        .iter()
+        .map(|m| m.version)
+        .max()
+        .unwrap_or_default();
     let applied = tokio::time::timeout(
         std::time::Duration::from_secs(2),
-        sqlx::query_scalar::<_, i64>("select coalesce(max(version), 0) from _sqlx_migrations where success").fetch_one(&state.db),
+        sqlx::query_scalar::<_, i64>(
+            "select coalesce(max(version), 0) from _sqlx_migrations where success",
+        )
+        .fetch_one(&state.db),
     )
     .await;
     let (database, migrations) = match applied {
@@ -60,11 +71,22 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     };
     let workers = state.workers_running.load(Ordering::Relaxed);
     let ready = database && migrations && workers;
-    let body = ReadinessResponse { status: if ready { "ready" } else { "not_ready" }, database, migrations, workers };
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body = ReadinessResponse {
+        status: if ready { "ready" } else { "not_ready" },
+        database,
+        migrations,
+        workers,
+    };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     // A 503 here is a readiness report, not an error, so it keeps its own JSON body.
     let mut response = (status, axum::Json(body)).into_response();
-    response.extensions_mut().insert(super::middleware::KeepBody);
+    response
+        .extensions_mut()
+        .insert(super::middleware::KeepBody);
     response
 }
 
@@ -72,5 +94,12 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 pub async fn metrics(State(state): State<AppState>) -> Response {
     crate::telemetry::refresh_gauges(&state.db).await;
     let body = state.metrics.render();
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        body,
+    )
+        .into_response()
 }

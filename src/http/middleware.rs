@@ -29,7 +29,11 @@ pub async fn method_not_allowed() -> Response {
 }
 
 fn request_id(request: &Request) -> Option<String> {
-    request.headers().get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned)
+    request
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
 
 /// Marks an error response whose own body is meant for the client, such as a readiness report.
@@ -42,7 +46,9 @@ pub async fn problem_details(request: Request, next: Next) -> Response {
     let request_id = request_id(&request);
     let response = next.run(request).await;
     let status = response.status();
-    if !(status.is_client_error() || status.is_server_error()) || response.extensions().get::<KeepBody>().is_some() {
+    if !(status.is_client_error() || status.is_server_error())
+        || response.extensions().get::<KeepBody>().is_some()
+    {
         return response;
     }
     let is_problem = response
@@ -50,14 +56,22 @@ pub async fn problem_details(request: Request, next: Next) -> Response {
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_CONTENT_TYPE.as_bytes()));
     let (mut parts, body) = response.into_parts();
-    let bytes = axum::body::to_bytes(body, MAX_ERROR_BODY_BYTES).await.unwrap_or_default();
-    let mut problem = match is_problem.then(|| serde_json::from_slice::<Problem>(&bytes).ok()).flatten() {
+    let bytes = axum::body::to_bytes(body, MAX_ERROR_BODY_BYTES)
+        .await
+        .unwrap_or_default();
+    let mut problem = match is_problem
+        .then(|| serde_json::from_slice::<Problem>(&bytes).ok())
+        .flatten()
+    {
         Some(problem) => problem,
         None => problem_for_status(status, &bytes),
     };
     problem.request_id = request_id;
     let body = serde_json::to_vec(&problem).expect("a problem serializes");
-    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_CONTENT_TYPE));
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(PROBLEM_CONTENT_TYPE),
+    );
     parts.headers.remove(header::CONTENT_LENGTH);
     Response::from_parts(parts, Body::from(body))
 }
@@ -72,7 +86,9 @@ fn problem_for_status(status: StatusCode, body: &[u8]) -> Problem {
             "Request body too large",
             "the request body is larger than this service accepts; send a smaller body",
         ),
-        StatusCode::SERVICE_UNAVAILABLE | StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE
+        | StatusCode::REQUEST_TIMEOUT
+        | StatusCode::GATEWAY_TIMEOUT => Problem::new(
             status,
             "timeout",
             "Request timed out",
@@ -87,11 +103,19 @@ fn problem_for_status(status: StatusCode, body: &[u8]) -> Problem {
         status => {
             let text = String::from_utf8_lossy(body);
             let detail = if text.trim().is_empty() || text.len() > 500 {
-                status.canonical_reason().unwrap_or("request rejected").to_owned()
+                status
+                    .canonical_reason()
+                    .unwrap_or("request rejected")
+                    .to_owned()
             } else {
                 text.trim().to_owned()
             };
-            Problem::new(status, "bad-request", status.canonical_reason().unwrap_or("Request rejected"), detail)
+            Problem::new(
+                status,
+                "bad-request",
+                status.canonical_reason().unwrap_or("Request rejected"),
+                detail,
+            )
         }
     }
 }
@@ -111,7 +135,10 @@ pub async fn access_log(request: Request, next: Next) -> Response {
     let status = response.status().as_u16();
     let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
     crate::telemetry::record_http_request(method.as_str(), &route, status, duration_ms / 1000.0);
-    let cause = response.extensions().get::<ErrorCause>().map(|c| c.0.as_str());
+    let cause = response
+        .extensions()
+        .get::<ErrorCause>()
+        .map(|c| c.0.as_str());
     if let Some(cause) = cause {
         tracing::error!(http.method = %method, http.route = %route, http.status = status, duration_ms, request_id, error = cause, "request failed");
     } else {

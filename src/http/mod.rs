@@ -5,6 +5,7 @@ pub mod audit;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod idempotency;
 pub mod middleware;
 pub mod models;
 pub mod operations;
@@ -16,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use sqlx::PgPool;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
@@ -48,6 +49,8 @@ pub struct AppState {
     pub operation_deadline: Duration,
     pub refresh_after: Duration,
     pub refreshes: crate::refresh::RefreshesInFlight,
+    /// How long an idempotency key is remembered.
+    pub idempotency_ttl: Duration,
     /// Renders the Prometheus metrics of this process.
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// Set while the background workers run; `/readyz` reports it.
@@ -56,7 +59,25 @@ pub struct AppState {
 
 impl AppState {
     pub fn acceptor(&self) -> Acceptor<'_> {
-        Acceptor { db: &self.db, sealer: &self.sealer, deadline: self.operation_deadline, findings: Vec::new() }
+        Acceptor {
+            db: &self.db,
+            sealer: &self.sealer,
+            deadline: self.operation_deadline,
+            findings: Vec::new(),
+            if_match: None,
+        }
+    }
+
+    /// Returns an acceptor that honours the request's `If-Match` header.
+    pub fn acceptor_with(&self, headers: &HeaderMap) -> Acceptor<'_> {
+        let if_match = headers
+            .get(header::IF_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        Acceptor {
+            if_match,
+            ..self.acceptor()
+        }
     }
 
     /// Parses a region path parameter and checks that this service manages it.
@@ -78,7 +99,10 @@ impl AppState {
 
 /// Converts a path parameter parse failure into a 400 problem naming the parameter.
 pub fn bad_path_parameter(error: FieldError) -> ApiError {
-    ApiError::BadRequest { detail: format!("invalid path parameter {}: {}", error.field, error.reason), errors: vec![error] }
+    ApiError::BadRequest {
+        detail: format!("invalid path parameter {}: {}", error.field, error.reason),
+        errors: vec![error],
+    }
 }
 
 #[derive(OpenApi)]
@@ -105,7 +129,9 @@ struct SecurityAddon;
 
 impl utoipa::Modify for SecurityAddon {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+        use utoipa::openapi::security::{
+            HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+        };
         use utoipa::openapi::{ContentBuilder, RefOr, ResponseBuilder};
 
         let components = openapi.components.get_or_insert_with(Default::default);
@@ -133,7 +159,12 @@ impl utoipa::Modify for SecurityAddon {
             RefOr::T(
                 ResponseBuilder::new()
                     .description(description)
-                    .content("application/problem+json", ContentBuilder::new().schema(Some(utoipa::openapi::Ref::from_schema_name("Problem"))).build())
+                    .content(
+                        "application/problem+json",
+                        ContentBuilder::new()
+                            .schema(Some(utoipa::openapi::Ref::from_schema_name("Problem")))
+                            .build(),
+                    )
                     .build(),
             )
         };
@@ -141,16 +172,33 @@ impl utoipa::Modify for SecurityAddon {
             if !path.starts_with("/v1/") {
                 continue;
             }
-            for operation in [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch].into_iter().flatten() {
+            for operation in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
                 operation.security = Some(vec![
                     SecurityRequirement::new("bearer_jwt", Vec::<String>::new()),
                     SecurityRequirement::new("api_key", Vec::<String>::new()),
                 ]);
                 let responses = &mut operation.responses.responses;
-                responses.insert("401".into(), problem("Missing, invalid, expired or revoked credential"));
-                responses.insert("403".into(), problem("The credential's roles do not allow this request"));
+                responses.insert(
+                    "401".into(),
+                    problem("Missing, invalid, expired or revoked credential"),
+                );
+                responses.insert(
+                    "403".into(),
+                    problem("The credential's roles do not allow this request"),
+                );
                 responses.insert("429".into(), problem("The credential's rate limit is exceeded; retry after the Retry-After seconds"));
-                responses.entry("503".into()).or_insert_with(|| problem("The database is unreachable; nothing was changed"));
+                responses
+                    .entry("503".into())
+                    .or_insert_with(|| problem("The database is unreachable; nothing was changed"));
             }
         }
     }
@@ -161,8 +209,15 @@ pub fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(workforces::list_workforces))
         .routes(routes!(workforces::create_workforce))
-        .routes(routes!(workforces::get_workforce, workforces::delete_workforce))
-        .routes(routes!(vpc::get_vpc_config, workforces::put_vpc_config, workforces::delete_vpc_config))
+        .routes(routes!(
+            workforces::get_workforce,
+            workforces::delete_workforce
+        ))
+        .routes(routes!(
+            vpc::get_vpc_config,
+            workforces::put_vpc_config,
+            workforces::delete_vpc_config
+        ))
         .routes(routes!(vpc::check_vpc_config))
         .routes(routes!(workforces::put_source_ip_config))
         .routes(routes!(workforces::put_oidc_config))
@@ -190,31 +245,60 @@ pub struct HttpLimits {
 }
 
 /// Builds the complete application: API routes, docs, fallback and middleware.
-pub fn app(state: AppState, limits: &HttpLimits, authenticator: Authenticator, cors_origins: &[String]) -> Router {
+pub fn app(
+    state: AppState,
+    limits: &HttpLimits,
+    authenticator: Authenticator,
+    cors_origins: &[String],
+) -> Router {
     let (api, openapi) = api_router();
     let swagger = SwaggerUi::new("/docs")
         .url("/openapi.json", openapi)
-        .config(SwaggerConfig::default().validator_url("none").try_it_out_enabled(true).persist_authorization(true));
+        .config(
+            SwaggerConfig::default()
+                .validator_url("none")
+                .try_it_out_enabled(true)
+                .persist_authorization(true),
+        );
     let mut router = api
         .route("/metrics", axum::routing::get(health::metrics))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::idempotency,
+        ))
         .with_state(state)
         .merge(swagger)
         .fallback(middleware::unknown_route)
         .method_not_allowed_fallback(middleware::method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(authenticator, crate::auth::authenticate));
-    let origins: Vec<HeaderValue> = cors_origins.iter().filter_map(|origin| HeaderValue::from_str(origin.trim()).ok()).collect();
+        .layer(axum::middleware::from_fn_with_state(
+            authenticator,
+            crate::auth::authenticate,
+        ));
+    let origins: Vec<HeaderValue> = cors_origins
+        .iter()
+        .filter_map(|origin| HeaderValue::from_str(origin.trim()).ok())
+        .collect();
     if !origins.is_empty() {
         router = router.layer(
             CorsLayer::new()
                 .allow_origin(AllowOrigin::list(origins))
                 .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
-                .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, REQUEST_ID_HEADER, HeaderName::from_static("idempotency-key"), header::IF_MATCH])
+                .allow_headers([
+                    header::AUTHORIZATION,
+                    header::CONTENT_TYPE,
+                    REQUEST_ID_HEADER,
+                    HeaderName::from_static("idempotency-key"),
+                    header::IF_MATCH,
+                ])
                 .expose_headers([header::LOCATION, header::ETAG, REQUEST_ID_HEADER]),
         );
     }
     router
         .layer(RequestBodyLimitLayer::new(limits.max_body_bytes))
-        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, limits.request_timeout))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            limits.request_timeout,
+        ))
         .layer(axum::middleware::from_fn(middleware::problem_details))
         .layer(axum::middleware::from_fn(middleware::access_log))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID_HEADER))

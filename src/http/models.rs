@@ -13,8 +13,8 @@ use crate::db::operations::OperationRow;
 use crate::db::workforces::WorkforceRow;
 use crate::domain::oidc_fields;
 use crate::domain::{
-    Change, CognitoConfig, FieldError, IpAddressType, OidcConfig, OidcSecret, OperationKind, OperationStatus,
-    SourceIpConfig, Tag, Violations, VpcConfig, WorkforceName,
+    Change, CognitoConfig, FieldError, IpAddressType, OidcConfig, OidcSecret, OperationKind,
+    OperationStatus, SourceIpConfig, Tag, Violations, VpcConfig, WorkforceName,
 };
 
 /// The Cognito user pool and app client that sign workers in.
@@ -63,7 +63,10 @@ pub struct OidcConfigRequest {
 
 impl std::fmt::Debug for OidcConfigRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OidcConfigRequest").field("client_id", &self.client_id).field("issuer", &self.issuer).finish_non_exhaustive()
+        f.debug_struct("OidcConfigRequest")
+            .field("client_id", &self.client_id)
+            .field("issuer", &self.issuer)
+            .finish_non_exhaustive()
     }
 }
 
@@ -74,7 +77,14 @@ impl OidcConfigRequest {
             oidc_fields(
                 &self.client_id,
                 &self.client_secret,
-                [&self.issuer, &self.authorization_endpoint, &self.token_endpoint, &self.user_info_endpoint, &self.logout_endpoint, &self.jwks_uri],
+                [
+                    &self.issuer,
+                    &self.authorization_endpoint,
+                    &self.token_endpoint,
+                    &self.user_info_endpoint,
+                    &self.logout_endpoint,
+                    &self.jwks_uri,
+                ],
                 self.scope.as_deref(),
                 &self.authentication_request_extra_params,
             ),
@@ -101,7 +111,13 @@ pub struct VpcConfigRequest {
 
 impl VpcConfigRequest {
     pub fn parse(&self, field: &str, violations: &mut Violations) -> Option<VpcConfig> {
-        VpcConfig::parse(field, &self.vpc_id, &self.security_group_ids, &self.subnets, violations)
+        VpcConfig::parse(
+            field,
+            &self.vpc_id,
+            &self.security_group_ids,
+            &self.subnets,
+            violations,
+        )
     }
 }
 
@@ -169,29 +185,57 @@ impl CreateWorkforceRequest {
         let name = violations.check(WorkforceName::parse("name", &self.name));
         let cognito = match (&self.cognito_config, &self.oidc_config) {
             (Some(_), Some(_)) => {
-                violations.push("oidc_config", "set either cognito_config or oidc_config, not both");
+                violations.push(
+                    "oidc_config",
+                    "set either cognito_config or oidc_config, not both",
+                );
                 None
             }
             (None, None) => {
-                violations.push("cognito_config", "set exactly one of cognito_config and oidc_config");
+                violations.push(
+                    "cognito_config",
+                    "set exactly one of cognito_config and oidc_config",
+                );
                 None
             }
-            (Some(cognito), None) => CognitoConfig::parse("cognito_config", &cognito.user_pool, &cognito.client_id, &mut violations),
+            (Some(cognito), None) => CognitoConfig::parse(
+                "cognito_config",
+                &cognito.user_pool,
+                &cognito.client_id,
+                &mut violations,
+            ),
             (None, Some(_)) => None,
         };
-        let oidc = self.oidc_config.as_ref().filter(|_| self.cognito_config.is_none()).and_then(|o| o.parse("oidc_config", &mut violations));
-        let ip_address_type = self.ip_address_type.unwrap_or_default();
-        let vpc_config = self.vpc_config.as_ref().map(|v| v.parse("vpc_config", &mut violations));
-        let source_ip_config = self
-            .source_ip_config
+        let oidc = self
+            .oidc_config
             .as_ref()
-            .map(|s| SourceIpConfig::parse("source_ip_config.cidrs", &s.cidrs, ip_address_type, &mut violations));
-        let tag_pairs: Vec<(String, String)> = self.tags.iter().map(|t| (t.key.clone(), t.value.clone())).collect();
+            .filter(|_| self.cognito_config.is_none())
+            .and_then(|o| o.parse("oidc_config", &mut violations));
+        let ip_address_type = self.ip_address_type.unwrap_or_default();
+        let vpc_config = self
+            .vpc_config
+            .as_ref()
+            .map(|v| v.parse("vpc_config", &mut violations));
+        let source_ip_config = self.source_ip_config.as_ref().map(|s| {
+            SourceIpConfig::parse(
+                "source_ip_config.cidrs",
+                &s.cidrs,
+                ip_address_type,
+                &mut violations,
+            )
+        });
+        let tag_pairs: Vec<(String, String)> = self
+            .tags
+            .iter()
+            .map(|t| (t.key.clone(), t.value.clone()))
+            .collect();
         let tags = Tag::parse_list("tags", &tag_pairs, &mut violations);
         if !violations.is_empty() {
             return Err(violations.into_errors());
         }
-        let (Some(name), Some(tags)) = (name, tags) else { unreachable!("no violations means every part parsed") };
+        let (Some(name), Some(tags)) = (name, tags) else {
+            unreachable!("no violations means every part parsed")
+        };
         let secret = oidc.as_ref().map(|o| o.client_secret.clone());
         Ok(ValidCreate {
             name,
@@ -273,8 +317,14 @@ pub struct WorkforceResponse {
 
 impl WorkforceResponse {
     pub fn from_row(row: &WorkforceRow, in_flight: Option<&OperationRow>) -> Self {
-        let cognito_config = row.auth_config.get("cognito_config").and_then(|v| serde_json::from_value(v.clone()).ok());
-        let oidc_config = row.auth_config.get("oidc_config").and_then(|v| serde_json::from_value(v.clone()).ok());
+        let cognito_config = row
+            .auth_config
+            .get("cognito_config")
+            .and_then(|v| serde_json::from_value(v.clone()).ok());
+        let oidc_config = row
+            .auth_config
+            .get("oidc_config")
+            .and_then(|v| serde_json::from_value(v.clone()).ok());
         Self {
             region: row.region.clone(),
             name: row.name.clone(),
@@ -285,8 +335,13 @@ impl WorkforceResponse {
             auth_type: row.auth_kind.clone(),
             cognito_config,
             oidc_config,
-            vpc_config: row.vpc_config.as_ref().and_then(|v| serde_json::from_value(v.clone()).ok()),
-            source_ip_config: SourceIpConfigResponse { cidrs: row.source_ip_cidrs.clone() },
+            vpc_config: row
+                .vpc_config
+                .as_ref()
+                .and_then(|v| serde_json::from_value(v.clone()).ok()),
+            source_ip_config: SourceIpConfigResponse {
+                cidrs: row.source_ip_cidrs.clone(),
+            },
             tags: serde_json::from_value(row.tags.clone()).unwrap_or_default(),
             created_at: row.created_at,
             updated_at: row.updated_at,

@@ -28,8 +28,13 @@ use crate::domain::{OperationKind, OperationStatus};
         (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn get_operation(State(state): State<AppState>, Path(id): Path<Uuid>) -> Result<axum::Json<OperationResponse>, ApiError> {
-    let operation = operation_store::find(&state.db, id).await?.ok_or_else(|| ApiError::NotFound(format!("no operation with id {id}")))?;
+pub async fn get_operation(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+) -> Result<axum::Json<OperationResponse>, ApiError> {
+    let operation = operation_store::find(&state.db, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no operation with id {id}")))?;
     Ok(axum::Json(OperationResponse::from_row(&operation)))
 }
 
@@ -61,7 +66,10 @@ pub struct ListOperationsQuery {
         (status = 400, description = "Malformed request: unreadable JSON, wrong field type, or an invalid path or query parameter", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn list_operations(State(state): State<AppState>, Query(query): Query<ListOperationsQuery>) -> Result<axum::Json<OperationListResponse>, ApiError> {
+pub async fn list_operations(
+    State(state): State<AppState>,
+    Query(query): Query<ListOperationsQuery>,
+) -> Result<axum::Json<OperationListResponse>, ApiError> {
     let limit = pagination::limit(query.limit)?;
     let before = match &query.cursor {
         Some(cursor) => Some(decode_cursor(cursor)?),
@@ -82,16 +90,23 @@ pub async fn list_operations(State(state): State<AppState>, Query(query): Query<
     let has_more = rows.len() as i64 > limit;
     let page: Vec<_> = rows.into_iter().take(limit as usize).collect();
     let next_cursor = has_more
-        .then(|| page.last().map(|o| pagination::encode(&format!("{}|{}", o.created_at.to_rfc3339(), o.id))))
+        .then(|| {
+            page.last()
+                .map(|o| pagination::encode(&format!("{}|{}", o.created_at.to_rfc3339(), o.id)))
+        })
         .flatten();
-    Ok(axum::Json(OperationListResponse { items: page.iter().map(OperationResponse::from_row).collect(), next_cursor }))
+    Ok(axum::Json(OperationListResponse {
+        items: page.iter().map(OperationResponse::from_row).collect(),
+        next_cursor,
+    }))
 }
 
 fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
     let position = pagination::decode(cursor)?;
-    let (time, id) = position.split_once('|').ok_or_else(pagination::invalid_cursor)?;
+    let (time, id) = position
+        .split_once('|')
+        .ok_or_else(pagination::invalid_cursor)?;
     let time = DateTime::parse_from_rfc3339(time).map_err(|_| pagination::invalid_cursor())?;
     let id = Uuid::parse_str(id).map_err(|_| pagination::invalid_cursor())?;
     Ok((time.with_timezone(&Utc), id))
 }
-

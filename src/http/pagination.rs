@@ -21,7 +21,7 @@ pub fn decode(cursor: &str) -> Result<String, ApiError> {
         .decode(cursor)
         .ok()
         .and_then(|bytes| String::from_utf8(bytes).ok())
-        .ok_or_else(|| invalid_cursor())
+        .ok_or_else(invalid_cursor)
 }
 
 pub fn invalid_cursor() -> ApiError {
@@ -38,7 +38,10 @@ pub fn limit(limit: Option<u32>) -> Result<i64, ApiError> {
         Some(value) if (1..=MAX_LIMIT).contains(&value) => Ok(i64::from(value)),
         Some(value) => Err(ApiError::BadRequest {
             detail: format!("invalid query parameter limit: {value} is outside 1..={MAX_LIMIT}"),
-            errors: vec![FieldError::new("limit", format!("must be between 1 and {MAX_LIMIT}"))],
+            errors: vec![FieldError::new(
+                "limit",
+                format!("must be between 1 and {MAX_LIMIT}"),
+            )],
         }),
     }
 }

@@ -10,8 +10,8 @@ use utoipa::IntoParams;
 use super::error::{ApiError, Problem};
 use super::extract::{Json, Path, Query};
 use super::models::{
-    CreateWorkforceRequest, OidcConfigRequest, OperationResponse, SourceIpConfigRequest, VpcConfigRequest,
-    WorkforceListResponse, WorkforceResponse,
+    CreateWorkforceRequest, OidcConfigRequest, OperationResponse, SourceIpConfigRequest,
+    VpcConfigRequest, WorkforceListResponse, WorkforceResponse,
 };
 use super::{AppState, REQUEST_ID_HEADER, bad_path_parameter, pagination};
 use crate::auth::Authorized;
@@ -29,17 +29,25 @@ pub(crate) fn caller(headers: &HeaderMap, authorized: &Authorized) -> Caller {
         actor: authorized.actor.clone(),
         actor_kind: authorized.kind.as_str(),
         role: authorized.role.as_str(),
-        request_id: headers.get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned),
+        request_id: headers
+            .get(REQUEST_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
     }
 }
 
 /// Answers `202 Accepted` with the operation and its URL in `Location`.
 fn accepted(operation: &OperationRow) -> Response {
     let location = format!("/v1/operations/{}", operation.id);
-    let mut response = (StatusCode::ACCEPTED, axum::Json(OperationResponse::from_row(operation))).into_response();
-    response
-        .headers_mut()
-        .insert(header::LOCATION, HeaderValue::from_str(&location).expect("a UUID path is a valid header value"));
+    let mut response = (
+        StatusCode::ACCEPTED,
+        axum::Json(OperationResponse::from_row(operation)),
+    )
+        .into_response();
+    response.headers_mut().insert(
+        header::LOCATION,
+        HeaderValue::from_str(&location).expect("a UUID path is a valid header value"),
+    );
     response
 }
 
@@ -90,24 +98,40 @@ pub struct ListWorkforcesQuery {
         (status = 400, description = "Malformed request: unreadable JSON, wrong field type, or an invalid path or query parameter", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn list_workforces(State(state): State<AppState>, Query(query): Query<ListWorkforcesQuery>) -> Result<axum::Json<WorkforceListResponse>, ApiError> {
+pub async fn list_workforces(
+    State(state): State<AppState>,
+    Query(query): Query<ListWorkforcesQuery>,
+) -> Result<axum::Json<WorkforceListResponse>, ApiError> {
     let limit = pagination::limit(query.limit)?;
     let region = match &query.region {
-        Some(value) => Some(Region::parse("region", value).map_err(|e| ApiError::BadRequest { detail: format!("invalid query parameter region: {}", e.reason), errors: vec![e] })?),
+        Some(value) => Some(
+            Region::parse("region", value).map_err(|e| ApiError::BadRequest {
+                detail: format!("invalid query parameter region: {}", e.reason),
+                errors: vec![e],
+            })?,
+        ),
         None => None,
     };
-    if let Some(status) = &query.status {
-        if !AWS_STATUSES.contains(&status.as_str()) {
-            return Err(ApiError::BadRequest {
-                detail: format!("invalid query parameter status: '{status}' is not one of {}", AWS_STATUSES.join(", ")),
-                errors: vec![crate::domain::FieldError::new("status", format!("must be one of {}", AWS_STATUSES.join(", ")))],
-            });
-        }
+    if let Some(status) = &query.status
+        && !AWS_STATUSES.contains(&status.as_str())
+    {
+        return Err(ApiError::BadRequest {
+            detail: format!(
+                "invalid query parameter status: '{status}' is not one of {}",
+                AWS_STATUSES.join(", ")
+            ),
+            errors: vec![crate::domain::FieldError::new(
+                "status",
+                format!("must be one of {}", AWS_STATUSES.join(", ")),
+            )],
+        });
     }
     let after = match &query.cursor {
         Some(cursor) => {
             let position = pagination::decode(cursor)?;
-            let (region, name) = position.split_once('\n').ok_or_else(pagination::invalid_cursor)?;
+            let (region, name) = position
+                .split_once('\n')
+                .ok_or_else(pagination::invalid_cursor)?;
             Some((region.to_owned(), name.to_owned()))
         }
         None => None,
@@ -122,8 +146,19 @@ pub async fn list_workforces(State(state): State<AppState>, Query(query): Query<
     .await?;
     let has_more = rows.len() as i64 > limit;
     let page: Vec<_> = rows.into_iter().take(limit as usize).collect();
-    let next_cursor = has_more.then(|| page.last().map(|w| pagination::encode(&format!("{}\n{}", w.region, w.name)))).flatten();
-    Ok(axum::Json(WorkforceListResponse { items: page.iter().map(|w| WorkforceResponse::from_row(w, None)).collect(), next_cursor }))
+    let next_cursor = has_more
+        .then(|| {
+            page.last()
+                .map(|w| pagination::encode(&format!("{}\n{}", w.region, w.name)))
+        })
+        .flatten();
+    Ok(axum::Json(WorkforceListResponse {
+        items: page
+            .iter()
+            .map(|w| WorkforceResponse::from_row(w, None))
+            .collect(),
+        next_cursor,
+    }))
 }
 
 /// Create a workforce
@@ -151,7 +186,8 @@ pub async fn list_workforces(State(state): State<AppState>, Query(query): Query<
     )
 )]
 pub async fn create_workforce(
-    State(state): State<AppState>, authorized: Authorized,
+    State(state): State<AppState>,
+    authorized: Authorized,
     Path(path): Path<RegionPath>,
     headers: HeaderMap,
     Json(request): Json<CreateWorkforceRequest>,
@@ -159,11 +195,22 @@ pub async fn create_workforce(
     let region = state.region(&path.region)?;
     let valid = request.validate().map_err(ApiError::Validation)?;
     let findings = match &valid.change {
-        Change::CreateWorkforce { vpc_config: Some(vpc_config), .. } => super::vpc::require_prerequisites(&state, &region, vpc_config).await?,
+        Change::CreateWorkforce {
+            vpc_config: Some(vpc_config),
+            ..
+        } => super::vpc::require_prerequisites(&state, &region, vpc_config).await?,
         _ => Vec::new(),
     };
-    let acceptor = state.acceptor().with_findings(findings);
-    let operation = acceptor.create(&caller(&headers, &authorized), &region, &valid.name, valid.change, valid.secret).await?;
+    let acceptor = state.acceptor_with(&headers).with_findings(findings);
+    let operation = acceptor
+        .create(
+            &caller(&headers, &authorized),
+            &region,
+            &valid.name,
+            valid.change,
+            valid.secret,
+        )
+        .await?;
     Ok(accepted(&operation))
 }
 
@@ -180,21 +227,35 @@ pub async fn create_workforce(
         ("name" = String, Path, description = "Workforce name"),
     ),
     responses(
-        (status = 200, description = "Success", body = WorkforceResponse),
+        (status = 200, description = "Success", body = WorkforceResponse,
+            headers(("ETag" = String, description = "Changes with the workforce's state; send it as If-Match with a change"))),
         (status = 400, description = "Malformed request: unreadable JSON, wrong field type, or an invalid path or query parameter", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn get_workforce(State(state): State<AppState>, Path(path): Path<WorkforcePath>) -> Result<axum::Json<WorkforceResponse>, ApiError> {
+pub async fn get_workforce(
+    State(state): State<AppState>,
+    Path(path): Path<WorkforcePath>,
+) -> Result<Response, ApiError> {
     let (region, name) = path.parse(&state)?;
     let Some(row) = workforce_store::find(&state.db, region.as_str(), name.as_str()).await? else {
-        return Err(ApiError::NotFound(format!("no workforce named '{name}' in region {region}")));
+        return Err(ApiError::NotFound(format!(
+            "no workforce named '{name}' in region {region}"
+        )));
     };
-    let in_flight = operation_store::find_unfinished(&state.db, region.as_str(), name.as_str()).await?;
+    let in_flight =
+        operation_store::find_unfinished(&state.db, region.as_str(), name.as_str()).await?;
     if in_flight.is_none() {
         refresh::refresh_if_stale(&state, &region, &row);
     }
-    Ok(axum::Json(WorkforceResponse::from_row(&row, in_flight.as_ref())))
+    let etag = crate::changes::etag(row.revision);
+    let mut response =
+        axum::Json(WorkforceResponse::from_row(&row, in_flight.as_ref())).into_response();
+    response.headers_mut().insert(
+        header::ETAG,
+        HeaderValue::from_str(&etag).expect("a quoted number is a valid header"),
+    );
+    Ok(response)
 }
 
 /// Delete a workforce
@@ -215,11 +276,26 @@ pub async fn get_workforce(State(state): State<AppState>, Path(path): Path<Workf
         (status = 400, description = "Malformed request: unreadable JSON, wrong field type, or an invalid path or query parameter", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Another operation is in flight, or the status forbids deletion", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "The If-Match ETag no longer matches the workforce", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn delete_workforce(State(state): State<AppState>, authorized: Authorized, Path(path): Path<WorkforcePath>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub async fn delete_workforce(
+    State(state): State<AppState>,
+    authorized: Authorized,
+    Path(path): Path<WorkforcePath>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let (region, name) = path.parse(&state)?;
-    let operation = state.acceptor().change(&caller(&headers, &authorized), &region, &name, Change::DeleteWorkforce, None).await?;
+    let operation = state
+        .acceptor_with(&headers)
+        .change(
+            &caller(&headers, &authorized),
+            &region,
+            &name,
+            Change::DeleteWorkforce,
+            None,
+        )
+        .await?;
     Ok(accepted(&operation))
 }
 
@@ -244,13 +320,15 @@ pub async fn delete_workforce(State(state): State<AppState>, authorized: Authori
         (status = 400, description = "Malformed request: unreadable JSON, wrong field type, or an invalid path or query parameter", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Conflict with the workforce's state", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "The If-Match ETag no longer matches the workforce", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The body is not sent as application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Field values break a rule of the AWS model, or a VPC prerequisite check found an error", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "EC2 could not be read to check the VPC configuration", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn put_vpc_config(
-    State(state): State<AppState>, authorized: Authorized,
+    State(state): State<AppState>,
+    authorized: Authorized,
     Path(path): Path<WorkforcePath>,
     headers: HeaderMap,
     Json(request): Json<VpcConfigRequest>,
@@ -258,14 +336,30 @@ pub async fn put_vpc_config(
     let (region, name) = path.parse(&state)?;
     let mut violations = Violations::default();
     let parsed = request.parse("vpc_config", &mut violations);
-    let vpc_config = violations.finish(|| parsed).map_err(ApiError::Validation)?.expect("parsed without violations");
+    let vpc_config = violations
+        .finish(|| parsed)
+        .map_err(ApiError::Validation)?
+        .expect("parsed without violations");
     // A missing workforce is a 404 before EC2 is read; the state rules run again on accept.
-    if workforce_store::find(&state.db, region.as_str(), name.as_str()).await?.is_none() {
-        return Err(ApiError::NotFound(format!("no workforce named '{name}' in region {region}")));
+    if workforce_store::find(&state.db, region.as_str(), name.as_str())
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::NotFound(format!(
+            "no workforce named '{name}' in region {region}"
+        )));
     }
     let findings = super::vpc::require_prerequisites(&state, &region, &vpc_config).await?;
-    let acceptor = state.acceptor().with_findings(findings);
-    let operation = acceptor.change(&caller(&headers, &authorized), &region, &name, Change::PutVpcConfig { vpc_config }, None).await?;
+    let acceptor = state.acceptor_with(&headers).with_findings(findings);
+    let operation = acceptor
+        .change(
+            &caller(&headers, &authorized),
+            &region,
+            &name,
+            Change::PutVpcConfig { vpc_config },
+            None,
+        )
+        .await?;
     Ok(accepted(&operation))
 }
 
@@ -287,17 +381,37 @@ pub async fn put_vpc_config(
         (status = 400, description = "Malformed request: unreadable JSON, wrong field type, or an invalid path or query parameter", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Conflict with the workforce's state", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "The If-Match ETag no longer matches the workforce", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn delete_vpc_config(State(state): State<AppState>, authorized: Authorized, Path(path): Path<WorkforcePath>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub async fn delete_vpc_config(
+    State(state): State<AppState>,
+    authorized: Authorized,
+    Path(path): Path<WorkforcePath>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let (region, name) = path.parse(&state)?;
     let Some(row) = workforce_store::find(&state.db, region.as_str(), name.as_str()).await? else {
-        return Err(ApiError::NotFound(format!("no workforce named '{name}' in region {region}")));
+        return Err(ApiError::NotFound(format!(
+            "no workforce named '{name}' in region {region}"
+        )));
     };
     if row.vpc_config.is_none() {
-        return Err(ApiError::Conflict { detail: format!("workforce '{name}' has no VPC configuration to remove"), operation_id: None });
+        return Err(ApiError::Conflict {
+            detail: format!("workforce '{name}' has no VPC configuration to remove"),
+            operation_id: None,
+        });
     }
-    let operation = state.acceptor().change(&caller(&headers, &authorized), &region, &name, Change::DeleteVpcConfig, None).await?;
+    let operation = state
+        .acceptor_with(&headers)
+        .change(
+            &caller(&headers, &authorized),
+            &region,
+            &name,
+            Change::DeleteVpcConfig,
+            None,
+        )
+        .await?;
     Ok(accepted(&operation))
 }
 
@@ -320,12 +434,14 @@ pub async fn delete_vpc_config(State(state): State<AppState>, authorized: Author
         (status = 400, description = "Malformed request: unreadable JSON, wrong field type, or an invalid path or query parameter", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Conflict with the workforce's state", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "The If-Match ETag no longer matches the workforce", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The body is not sent as application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Field values break a rule of the AWS model", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn put_source_ip_config(
-    State(state): State<AppState>, authorized: Authorized,
+    State(state): State<AppState>,
+    authorized: Authorized,
     Path(path): Path<WorkforcePath>,
     headers: HeaderMap,
     Json(request): Json<SourceIpConfigRequest>,
@@ -334,9 +450,26 @@ pub async fn put_source_ip_config(
     // IPv6 blocks are valid only for a dual-stack workforce, which this service does not yet
     // record; IPv4 rules apply.
     let mut violations = Violations::default();
-    let parsed = SourceIpConfig::parse("cidrs", &request.cidrs, IpAddressType::Ipv4, &mut violations);
-    let source_ip_config = violations.finish(|| parsed).map_err(ApiError::Validation)?.expect("parsed without violations");
-    let operation = state.acceptor().change(&caller(&headers, &authorized), &region, &name, Change::PutSourceIpConfig { source_ip_config }, None).await?;
+    let parsed = SourceIpConfig::parse(
+        "cidrs",
+        &request.cidrs,
+        IpAddressType::Ipv4,
+        &mut violations,
+    );
+    let source_ip_config = violations
+        .finish(|| parsed)
+        .map_err(ApiError::Validation)?
+        .expect("parsed without violations");
+    let operation = state
+        .acceptor_with(&headers)
+        .change(
+            &caller(&headers, &authorized),
+            &region,
+            &name,
+            Change::PutSourceIpConfig { source_ip_config },
+            None,
+        )
+        .await?;
     Ok(accepted(&operation))
 }
 
@@ -360,12 +493,14 @@ pub async fn put_source_ip_config(
         (status = 400, description = "Malformed request: unreadable JSON, wrong field type, or an invalid path or query parameter", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Conflict with the workforce's state", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "The If-Match ETag no longer matches the workforce", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The body is not sent as application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Field values break a rule of the AWS model", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn put_oidc_config(
-    State(state): State<AppState>, authorized: Authorized,
+    State(state): State<AppState>,
+    authorized: Authorized,
     Path(path): Path<WorkforcePath>,
     headers: HeaderMap,
     Json(request): Json<OidcConfigRequest>,
@@ -373,16 +508,32 @@ pub async fn put_oidc_config(
     let (region, name) = path.parse(&state)?;
     let mut violations = Violations::default();
     let parsed = request.parse("oidc_config", &mut violations);
-    let config = violations.finish(|| parsed).map_err(ApiError::Validation)?.expect("parsed without violations");
-    if let Some(row) = workforce_store::find(&state.db, region.as_str(), name.as_str()).await? {
-        if row.auth_kind != "oidc" {
-            return Err(ApiError::Conflict {
-                detail: format!("workforce '{name}' signs workers in with Cognito; SageMaker cannot switch a workforce to OIDC, so create a new workforce instead"),
-                operation_id: None,
-            });
-        }
+    let config = violations
+        .finish(|| parsed)
+        .map_err(ApiError::Validation)?
+        .expect("parsed without violations");
+    if let Some(row) = workforce_store::find(&state.db, region.as_str(), name.as_str()).await?
+        && row.auth_kind != "oidc"
+    {
+        return Err(ApiError::Conflict {
+            detail: format!(
+                "workforce '{name}' signs workers in with Cognito; SageMaker cannot switch a workforce to OIDC, so create a new workforce instead"
+            ),
+            operation_id: None,
+        });
     }
-    let change = Change::PutOidcConfig { oidc_config: config.settings };
-    let operation = state.acceptor().change(&caller(&headers, &authorized), &region, &name, change, Some(config.client_secret)).await?;
+    let change = Change::PutOidcConfig {
+        oidc_config: config.settings,
+    };
+    let operation = state
+        .acceptor_with(&headers)
+        .change(
+            &caller(&headers, &authorized),
+            &region,
+            &name,
+            change,
+            Some(config.client_secret),
+        )
+        .await?;
     Ok(accepted(&operation))
 }

@@ -41,25 +41,81 @@ fn routes() -> Vec<(Method, String, Option<Value>, Needs)> {
     let workforce = format!("/v1/regions/{REGION}/workforces/nobody");
     vec![
         (Method::GET, "/v1/workforces".into(), None, Needs::Read),
-        (Method::POST, format!("/v1/regions/{REGION}/workforces"), Some(json!({"name": "x"})), Needs::Change),
+        (
+            Method::POST,
+            format!("/v1/regions/{REGION}/workforces"),
+            Some(json!({"name": "x"})),
+            Needs::Change,
+        ),
         (Method::GET, workforce.clone(), None, Needs::Read),
         (Method::DELETE, workforce.clone(), None, Needs::Change),
-        (Method::GET, format!("{workforce}/vpc-config"), None, Needs::Read),
-        (Method::PUT, format!("{workforce}/vpc-config"), Some(vpc_config(&[SUBNET_A])), Needs::Change),
-        (Method::DELETE, format!("{workforce}/vpc-config"), None, Needs::Change),
-        (Method::PUT, format!("{workforce}/source-ip-config"), Some(json!({"cidrs": []})), Needs::Change),
-        (Method::PUT, format!("{workforce}/oidc-config"), Some(oidc_config("s")), Needs::Change),
-        (Method::POST, format!("/v1/regions/{REGION}/vpc-config-checks"), Some(vpc_config(&[SUBNET_A])), Needs::Read),
+        (
+            Method::GET,
+            format!("{workforce}/vpc-config"),
+            None,
+            Needs::Read,
+        ),
+        (
+            Method::PUT,
+            format!("{workforce}/vpc-config"),
+            Some(vpc_config(&[SUBNET_A])),
+            Needs::Change,
+        ),
+        (
+            Method::DELETE,
+            format!("{workforce}/vpc-config"),
+            None,
+            Needs::Change,
+        ),
+        (
+            Method::PUT,
+            format!("{workforce}/source-ip-config"),
+            Some(json!({"cidrs": []})),
+            Needs::Change,
+        ),
+        (
+            Method::PUT,
+            format!("{workforce}/oidc-config"),
+            Some(oidc_config("s")),
+            Needs::Change,
+        ),
+        (
+            Method::POST,
+            format!("/v1/regions/{REGION}/vpc-config-checks"),
+            Some(vpc_config(&[SUBNET_A])),
+            Needs::Read,
+        ),
         (Method::GET, "/v1/operations".into(), None, Needs::Read),
-        (Method::GET, format!("/v1/operations/{}", uuid::Uuid::nil()), None, Needs::Read),
+        (
+            Method::GET,
+            format!("/v1/operations/{}", uuid::Uuid::nil()),
+            None,
+            Needs::Read,
+        ),
         (Method::GET, "/v1/audit-events".into(), None, Needs::Audit),
         (Method::GET, "/v1/api-keys".into(), None, Needs::Admin),
-        (Method::POST, "/v1/api-keys".into(), Some(json!({"name": "", "role": "viewer"})), Needs::Admin),
-        (Method::DELETE, format!("/v1/api-keys/{}", uuid::Uuid::nil()), None, Needs::Admin),
+        (
+            Method::POST,
+            "/v1/api-keys".into(),
+            Some(json!({"name": "", "role": "viewer"})),
+            Needs::Admin,
+        ),
+        (
+            Method::DELETE,
+            format!("/v1/api-keys/{}", uuid::Uuid::nil()),
+            None,
+            Needs::Admin,
+        ),
     ]
 }
 
-async fn send(client: &reqwest::Client, app: &TestApp, method: &Method, path: &str, body: &Option<Value>) -> reqwest::Response {
+async fn send(
+    client: &reqwest::Client,
+    app: &TestApp,
+    method: &Method,
+    path: &str,
+    body: &Option<Value>,
+) -> reqwest::Response {
     let mut request = client.request(method.clone(), format!("{}{path}", app.base_url));
     if let Some(body) = body {
         request = request.json(body);
@@ -69,14 +125,24 @@ async fn send(client: &reqwest::Client, app: &TestApp, method: &Method, path: &s
 
 #[tokio::test]
 async fn every_route_checks_every_role() {
-    let app = TestApp::spawn_with(TestOptions { workers: 0, ..Default::default() }).await;
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
     for role in [Role::Viewer, Role::Operator, Role::Auditor, Role::Admin] {
-        let (_, key) = api_keys::create(&app.db, &format!("key-{}", role.as_str()), role, None, None).await.unwrap();
+        let (_, key) =
+            api_keys::create(&app.db, &format!("key-{}", role.as_str()), role, None, None)
+                .await
+                .unwrap();
         let client = client_with_key(&key);
         for (method, path, body, needs) in routes() {
             let status = send(&client, &app, &method, &path, &body).await.status();
             if allowed(role, needs) {
-                assert!(status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN, "{role:?} {method} {path}: {status}");
+                assert!(
+                    status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN,
+                    "{role:?} {method} {path}: {status}"
+                );
             } else {
                 assert_eq!(status, StatusCode::FORBIDDEN, "{role:?} {method} {path}");
             }
@@ -87,16 +153,39 @@ async fn every_route_checks_every_role() {
 
 #[tokio::test]
 async fn bad_credentials_are_unauthenticated() {
-    let app = TestApp::spawn_with(TestOptions { workers: 0, ..Default::default() }).await;
-    let (_, expired) = api_keys::create(&app.db, "expired", Role::Admin, None, Some(Utc::now() - chrono::Duration::seconds(1))).await.unwrap();
-    let (revoked_row, revoked) = api_keys::create(&app.db, "revoked", Role::Admin, None, None).await.unwrap();
-    let (status, _, _) = app.request(Method::DELETE, &format!("/v1/api-keys/{}", revoked_row.id), None).await;
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    let (_, expired) = api_keys::create(
+        &app.db,
+        "expired",
+        Role::Admin,
+        None,
+        Some(Utc::now() - chrono::Duration::seconds(1)),
+    )
+    .await
+    .unwrap();
+    let (revoked_row, revoked) = api_keys::create(&app.db, "revoked", Role::Admin, None, None)
+        .await
+        .unwrap();
+    let (status, _, _) = app
+        .request(
+            Method::DELETE,
+            &format!("/v1/api-keys/{}", revoked_row.id),
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
 
     let anonymous = reqwest::Client::new();
     let credentials: Vec<(&str, reqwest::Client)> = vec![
         ("none", anonymous),
-        ("unknown key", client_with_key("wfs_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")),
+        (
+            "unknown key",
+            client_with_key("wfs_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+        ),
         ("expired key", client_with_key(&expired)),
         ("revoked key", client_with_key(&revoked)),
         ("not a JWT", client_with_key("eyJhbGciOi.garbage.x")),
@@ -104,65 +193,163 @@ async fn bad_credentials_are_unauthenticated() {
     for (label, client) in credentials {
         for (method, path, body, _) in routes() {
             let response = send(&client, &app, &method, &path, &body).await;
-            assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{label}: {method} {path}");
-            let challenge = response.headers().get("www-authenticate").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
-            assert!(challenge.starts_with("Bearer realm="), "{label}: {challenge}");
-            assert_eq!(response.headers()["content-type"], "application/problem+json");
+            assert_eq!(
+                response.status(),
+                StatusCode::UNAUTHORIZED,
+                "{label}: {method} {path}"
+            );
+            let challenge = response
+                .headers()
+                .get("www-authenticate")
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default();
+            assert!(
+                challenge.starts_with("Bearer realm="),
+                "{label}: {challenge}"
+            );
+            assert_eq!(
+                response.headers()["content-type"],
+                "application/problem+json"
+            );
         }
     }
     // The public endpoints answer without a credential.
     for path in ["/healthz", "/readyz", "/openapi.json", "/docs/"] {
-        let status = reqwest::get(format!("{}{path}", app.base_url)).await.unwrap().status();
+        let status = reqwest::get(format!("{}{path}", app.base_url))
+            .await
+            .unwrap()
+            .status();
         assert_ne!(status, StatusCode::UNAUTHORIZED, "{path}");
     }
 }
 
 #[tokio::test]
 async fn operator_limited_to_regions() {
-    let app = TestApp::spawn_with(TestOptions { workers: 0, ..Default::default() }).await;
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
     let regions = vec!["us-west-2".to_owned()];
-    let (_, key) = api_keys::create(&app.db, "west-operator", Role::Operator, Some(&regions), None).await.unwrap();
+    let (_, key) = api_keys::create(
+        &app.db,
+        "west-operator",
+        Role::Operator,
+        Some(&regions),
+        None,
+    )
+    .await
+    .unwrap();
     let client = client_with_key(&key);
-    let east = send(&client, &app, &Method::POST, "/v1/regions/us-east-1/workforces", &Some(cognito_workforce("east"))).await;
+    let east = send(
+        &client,
+        &app,
+        &Method::POST,
+        "/v1/regions/us-east-1/workforces",
+        &Some(cognito_workforce("east")),
+    )
+    .await;
     assert_eq!(east.status(), StatusCode::FORBIDDEN);
-    let west = send(&client, &app, &Method::POST, "/v1/regions/us-west-2/workforces", &Some(cognito_workforce("west"))).await;
+    let west = send(
+        &client,
+        &app,
+        &Method::POST,
+        "/v1/regions/us-west-2/workforces",
+        &Some(cognito_workforce("west")),
+    )
+    .await;
     assert_eq!(west.status(), StatusCode::ACCEPTED);
     let read = send(&client, &app, &Method::GET, "/v1/workforces", &None).await;
     assert_eq!(read.status(), StatusCode::OK);
 
-    let actor: (String, String, Option<String>) =
-        sqlx::query_as("select actor, actor_kind, actor_role from audit_events where workforce_name = 'west'").fetch_one(&app.db).await.unwrap();
-    assert_eq!(actor, ("west-operator".to_owned(), "api_key".to_owned(), Some("operator".to_owned())));
+    let actor: (String, String, Option<String>) = sqlx::query_as(
+        "select actor, actor_kind, actor_role from audit_events where workforce_name = 'west'",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(
+        actor,
+        (
+            "west-operator".to_owned(),
+            "api_key".to_owned(),
+            Some("operator".to_owned())
+        )
+    );
 }
 
 #[tokio::test]
 async fn admin_manages_keys_through_api() {
-    let app = TestApp::spawn_with(TestOptions { workers: 0, ..Default::default() }).await;
-    let (status, _, created) = app.request(Method::POST, "/v1/api-keys", Some(json!({"name": "portal", "role": "viewer"}))).await;
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    let (status, _, created) = app
+        .request(
+            Method::POST,
+            "/v1/api-keys",
+            Some(json!({"name": "portal", "role": "viewer"})),
+        )
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     let key = created["api_key"].as_str().unwrap().to_owned();
-    let stored: Vec<u8> = sqlx::query_scalar("select key_hash from api_keys where name = 'portal'").fetch_one(&app.db).await.unwrap();
+    let stored: Vec<u8> = sqlx::query_scalar("select key_hash from api_keys where name = 'portal'")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
     assert_eq!(stored, api_keys::hash_key(&key));
-    let dump: String = sqlx::query_scalar("select string_agg(t::text, ' ') from api_keys t").fetch_one(&app.db).await.unwrap();
+    let dump: String = sqlx::query_scalar("select string_agg(t::text, ' ') from api_keys t")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
     assert!(!dump.contains(&key), "the key is stored only as a hash");
 
     let (_, listed) = app.get("/v1/api-keys").await;
-    assert!(!listed.to_string().contains(&key), "listing never shows a key");
-    let (status, _, duplicate) = app.request(Method::POST, "/v1/api-keys", Some(json!({"name": "portal", "role": "viewer"}))).await;
+    assert!(
+        !listed.to_string().contains(&key),
+        "listing never shows a key"
+    );
+    let (status, _, duplicate) = app
+        .request(
+            Method::POST,
+            "/v1/api-keys",
+            Some(json!({"name": "portal", "role": "viewer"})),
+        )
+        .await;
     assert_eq!(status, StatusCode::CONFLICT, "{duplicate}");
 
     let portal = client_with_key(&key);
-    assert_eq!(send(&portal, &app, &Method::GET, "/v1/workforces", &None).await.status(), StatusCode::OK);
-    let (status, _, _) = app.request(Method::DELETE, &format!("/v1/api-keys/{}", created["id"].as_str().unwrap()), None).await;
+    assert_eq!(
+        send(&portal, &app, &Method::GET, "/v1/workforces", &None)
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let (status, _, _) = app
+        .request(
+            Method::DELETE,
+            &format!("/v1/api-keys/{}", created["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(send(&portal, &app, &Method::GET, "/v1/workforces", &None).await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        send(&portal, &app, &Method::GET, "/v1/workforces", &None)
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
 }
 
 /// Serves the test JWKS on a loopback port and returns its URL.
 async fn serve_jwks() -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
-    let router = axum::Router::new().route("/jwks.json", axum::routing::get(|| async { ([("content-type", "application/json")], JWKS) }));
+    let router = axum::Router::new().route(
+        "/jwks.json",
+        axum::routing::get(|| async { ([("content-type", "application/json")], JWKS) }),
+    );
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
     url
 }
@@ -174,7 +361,12 @@ fn token(key: &[u8], kid: &str, audience: &str, expires_in: i64, groups: &[&str]
         "iss": ISSUER, "aud": audience, "sub": "alice@example.com", "groups": groups,
         "iat": Utc::now().timestamp(), "exp": Utc::now().timestamp() + expires_in,
     });
-    jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_ec_pem(key).unwrap()).unwrap()
+    jsonwebtoken::encode(
+        &header,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_ec_pem(key).unwrap(),
+    )
+    .unwrap()
 }
 
 #[tokio::test]
@@ -192,47 +384,164 @@ async fn jwt_roles_and_rejections() {
     };
     let app = TestApp::spawn_with(options).await;
 
-    let operator = client_with_key(&token(SIGNING_KEY, "test-key-1", AUDIENCE, 300, &["labeling-ops"]));
-    let response = send(&operator, &app, &Method::POST, &format!("/v1/regions/{REGION}/workforces"), &Some(cognito_workforce("jwt-team"))).await;
+    let operator = client_with_key(&token(
+        SIGNING_KEY,
+        "test-key-1",
+        AUDIENCE,
+        300,
+        &["labeling-ops"],
+    ));
+    let response = send(
+        &operator,
+        &app,
+        &Method::POST,
+        &format!("/v1/regions/{REGION}/workforces"),
+        &Some(cognito_workforce("jwt-team")),
+    )
+    .await;
     assert_eq!(response.status(), StatusCode::ACCEPTED);
-    assert_eq!(send(&operator, &app, &Method::GET, "/v1/audit-events", &None).await.status(), StatusCode::FORBIDDEN);
-    let actor: (String, String, Option<String>) =
-        sqlx::query_as("select actor, actor_kind, actor_role from audit_events where workforce_name = 'jwt-team'").fetch_one(&app.db).await.unwrap();
-    assert_eq!(actor, ("alice@example.com".to_owned(), "jwt".to_owned(), Some("operator".to_owned())));
+    assert_eq!(
+        send(&operator, &app, &Method::GET, "/v1/audit-events", &None)
+            .await
+            .status(),
+        StatusCode::FORBIDDEN
+    );
+    let actor: (String, String, Option<String>) = sqlx::query_as(
+        "select actor, actor_kind, actor_role from audit_events where workforce_name = 'jwt-team'",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(
+        actor,
+        (
+            "alice@example.com".to_owned(),
+            "jwt".to_owned(),
+            Some("operator".to_owned())
+        )
+    );
 
-    let auditor = client_with_key(&token(SIGNING_KEY, "test-key-1", AUDIENCE, 300, &["labeling-auditors"]));
-    assert_eq!(send(&auditor, &app, &Method::GET, "/v1/audit-events", &None).await.status(), StatusCode::OK);
-    let no_roles = client_with_key(&token(SIGNING_KEY, "test-key-1", AUDIENCE, 300, &["someone-else"]));
-    assert_eq!(send(&no_roles, &app, &Method::GET, "/v1/workforces", &None).await.status(), StatusCode::FORBIDDEN);
+    let auditor = client_with_key(&token(
+        SIGNING_KEY,
+        "test-key-1",
+        AUDIENCE,
+        300,
+        &["labeling-auditors"],
+    ));
+    assert_eq!(
+        send(&auditor, &app, &Method::GET, "/v1/audit-events", &None)
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let no_roles = client_with_key(&token(
+        SIGNING_KEY,
+        "test-key-1",
+        AUDIENCE,
+        300,
+        &["someone-else"],
+    ));
+    assert_eq!(
+        send(&no_roles, &app, &Method::GET, "/v1/workforces", &None)
+            .await
+            .status(),
+        StatusCode::FORBIDDEN
+    );
 
     let rejected = [
-        ("wrong signature", token(OTHER_KEY, "test-key-1", AUDIENCE, 300, &["labeling-ops"])),
-        ("wrong audience", token(SIGNING_KEY, "test-key-1", "another-service", 300, &["labeling-ops"])),
-        ("expired", token(SIGNING_KEY, "test-key-1", AUDIENCE, -600, &["labeling-ops"])),
-        ("unknown key id", token(SIGNING_KEY, "test-key-9", AUDIENCE, 300, &["labeling-ops"])),
+        (
+            "wrong signature",
+            token(OTHER_KEY, "test-key-1", AUDIENCE, 300, &["labeling-ops"]),
+        ),
+        (
+            "wrong audience",
+            token(
+                SIGNING_KEY,
+                "test-key-1",
+                "another-service",
+                300,
+                &["labeling-ops"],
+            ),
+        ),
+        (
+            "expired",
+            token(SIGNING_KEY, "test-key-1", AUDIENCE, -600, &["labeling-ops"]),
+        ),
+        (
+            "unknown key id",
+            token(SIGNING_KEY, "test-key-9", AUDIENCE, 300, &["labeling-ops"]),
+        ),
     ];
     for (label, bad) in rejected {
-        let status = send(&client_with_key(&bad), &app, &Method::GET, "/v1/workforces", &None).await.status();
+        let status = send(
+            &client_with_key(&bad),
+            &app,
+            &Method::GET,
+            "/v1/workforces",
+            &None,
+        )
+        .await
+        .status();
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{label}");
     }
     // A token whose header names a shared-secret algorithm is rejected before any key lookup.
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
     header.kid = Some("test-key-1".to_owned());
     let claims = json!({"iss": ISSUER, "aud": AUDIENCE, "sub": "mallory", "groups": ["admin"], "exp": Utc::now().timestamp() + 300});
-    let forged = jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_secret(JWKS.as_bytes()).unwrap()).unwrap();
-    assert_eq!(send(&client_with_key(&forged), &app, &Method::GET, "/v1/workforces", &None).await.status(), StatusCode::UNAUTHORIZED);
+    let forged = jsonwebtoken::encode(
+        &header,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(JWKS.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        send(
+            &client_with_key(&forged),
+            &app,
+            &Method::GET,
+            "/v1/workforces",
+            &None
+        )
+        .await
+        .status(),
+        StatusCode::UNAUTHORIZED
+    );
 }
 
 #[tokio::test]
 async fn rate_limit_answers_429() {
-    let options = TestOptions { workers: 0, extra_args: vec!["--rate-limit-per-minute=5".to_owned()], ..Default::default() };
+    let options = TestOptions {
+        workers: 0,
+        extra_args: vec!["--rate-limit-per-minute=5".to_owned()],
+        ..Default::default()
+    };
     let app = TestApp::spawn_with(options).await;
     let mut statuses = Vec::new();
     for _ in 0..8 {
-        let response = app.client.get(format!("{}/v1/workforces", app.base_url)).send().await.unwrap();
-        statuses.push((response.status(), response.headers().get("retry-after").is_some()));
+        let response = app
+            .client
+            .get(format!("{}/v1/workforces", app.base_url))
+            .send()
+            .await
+            .unwrap();
+        statuses.push((
+            response.status(),
+            response.headers().get("retry-after").is_some(),
+        ));
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert_eq!(statuses.iter().filter(|(s, _)| *s == StatusCode::OK).count(), 5, "{statuses:?}");
-    assert!(statuses.iter().filter(|(s, _)| *s == StatusCode::TOO_MANY_REQUESTS).all(|(_, retry)| *retry));
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|(s, _)| *s == StatusCode::OK)
+            .count(),
+        5,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses
+            .iter()
+            .filter(|(s, _)| *s == StatusCode::TOO_MANY_REQUESTS)
+            .all(|(_, retry)| *retry)
+    );
 }

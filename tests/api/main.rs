@@ -5,6 +5,7 @@ mod audit;
 mod auth;
 mod errors;
 mod openapi;
+mod retries;
 mod scenario;
 mod shutdown;
 mod state_rules;

@@ -11,17 +11,30 @@ async fn ec2_client(app: &TestApp) -> aws_sdk_ec2::Client {
     let config = aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new(REGION))
         .endpoint_url(app.sandbox().endpoint_url())
-        .credentials_provider(Credentials::new("AKIDTEST", "test-secret", None, None, "test"))
+        .credentials_provider(Credentials::new(
+            "AKIDTEST",
+            "test-secret",
+            None,
+            None,
+            "test",
+        ))
         .load()
         .await;
     aws_sdk_ec2::Client::new(&config)
 }
 
 async fn endpoint_exists(ec2: &aws_sdk_ec2::Client, endpoint_id: &str) -> bool {
-    match ec2.describe_vpc_endpoints().vpc_endpoint_ids(endpoint_id).send().await {
+    match ec2
+        .describe_vpc_endpoints()
+        .vpc_endpoint_ids(endpoint_id)
+        .send()
+        .await
+    {
         Ok(output) => !output.vpc_endpoints().is_empty(),
         Err(error) => {
-            let code = aws_sdk_ec2::error::ProvideErrorMetadata::code(&error).unwrap_or_default().to_owned();
+            let code = aws_sdk_ec2::error::ProvideErrorMetadata::code(&error)
+                .unwrap_or_default()
+                .to_owned();
             assert_eq!(code, "InvalidVpcEndpointId.NotFound", "{error:?}");
             false
         }
@@ -39,10 +52,19 @@ async fn full_workforce_lifecycle() {
     let mut body = cognito_workforce(name);
     body["vpc_config"] = vpc_config(&[SUBNET_A, SUBNET_B]);
     body["tags"] = json!([{"key": "team", "value": "vision"}]);
-    let (status, headers, operation) = app.request(Method::POST, &format!("/v1/regions/{REGION}/workforces"), Some(body)).await;
+    let (status, headers, operation) = app
+        .request(
+            Method::POST,
+            &format!("/v1/regions/{REGION}/workforces"),
+            Some(body),
+        )
+        .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{operation}");
     let operation_id = operation["id"].as_str().unwrap().to_owned();
-    assert_eq!(headers["location"], format!("/v1/operations/{operation_id}").as_str());
+    assert_eq!(
+        headers["location"],
+        format!("/v1/operations/{operation_id}").as_str()
+    );
     assert_eq!(operation["kind"], "create_workforce");
     assert_eq!(operation["status"], "pending");
 
@@ -52,7 +74,10 @@ async fn full_workforce_lifecycle() {
         let (_, workforce) = app.get(&path).await;
         if workforce["status"] == "Initializing" {
             saw_initializing = true;
-            assert_eq!(workforce["operation_in_flight"]["id"], operation_id.as_str());
+            assert_eq!(
+                workforce["operation_in_flight"]["id"],
+                operation_id.as_str()
+            );
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
@@ -66,28 +91,58 @@ async fn full_workforce_lifecycle() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(workforce["status"], "Active");
     assert!(workforce["operation_in_flight"].is_null());
-    assert!(workforce["arn"].as_str().unwrap().ends_with(":workforce/labelers"));
-    assert!(workforce["subdomain"].as_str().is_some_and(|s| !s.is_empty()));
-    let first_endpoint = workforce["vpc_config"]["vpc_endpoint_id"].as_str().expect("VPC endpoint id").to_owned();
+    assert!(
+        workforce["arn"]
+            .as_str()
+            .unwrap()
+            .ends_with(":workforce/labelers")
+    );
+    assert!(
+        workforce["subdomain"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty())
+    );
+    let first_endpoint = workforce["vpc_config"]["vpc_endpoint_id"]
+        .as_str()
+        .expect("VPC endpoint id")
+        .to_owned();
     assert!(first_endpoint.starts_with("vpce-"));
     assert!(endpoint_exists(&ec2, &first_endpoint).await);
 
     // Replace the subnets.
     let (status, _, operation) = app
-        .request(Method::PUT, &format!("{path}/vpc-config"), Some(vpc_config(&[SUBNET_B, SUBNET_C])))
+        .request(
+            Method::PUT,
+            &format!("{path}/vpc-config"),
+            Some(vpc_config(&[SUBNET_B, SUBNET_C])),
+        )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{operation}");
-    let finished = app.wait_for_operation(operation["id"].as_str().unwrap()).await;
+    let finished = app
+        .wait_for_operation(operation["id"].as_str().unwrap())
+        .await;
     assert_eq!(finished["status"], "succeeded", "{finished}");
     let (_, workforce) = app.get(&path).await;
-    let subnets: Vec<&str> = workforce["vpc_config"]["subnets"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+    let subnets: Vec<&str> = workforce["vpc_config"]["subnets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
     assert_eq!(subnets, [SUBNET_B, SUBNET_C]);
-    let second_endpoint = workforce["vpc_config"]["vpc_endpoint_id"].as_str().unwrap().to_owned();
+    let second_endpoint = workforce["vpc_config"]["vpc_endpoint_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     // Remove the VPC configuration: the endpoint disappears from EC2.
-    let (status, _, operation) = app.request(Method::DELETE, &format!("{path}/vpc-config"), None).await;
+    let (status, _, operation) = app
+        .request(Method::DELETE, &format!("{path}/vpc-config"), None)
+        .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{operation}");
-    let finished = app.wait_for_operation(operation["id"].as_str().unwrap()).await;
+    let finished = app
+        .wait_for_operation(operation["id"].as_str().unwrap())
+        .await;
     assert_eq!(finished["status"], "succeeded", "{finished}");
     let (_, workforce) = app.get(&path).await;
     assert!(workforce["vpc_config"].is_null(), "{workforce}");
@@ -95,9 +150,17 @@ async fn full_workforce_lifecycle() {
 
     // Restrict the public portal, then lift the restriction.
     for cidrs in [json!(["10.0.0.0/16", "192.0.2.0/24"]), json!([])] {
-        let (status, _, operation) = app.request(Method::PUT, &format!("{path}/source-ip-config"), Some(json!({"cidrs": cidrs}))).await;
+        let (status, _, operation) = app
+            .request(
+                Method::PUT,
+                &format!("{path}/source-ip-config"),
+                Some(json!({"cidrs": cidrs})),
+            )
+            .await;
         assert_eq!(status, StatusCode::ACCEPTED, "{operation}");
-        let finished = app.wait_for_operation(operation["id"].as_str().unwrap()).await;
+        let finished = app
+            .wait_for_operation(operation["id"].as_str().unwrap())
+            .await;
         assert_eq!(finished["status"], "succeeded", "{finished}");
         let (_, workforce) = app.get(&path).await;
         assert_eq!(workforce["source_ip_config"]["cidrs"], cidrs);
@@ -106,7 +169,9 @@ async fn full_workforce_lifecycle() {
     // Delete the workforce.
     let (status, _, operation) = app.request(Method::DELETE, &path, None).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{operation}");
-    let finished = app.wait_for_operation(operation["id"].as_str().unwrap()).await;
+    let finished = app
+        .wait_for_operation(operation["id"].as_str().unwrap())
+        .await;
     assert_eq!(finished["status"], "succeeded", "{finished}");
     let (status, _) = app.get(&path).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
@@ -129,7 +194,11 @@ async fn full_workforce_lifecycle() {
     }
     assert_eq!(actions, expected);
 
-    let (status, page) = app.get(&format!("/v1/audit-events?workforce_name={name}&action=operation.succeeded&limit=50")).await;
+    let (status, page) = app
+        .get(&format!(
+            "/v1/audit-events?workforce_name={name}&action=operation.succeeded&limit=50"
+        ))
+        .await;
     assert_eq!(status, StatusCode::OK);
     let events = page["items"].as_array().unwrap();
     assert_eq!(events.len(), 6);
@@ -139,7 +208,10 @@ async fn full_workforce_lifecycle() {
     // The create's success shows the workforce Active with its endpoint.
     let created = events.last().unwrap();
     assert_eq!(created["after"]["status"], "Active");
-    assert_eq!(created["after"]["vpc_config"]["vpc_endpoint_id"], first_endpoint.as_str());
+    assert_eq!(
+        created["after"]["vpc_config"]["vpc_endpoint_id"],
+        first_endpoint.as_str()
+    );
 }
 
 #[tokio::test]
@@ -150,15 +222,21 @@ async fn oidc_workforce_keeps_secret_out_of_storage() {
     let (status, operation) = app.create_workforce(body).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{operation}");
     assert!(!operation.to_string().contains(canary));
-    let finished = app.wait_for_operation(operation["id"].as_str().unwrap()).await;
+    let finished = app
+        .wait_for_operation(operation["id"].as_str().unwrap())
+        .await;
     assert_eq!(finished["status"], "succeeded", "{finished}");
 
     let path = format!("/v1/regions/{REGION}/workforces/oidc-team");
     let mut changed = oidc_config("second-canary-secret");
     changed["scope"] = json!("openid email");
-    let (status, _, operation) = app.request(Method::PUT, &format!("{path}/oidc-config"), Some(changed)).await;
+    let (status, _, operation) = app
+        .request(Method::PUT, &format!("{path}/oidc-config"), Some(changed))
+        .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{operation}");
-    let finished = app.wait_for_operation(operation["id"].as_str().unwrap()).await;
+    let finished = app
+        .wait_for_operation(operation["id"].as_str().unwrap())
+        .await;
     assert_eq!(finished["status"], "succeeded", "{finished}");
 
     let (_, workforce) = app.get(&path).await;
@@ -185,17 +263,24 @@ async fn list_endpoints_filter_and_paginate() {
     let app = TestApp::spawn().await;
     app.create_active_workforce("east-team", None).await;
     let (status, _, operation) = app
-        .request(Method::POST, "/v1/regions/us-west-2/workforces", Some(cognito_workforce("west-team")))
+        .request(
+            Method::POST,
+            "/v1/regions/us-west-2/workforces",
+            Some(cognito_workforce("west-team")),
+        )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{operation}");
-    app.wait_for_operation(operation["id"].as_str().unwrap()).await;
+    app.wait_for_operation(operation["id"].as_str().unwrap())
+        .await;
 
     let (status, page) = app.get("/v1/workforces?limit=1").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(page["items"].as_array().unwrap().len(), 1);
     assert_eq!(page["items"][0]["name"], "east-team");
     let cursor = page["next_cursor"].as_str().expect("a second page");
-    let (_, page) = app.get(&format!("/v1/workforces?limit=1&cursor={cursor}")).await;
+    let (_, page) = app
+        .get(&format!("/v1/workforces?limit=1&cursor={cursor}"))
+        .await;
     assert_eq!(page["items"][0]["name"], "west-team");
     assert!(page["next_cursor"].is_null());
 
@@ -209,6 +294,10 @@ async fn list_endpoints_filter_and_paginate() {
     let (_, page) = app.get("/v1/operations?status=succeeded&limit=1").await;
     assert_eq!(page["items"].as_array().unwrap().len(), 1);
     let cursor = page["next_cursor"].as_str().expect("a second page");
-    let (_, second) = app.get(&format!("/v1/operations?status=succeeded&limit=1&cursor={cursor}")).await;
+    let (_, second) = app
+        .get(&format!(
+            "/v1/operations?status=succeeded&limit=1&cursor={cursor}"
+        ))
+        .await;
     assert_ne!(second["items"][0]["id"], page["items"][0]["id"]);
 }

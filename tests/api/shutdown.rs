@@ -11,9 +11,20 @@ use workforce_service::auth::{Role, api_keys};
 
 /// Starts the service binary in AWS mode, pointed at a sandbox by the standard endpoint
 /// variables, and waits until it is ready.
+#[expect(
+    clippy::zombie_processes,
+    reason = "the child is returned to the caller, which waits for it"
+)]
 async fn start_process(database_url: &str, sandbox_url: &str, port: u16) -> Child {
-    let child = Command::new(env!("CARGO_BIN_EXE_workforce-service"))
-        .args(["--mode=aws", "--workers=1", "--lease-seconds=120", "--poll-initial-ms=100", "--poll-max-ms=200", "--idle-poll-ms=100"])
+    let mut child = Command::new(env!("CARGO_BIN_EXE_workforce-service"))
+        .args([
+            "--mode=aws",
+            "--workers=1",
+            "--lease-seconds=120",
+            "--poll-initial-ms=100",
+            "--poll-max-ms=200",
+            "--idle-poll-ms=100",
+        ])
         .arg(format!("--listen=127.0.0.1:{port}"))
         .arg(format!("--database-url={database_url}"))
         .env("AWS_ENDPOINT_URL_SAGEMAKER", sandbox_url)
@@ -30,55 +41,99 @@ async fn start_process(database_url: &str, sandbox_url: &str, port: u16) -> Chil
         .expect("the service binary starts");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        if let Ok(response) = reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await {
-            if response.status() == StatusCode::OK {
-                return child;
-            }
+        if let Ok(response) = reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await
+            && response.status() == StatusCode::OK
+        {
+            return child;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the service did not become ready");
+        if tokio::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the service did not become ready");
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 async fn operation(client: &reqwest::Client, port: u16, id: &str) -> Value {
-    client.get(format!("http://127.0.0.1:{port}/v1/operations/{id}")).send().await.unwrap().json().await.unwrap()
+    client
+        .get(format!("http://127.0.0.1:{port}/v1/operations/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
 async fn sigterm_hands_operation_to_next_process() {
     // The test's own service only prepares the database and the sandbox; it runs no workers.
-    let app = TestApp::spawn_with(TestOptions { workers: 0, sandbox_delay_ms: 1_500, ..Default::default() }).await;
-    let (_, key) = api_keys::create(&app.db, "shutdown-test", Role::Admin, None, None).await.unwrap();
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        sandbox_delay_ms: 1_500,
+        ..Default::default()
+    })
+    .await;
+    let (_, key) = api_keys::create(&app.db, "shutdown-test", Role::Admin, None, None)
+        .await
+        .unwrap();
     let client = client_with_key(&key);
     let sandbox_url = app.sandbox().endpoint_url();
 
     let first_port = free_port();
     let mut first = start_process(&app.database_url, &sandbox_url, first_port).await;
     let response = client
-        .post(format!("http://127.0.0.1:{first_port}/v1/regions/{REGION}/workforces"))
+        .post(format!(
+            "http://127.0.0.1:{first_port}/v1/regions/{REGION}/workforces"
+        ))
         .json(&cognito_workforce("handover"))
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::ACCEPTED);
-    let id = response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let id = response.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     // Wait until the first process has submitted the change and is polling SageMaker.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while operation(&client, first_port, &id).await["submitted_at"].is_null() {
-        assert!(tokio::time::Instant::now() < deadline, "the first process never submitted the change");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the first process never submitted the change"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    let status = Command::new("kill").args(["-TERM", &first.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &first.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
-    let exit = tokio::task::spawn_blocking(move || first.wait()).await.unwrap().unwrap();
-    assert!(exit.success(), "the first process exits cleanly on SIGTERM: {exit:?}");
-    let locked_by: Option<String> = sqlx::query_scalar("select locked_by from operations where id = $1::uuid").bind(&id).fetch_one(&app.db).await.unwrap();
+    let exit = tokio::task::spawn_blocking(move || first.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        exit.success(),
+        "the first process exits cleanly on SIGTERM: {exit:?}"
+    );
+    let locked_by: Option<String> =
+        sqlx::query_scalar("select locked_by from operations where id = $1::uuid")
+            .bind(&id)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
     assert!(locked_by.is_none(), "the lease was released on shutdown");
 
     // The lease lasts 120 s; the second process finishes the operation long before that.
@@ -90,7 +145,10 @@ async fn sigterm_hands_operation_to_next_process() {
         if matches!(current["status"].as_str(), Some("succeeded" | "failed")) {
             break current;
         }
-        assert!(started.elapsed() < Duration::from_secs(20), "the second process did not finish the operation: {current}");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the second process did not finish the operation: {current}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let _ = second.kill();

@@ -13,21 +13,46 @@ async fn create_conflicts_when_region_has_a_workforce() {
     assert_eq!(status, StatusCode::CONFLICT, "{problem}");
     assert!(problem["detail"].as_str().unwrap().contains("first"));
     assert_eq!(app.count_rows("workforces").await, 1);
-    assert_eq!(app.audit_actions("second").await, [("workforce.create.requested".to_owned(), "rejected".to_owned())]);
+    assert_eq!(
+        app.audit_actions("second").await,
+        [(
+            "workforce.create.requested".to_owned(),
+            "rejected".to_owned()
+        )]
+    );
 }
 
 #[tokio::test]
 async fn change_conflicts_while_operation_in_flight() {
     // SageMaker takes 2 s per transition, so the first change is still in flight.
-    let app = TestApp::spawn_with(TestOptions { sandbox_delay_ms: 2_000, ..Default::default() }).await;
+    let app = TestApp::spawn_with(TestOptions {
+        sandbox_delay_ms: 2_000,
+        ..Default::default()
+    })
+    .await;
     app.create_active_workforce("labelers", None).await;
     let path = format!("/v1/regions/{REGION}/workforces/labelers");
 
-    let (status, _, first) = app.request(Method::PUT, &format!("{path}/source-ip-config"), Some(json!({"cidrs": ["10.0.0.0/8"]}))).await;
+    let (status, _, first) = app
+        .request(
+            Method::PUT,
+            &format!("{path}/source-ip-config"),
+            Some(json!({"cidrs": ["10.0.0.0/8"]})),
+        )
+        .await;
     assert_eq!(status, StatusCode::ACCEPTED);
-    let (status, _, problem) = app.request(Method::PUT, &format!("{path}/vpc-config"), Some(vpc_config(&[SUBNET_A]))).await;
+    let (status, _, problem) = app
+        .request(
+            Method::PUT,
+            &format!("{path}/vpc-config"),
+            Some(vpc_config(&[SUBNET_A])),
+        )
+        .await;
     assert_eq!(status, StatusCode::CONFLICT, "{problem}");
-    assert!(problem["detail"].as_str().unwrap().contains("in flight"), "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("in flight"),
+        "{problem}"
+    );
     assert_eq!(problem["operation_id"], first["id"]);
     let (status, _, _) = app.request(Method::DELETE, &path, None).await;
     assert_eq!(status, StatusCode::CONFLICT);
@@ -36,35 +61,69 @@ async fn change_conflicts_while_operation_in_flight() {
 
 #[tokio::test]
 async fn concurrent_changes_accept_exactly_one() {
-    let app = TestApp::spawn_with(TestOptions { sandbox_delay_ms: 2_000, ..Default::default() }).await;
+    let app = TestApp::spawn_with(TestOptions {
+        sandbox_delay_ms: 2_000,
+        ..Default::default()
+    })
+    .await;
     app.create_active_workforce("labelers", None).await;
     let path = format!("/v1/regions/{REGION}/workforces/labelers/source-ip-config");
     let mut requests = Vec::new();
-    for i in 0..20 {
+    for i in 0..50 {
         let client = app.client.clone();
         let url = format!("{}{path}", app.base_url);
         requests.push(tokio::spawn(async move {
-            client.put(url).json(&json!({"cidrs": [format!("10.{i}.0.0/16")]})).send().await.unwrap().status()
+            client
+                .put(url)
+                .json(&json!({"cidrs": [format!("10.{i}.0.0/16")]}))
+                .send()
+                .await
+                .unwrap()
+                .status()
         }));
     }
     let mut statuses = Vec::new();
     for request in requests {
         statuses.push(request.await.unwrap());
     }
-    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::ACCEPTED).count(), 1, "{statuses:?}");
-    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::CONFLICT).count(), 19, "{statuses:?}");
-    let unfinished: i64 = sqlx::query_scalar("select count(*) from operations where status in ('pending', 'running')")
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == StatusCode::ACCEPTED)
+            .count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == StatusCode::CONFLICT)
+            .count(),
+        49,
+        "{statuses:?}"
+    );
+    let unfinished: i64 = sqlx::query_scalar(
+        "select count(*) from operations where status in ('pending', 'running')",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
     assert_eq!(unfinished, 1);
-    let rejected: i64 = sqlx::query_scalar("select count(*) from audit_events where outcome = 'rejected'").fetch_one(&app.db).await.unwrap();
-    assert_eq!(rejected, 19);
+    let rejected: i64 =
+        sqlx::query_scalar("select count(*) from audit_events where outcome = 'rejected'")
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(rejected, 49);
 }
 
 #[tokio::test]
 async fn change_conflicts_unless_workforce_active() {
-    let app = TestApp::spawn_with(TestOptions { workers: 0, ..Default::default() }).await;
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
     // A workforce that SageMaker is still initializing, with no operation of this service.
     sqlx::query(
         "insert into workforces (region, name, aws_status, auth_kind, auth_config)
@@ -74,29 +133,58 @@ async fn change_conflicts_unless_workforce_active() {
     .await
     .unwrap();
     let path = format!("/v1/regions/{REGION}/workforces/labelers");
-    let (status, _, problem) = app.request(Method::PUT, &format!("{path}/source-ip-config"), Some(json!({"cidrs": []}))).await;
+    let (status, _, problem) = app
+        .request(
+            Method::PUT,
+            &format!("{path}/source-ip-config"),
+            Some(json!({"cidrs": []})),
+        )
+        .await;
     assert_eq!(status, StatusCode::CONFLICT, "{problem}");
-    assert!(problem["detail"].as_str().unwrap().contains("Initializing"), "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("Initializing"),
+        "{problem}"
+    );
     let (status, _, problem) = app.request(Method::DELETE, &path, None).await;
     assert_eq!(status, StatusCode::CONFLICT, "{problem}");
-    assert!(problem["detail"].as_str().unwrap().contains("Active or Failed"), "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("Active or Failed"),
+        "{problem}"
+    );
     assert_eq!(app.count_rows("operations").await, 0);
 }
 
 #[tokio::test]
 async fn delete_is_allowed_for_failed_workforce() {
     let app = TestApp::spawn().await;
-    app.sandbox().fail_next_transition(REGION, "doomed", "Ground Truth could not create the portal");
+    app.sandbox().fail_next_transition(
+        REGION,
+        "doomed",
+        "Ground Truth could not create the portal",
+    );
     let (status, operation) = app.create_workforce(cognito_workforce("doomed")).await;
     assert_eq!(status, StatusCode::ACCEPTED);
-    let finished = app.wait_for_operation(operation["id"].as_str().unwrap()).await;
+    let finished = app
+        .wait_for_operation(operation["id"].as_str().unwrap())
+        .await;
     assert_eq!(finished["status"], "failed");
     let path = format!("/v1/regions/{REGION}/workforces/doomed");
-    let (status, _, problem) = app.request(Method::PUT, &format!("{path}/source-ip-config"), Some(json!({"cidrs": []}))).await;
+    let (status, _, problem) = app
+        .request(
+            Method::PUT,
+            &format!("{path}/source-ip-config"),
+            Some(json!({"cidrs": []})),
+        )
+        .await;
     assert_eq!(status, StatusCode::CONFLICT, "{problem}");
     let (status, _, operation) = app.request(Method::DELETE, &path, None).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{operation}");
-    let finished = app.wait_for_operation(operation["id"].as_str().unwrap()).await;
+    let finished = app
+        .wait_for_operation(operation["id"].as_str().unwrap())
+        .await;
     assert_eq!(finished["status"], "succeeded", "{finished}");
 }
 
@@ -113,8 +201,14 @@ async fn missing_workforce_is_not_found() {
         (Method::PUT, "/source-ip-config", Some(json!({"cidrs": []}))),
         (Method::PUT, "/oidc-config", Some(oidc_config("s"))),
     ] {
-        let (status, _, problem) = app.request(method.clone(), &format!("{path}{suffix}"), body).await;
-        assert_eq!(status, StatusCode::NOT_FOUND, "{method} {suffix}: {problem}");
+        let (status, _, problem) = app
+            .request(method.clone(), &format!("{path}{suffix}"), body)
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::NOT_FOUND,
+            "{method} {suffix}: {problem}"
+        );
     }
     assert_eq!(app.count_rows("operations").await, 0);
 }

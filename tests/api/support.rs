@@ -7,10 +7,10 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
+use workforce_sandbox::SandboxHandle;
 use workforce_service::app::{self, RunningService};
 use workforce_service::config::Cli;
 use workforce_service::worker::{Worker, WorkerSettings};
-use workforce_sandbox::SandboxHandle;
 
 /// Fixed ids of the sandbox's built-in topology in us-east-1.
 pub const VPC: &str = "vpc-0a10000000000000a";
@@ -24,7 +24,8 @@ pub const SG_2: &str = "sg-0a10000000000002a";
 pub const REGION: &str = "us-east-1";
 
 fn server_url() -> String {
-    std::env::var("TEST_DATABASE_SERVER_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
+    std::env::var("TEST_DATABASE_SERVER_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
 }
 
 /// Options that tests change; everything else uses fast test timings.
@@ -39,7 +40,13 @@ pub struct TestOptions {
 
 impl Default for TestOptions {
     fn default() -> Self {
-        Self { workers: 2, sandbox_delay_ms: 150, lease_seconds: 30, deadline_minutes: 60, extra_args: Vec::new() }
+        Self {
+            workers: 2,
+            sandbox_delay_ms: 150,
+            lease_seconds: 30,
+            deadline_minutes: 60,
+            extra_args: Vec::new(),
+        }
     }
 }
 
@@ -49,16 +56,18 @@ pub struct TestApp {
     pub db: PgPool,
     pub service: Option<RunningService>,
     pub database_url: String,
-    /// The admin API key that sandbox mode created at start; `client` sends it.
-    pub admin_key: String,
 }
 
 /// Builds an HTTP client that sends `key` as a bearer credential on every request.
 pub fn client_with_key(key: &str) -> reqwest::Client {
     let mut headers = reqwest::header::HeaderMap::new();
-    let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}")).expect("a key is a valid header value");
+    let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
+        .expect("a key is a valid header value");
     headers.insert(reqwest::header::AUTHORIZATION, value);
-    reqwest::Client::builder().default_headers(headers).build().expect("an HTTP client builds")
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("an HTTP client builds")
 }
 
 impl TestApp {
@@ -69,12 +78,17 @@ impl TestApp {
     pub async fn spawn_with(options: TestOptions) -> Self {
         // Logs are shown only when RUST_LOG is set, for example RUST_LOG=workforce_service=debug.
         if std::env::var_os("RUST_LOG").is_some() {
-            let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_test_writer().try_init();
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .with_test_writer()
+                .try_init();
         }
         let test_id = uuid::Uuid::new_v4().simple().to_string();
         let database_url = format!("{}/wfs_test_{test_id}", server_url());
         // Sandbox mode creates an admin key on first start; the tests sign in with it.
-        let key_file = std::env::temp_dir().join(format!("wfs-test-{test_id}")).join("admin-api-key");
+        let key_file = std::env::temp_dir()
+            .join(format!("wfs-test-{test_id}"))
+            .join("admin-api-key");
         let mut args = vec![
             "workforce-service".to_owned(),
             "--mode=sandbox".to_owned(),
@@ -92,20 +106,44 @@ impl TestApp {
         ];
         args.extend(options.extra_args);
         let cli = Cli::parse_from(args);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a free port");
-        let service = app::start(&cli.serve, listener).await.expect("service starts");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a free port");
+        let service = app::start(&cli.serve, listener)
+            .await
+            .expect("service starts");
         let base_url = format!("http://{}", service.local_addr);
         let db = service.state.db.clone();
         // With an identity provider configured, no key is created at start; make one.
         let admin_key = match std::fs::read_to_string(&key_file) {
             Ok(key) => key.trim().to_owned(),
-            Err(_) => workforce_service::auth::api_keys::create(&db, "test-admin", workforce_service::auth::Role::Admin, None, None).await.expect("create a key").1,
+            Err(_) => {
+                workforce_service::auth::api_keys::create(
+                    &db,
+                    "test-admin",
+                    workforce_service::auth::Role::Admin,
+                    None,
+                    None,
+                )
+                .await
+                .expect("create a key")
+                .1
+            }
         };
-        Self { base_url, client: client_with_key(&admin_key), db, service: Some(service), database_url, admin_key }
+        Self {
+            base_url,
+            client: client_with_key(&admin_key),
+            db,
+            service: Some(service),
+            database_url,
+        }
     }
 
     pub fn sandbox(&self) -> &SandboxHandle {
-        self.service.as_ref().and_then(|s| s.sandbox.as_ref()).expect("sandbox mode")
+        self.service
+            .as_ref()
+            .and_then(|s| s.sandbox.as_ref())
+            .expect("sandbox mode")
     }
 
     pub fn service(&self) -> &RunningService {
@@ -119,13 +157,25 @@ impl TestApp {
             state.db.clone(),
             state.aws.clone(),
             state.sealer.clone(),
-            WorkerSettings { lease, poll_initial: Duration::from_millis(20), poll_max: Duration::from_millis(100), idle_poll: Duration::from_millis(50) },
+            WorkerSettings {
+                lease,
+                poll_initial: Duration::from_millis(20),
+                poll_max: Duration::from_millis(100),
+                idle_poll: Duration::from_millis(50),
+            },
             id.to_owned(),
         )
     }
 
-    pub async fn request(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, reqwest::header::HeaderMap, Value) {
-        let mut request = self.client.request(method, format!("{}{path}", self.base_url));
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.base_url));
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -133,7 +183,11 @@ impl TestApp {
         let status = response.status();
         let headers = response.headers().clone();
         let text = response.text().await.expect("body is read");
-        let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
         (status, headers, body)
     }
 
@@ -143,7 +197,13 @@ impl TestApp {
     }
 
     pub async fn create_workforce(&self, body: Value) -> (StatusCode, Value) {
-        let (status, _, body) = self.request(Method::POST, &format!("/v1/regions/{REGION}/workforces"), Some(body)).await;
+        let (status, _, body) = self
+            .request(
+                Method::POST,
+                &format!("/v1/regions/{REGION}/workforces"),
+                Some(body),
+            )
+            .await;
         (status, body)
     }
 
@@ -156,7 +216,10 @@ impl TestApp {
             if matches!(operation["status"].as_str(), Some("succeeded" | "failed")) {
                 return operation;
             }
-            assert!(tokio::time::Instant::now() < deadline, "operation {id} did not finish: {operation}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "operation {id} did not finish: {operation}"
+            );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
@@ -169,22 +232,29 @@ impl TestApp {
         }
         let (status, operation) = self.create_workforce(body).await;
         assert_eq!(status, StatusCode::ACCEPTED, "{operation}");
-        let finished = self.wait_for_operation(operation["id"].as_str().unwrap()).await;
+        let finished = self
+            .wait_for_operation(operation["id"].as_str().unwrap())
+            .await;
         assert_eq!(finished["status"], "succeeded", "{finished}");
         finished
     }
 
     pub async fn count_rows(&self, table: &str) -> i64 {
-        sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!("select count(*) from {table}"))).fetch_one(&self.db).await.expect("count")
+        sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!("select count(*) from {table}")))
+            .fetch_one(&self.db)
+            .await
+            .expect("count")
     }
 
     /// Returns the audit actions recorded for a workforce, oldest first.
     pub async fn audit_actions(&self, name: &str) -> Vec<(String, String)> {
-        sqlx::query_as::<_, (String, String)>("select action, outcome from audit_events where workforce_name = $1 order by id")
-            .bind(name)
-            .fetch_all(&self.db)
-            .await
-            .expect("audit events")
+        sqlx::query_as::<_, (String, String)>(
+            "select action, outcome from audit_events where workforce_name = $1 order by id",
+        )
+        .bind(name)
+        .fetch_all(&self.db)
+        .await
+        .expect("audit events")
     }
 }
 

@@ -18,47 +18,207 @@ async fn assert_nothing_written(app: &TestApp) {
 
 /// Asserts a 422 problem whose errors name `field`.
 fn assert_rejects_field(status: StatusCode, problem: &Value, field: &str) {
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{field}: {problem}");
+    assert_eq!(
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{field}: {problem}"
+    );
     assert_eq!(problem["status"], 422);
-    let fields: Vec<&str> = problem["errors"].as_array().expect("errors").iter().map(|e| e["field"].as_str().unwrap()).collect();
+    let fields: Vec<&str> = problem["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
     assert!(fields.contains(&field), "expected {field} among {fields:?}");
 }
 
 #[tokio::test]
 async fn create_rejects_each_model_violation() {
-    let app = TestApp::spawn_with(TestOptions { workers: 0, ..Default::default() }).await;
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
     let base = cognito_workforce("labelers");
-    let long_list = |prefix: &str, count: usize| json!((0..count).map(|i| format!("{prefix}-{i:x}")).collect::<Vec<_>>());
+    let long_list = |prefix: &str, count: usize| {
+        json!(
+            (0..count)
+                .map(|i| format!("{prefix}-{i:x}"))
+                .collect::<Vec<_>>()
+        )
+    };
     let cases: Vec<(Value, &str)> = vec![
         (with(base.clone(), "name", json!("")), "name"),
         (with(base.clone(), "name", json!("-leading-hyphen")), "name"),
         (with(base.clone(), "name", json!("a".repeat(64))), "name"),
         (with(base.clone(), "name", json!("under_score")), "name"),
         (with(base.clone(), "name", json!("naïve")), "name"),
-        (with(base.clone(), "cognito_config", json!({"user_pool": "no-underscore", "client_id": "portal"})), "cognito_config.user_pool"),
-        (with(base.clone(), "cognito_config", json!({"user_pool": "us-east-1_AbC123", "client_id": ""})), "cognito_config.client_id"),
+        (
+            with(
+                base.clone(),
+                "cognito_config",
+                json!({"user_pool": "no-underscore", "client_id": "portal"}),
+            ),
+            "cognito_config.user_pool",
+        ),
+        (
+            with(
+                base.clone(),
+                "cognito_config",
+                json!({"user_pool": "us-east-1_AbC123", "client_id": ""}),
+            ),
+            "cognito_config.client_id",
+        ),
         (json!({"name": "labelers"}), "cognito_config"),
-        (with(base.clone(), "oidc_config", oidc_config("s")), "oidc_config"),
-        (json!({"name": "x", "oidc_config": with(oidc_config("s"), "issuer", json!("http://idp.example.com"))}), "oidc_config.issuer"),
-        (json!({"name": "x", "oidc_config": with(oidc_config("s"), "jwks_uri", json!("https://"))}), "oidc_config.jwks_uri"),
-        (json!({"name": "x", "oidc_config": with(oidc_config(""), "client_id", json!("portal"))}), "oidc_config.client_secret"),
-        (json!({"name": "x", "oidc_config": with(oidc_config("s"), "scope", json!("openid  email"))}), "oidc_config.scope"),
-        (with(base.clone(), "vpc_config", json!({"vpc_id": "vpc_bad", "security_group_ids": [SG_1], "subnets": [SUBNET_A]})), "vpc_config.vpc_id"),
-        (with(base.clone(), "vpc_config", json!({"vpc_id": VPC, "security_group_ids": [], "subnets": [SUBNET_A]})), "vpc_config.security_group_ids"),
-        (with(base.clone(), "vpc_config", json!({"vpc_id": VPC, "security_group_ids": long_list("sg", 6), "subnets": [SUBNET_A]})), "vpc_config.security_group_ids"),
-        (with(base.clone(), "vpc_config", json!({"vpc_id": VPC, "security_group_ids": [SG_1], "subnets": []})), "vpc_config.subnets"),
-        (with(base.clone(), "vpc_config", json!({"vpc_id": VPC, "security_group_ids": [SG_1], "subnets": long_list("subnet", 17)})), "vpc_config.subnets"),
-        (with(base.clone(), "vpc_config", json!({"vpc_id": VPC, "security_group_ids": ["group-1"], "subnets": [SUBNET_A]})), "vpc_config.security_group_ids[0]"),
-        (with(base.clone(), "vpc_config", json!({"vpc_id": VPC, "security_group_ids": [SG_1], "subnets": [SUBNET_A, SUBNET_A]})), "vpc_config.subnets[1]"),
-        (with(base.clone(), "vpc_config", json!({"vpc_id": VPC, "security_group_ids": [SG_1], "subnets": ["subnet-UPPER"]})), "vpc_config.subnets[0]"),
-        (with(base.clone(), "source_ip_config", json!({"cidrs": ["10.0.0.0"]})), "source_ip_config.cidrs[0]"),
-        (with(base.clone(), "source_ip_config", json!({"cidrs": ["10.0.0.0/33"]})), "source_ip_config.cidrs[0]"),
-        (with(base.clone(), "source_ip_config", json!({"cidrs": ["2001:db8::/32"]})), "source_ip_config.cidrs[0]"),
-        (with(base.clone(), "source_ip_config", json!({"cidrs": long_list("10.0.0.0/24", 11)})), "source_ip_config.cidrs"),
-        (with(base.clone(), "tags", json!([{"key": "", "value": "v"}])), "tags[0].key"),
-        (with(base.clone(), "tags", json!([{"key": "k", "value": "semi;colon"}])), "tags[0].value"),
-        (with(base.clone(), "tags", json!([{"key": "aws:reserved", "value": "v"}])), "tags[0].key"),
-        (with(base.clone(), "tags", json!((0..51).map(|i| json!({"key": format!("k{i}"), "value": "v"})).collect::<Vec<_>>())), "tags"),
+        (
+            with(base.clone(), "oidc_config", oidc_config("s")),
+            "oidc_config",
+        ),
+        (
+            json!({"name": "x", "oidc_config": with(oidc_config("s"), "issuer", json!("http://idp.example.com"))}),
+            "oidc_config.issuer",
+        ),
+        (
+            json!({"name": "x", "oidc_config": with(oidc_config("s"), "jwks_uri", json!("https://"))}),
+            "oidc_config.jwks_uri",
+        ),
+        (
+            json!({"name": "x", "oidc_config": with(oidc_config(""), "client_id", json!("portal"))}),
+            "oidc_config.client_secret",
+        ),
+        (
+            json!({"name": "x", "oidc_config": with(oidc_config("s"), "scope", json!("openid  email"))}),
+            "oidc_config.scope",
+        ),
+        (
+            with(
+                base.clone(),
+                "vpc_config",
+                json!({"vpc_id": "vpc_bad", "security_group_ids": [SG_1], "subnets": [SUBNET_A]}),
+            ),
+            "vpc_config.vpc_id",
+        ),
+        (
+            with(
+                base.clone(),
+                "vpc_config",
+                json!({"vpc_id": VPC, "security_group_ids": [], "subnets": [SUBNET_A]}),
+            ),
+            "vpc_config.security_group_ids",
+        ),
+        (
+            with(
+                base.clone(),
+                "vpc_config",
+                json!({"vpc_id": VPC, "security_group_ids": long_list("sg", 6), "subnets": [SUBNET_A]}),
+            ),
+            "vpc_config.security_group_ids",
+        ),
+        (
+            with(
+                base.clone(),
+                "vpc_config",
+                json!({"vpc_id": VPC, "security_group_ids": [SG_1], "subnets": []}),
+            ),
+            "vpc_config.subnets",
+        ),
+        (
+            with(
+                base.clone(),
+                "vpc_config",
+                json!({"vpc_id": VPC, "security_group_ids": [SG_1], "subnets": long_list("subnet", 17)}),
+            ),
+            "vpc_config.subnets",
+        ),
+        (
+            with(
+                base.clone(),
+                "vpc_config",
+                json!({"vpc_id": VPC, "security_group_ids": ["group-1"], "subnets": [SUBNET_A]}),
+            ),
+            "vpc_config.security_group_ids[0]",
+        ),
+        (
+            with(
+                base.clone(),
+                "vpc_config",
+                json!({"vpc_id": VPC, "security_group_ids": [SG_1], "subnets": [SUBNET_A, SUBNET_A]}),
+            ),
+            "vpc_config.subnets[1]",
+        ),
+        (
+            with(
+                base.clone(),
+                "vpc_config",
+                json!({"vpc_id": VPC, "security_group_ids": [SG_1], "subnets": ["subnet-UPPER"]}),
+            ),
+            "vpc_config.subnets[0]",
+        ),
+        (
+            with(
+                base.clone(),
+                "source_ip_config",
+                json!({"cidrs": ["10.0.0.0"]}),
+            ),
+            "source_ip_config.cidrs[0]",
+        ),
+        (
+            with(
+                base.clone(),
+                "source_ip_config",
+                json!({"cidrs": ["10.0.0.0/33"]}),
+            ),
+            "source_ip_config.cidrs[0]",
+        ),
+        (
+            with(
+                base.clone(),
+                "source_ip_config",
+                json!({"cidrs": ["2001:db8::/32"]}),
+            ),
+            "source_ip_config.cidrs[0]",
+        ),
+        (
+            with(
+                base.clone(),
+                "source_ip_config",
+                json!({"cidrs": long_list("10.0.0.0/24", 11)}),
+            ),
+            "source_ip_config.cidrs",
+        ),
+        (
+            with(base.clone(), "tags", json!([{"key": "", "value": "v"}])),
+            "tags[0].key",
+        ),
+        (
+            with(
+                base.clone(),
+                "tags",
+                json!([{"key": "k", "value": "semi;colon"}]),
+            ),
+            "tags[0].value",
+        ),
+        (
+            with(
+                base.clone(),
+                "tags",
+                json!([{"key": "aws:reserved", "value": "v"}]),
+            ),
+            "tags[0].key",
+        ),
+        (
+            with(
+                base.clone(),
+                "tags",
+                json!(
+                    (0..51)
+                        .map(|i| json!({"key": format!("k{i}"), "value": "v"}))
+                        .collect::<Vec<_>>()
+                ),
+            ),
+            "tags",
+        ),
     ];
     for (body, field) in cases {
         let (status, problem) = app.create_workforce(body).await;
@@ -71,7 +231,11 @@ async fn create_rejects_each_model_violation() {
 
 #[tokio::test]
 async fn create_reports_every_invalid_field_at_once() {
-    let app = TestApp::spawn_with(TestOptions { workers: 0, ..Default::default() }).await;
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
     let body = json!({
         "name": "bad name",
         "cognito_config": {"user_pool": "pool", "client_id": "portal"},
@@ -85,15 +249,36 @@ async fn create_reports_every_invalid_field_at_once() {
 
 #[tokio::test]
 async fn changes_reject_invalid_bodies() {
-    let app = TestApp::spawn_with(TestOptions { workers: 0, ..Default::default() }).await;
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
     let path = format!("/v1/regions/{REGION}/workforces/labelers");
     let cases = [
-        (Method::PUT, "vpc-config", json!({"vpc_id": VPC, "security_group_ids": [SG_1], "subnets": []}), "vpc_config.subnets"),
-        (Method::PUT, "source-ip-config", json!({"cidrs": ["300.0.0.0/8"]}), "cidrs[0]"),
-        (Method::PUT, "oidc-config", with(oidc_config("s"), "token_endpoint", json!("ftp://x")), "oidc_config.token_endpoint"),
+        (
+            Method::PUT,
+            "vpc-config",
+            json!({"vpc_id": VPC, "security_group_ids": [SG_1], "subnets": []}),
+            "vpc_config.subnets",
+        ),
+        (
+            Method::PUT,
+            "source-ip-config",
+            json!({"cidrs": ["300.0.0.0/8"]}),
+            "cidrs[0]",
+        ),
+        (
+            Method::PUT,
+            "oidc-config",
+            with(oidc_config("s"), "token_endpoint", json!("ftp://x")),
+            "oidc_config.token_endpoint",
+        ),
     ];
     for (method, suffix, body, field) in cases {
-        let (status, _, problem) = app.request(method, &format!("{path}/{suffix}"), Some(body)).await;
+        let (status, _, problem) = app
+            .request(method, &format!("{path}/{suffix}"), Some(body))
+            .await;
         assert_rejects_field(status, &problem, field);
     }
     assert_nothing_written(&app).await;
@@ -101,8 +286,14 @@ async fn changes_reject_invalid_bodies() {
 
 #[tokio::test]
 async fn path_parameters_are_validated() {
-    let app = TestApp::spawn_with(TestOptions { workers: 0, ..Default::default() }).await;
-    let (status, problem) = app.get("/v1/regions/not_a_region/workforces/labelers").await;
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    let (status, problem) = app
+        .get("/v1/regions/not_a_region/workforces/labelers")
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
     assert_eq!(problem["errors"][0]["field"], "region");
 
@@ -110,7 +301,9 @@ async fn path_parameters_are_validated() {
     assert_eq!(status, StatusCode::NOT_FOUND, "{problem}");
     assert!(problem["detail"].as_str().unwrap().contains("us-east-1"));
 
-    let (status, problem) = app.get(&format!("/v1/regions/{REGION}/workforces/bad%20name")).await;
+    let (status, problem) = app
+        .get(&format!("/v1/regions/{REGION}/workforces/bad%20name"))
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
     assert_eq!(problem["errors"][0]["field"], "name");
 

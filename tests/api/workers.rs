@@ -12,22 +12,34 @@ use crate::support::*;
 async fn failed_workforce_fails_operation_with_reason() {
     // The VPC checks reject a subnet in an unsupported zone before SageMaker sees it; a zone
     // table that lists every zone lets the create reach SageMaker, which ends it Failed.
-    let extra_args = vec!["--supported-az-ids=us-east-1=use1-az1,use1-az2,use1-az3,use1-az4".to_owned()];
-    let app = TestApp::spawn_with(TestOptions { extra_args, ..Default::default() }).await;
+    let extra_args =
+        vec!["--supported-az-ids=us-east-1=use1-az1,use1-az2,use1-az3,use1-az4".to_owned()];
+    let app = TestApp::spawn_with(TestOptions {
+        extra_args,
+        ..Default::default()
+    })
+    .await;
     let reason = "Ground Truth could not create the worker portal endpoints";
     app.sandbox().fail_next_transition(REGION, "doomed", reason);
     let (status, operation) = app.create_workforce(cognito_workforce("doomed")).await;
     assert_eq!(status, StatusCode::ACCEPTED);
-    let finished = app.wait_for_operation(operation["id"].as_str().unwrap()).await;
+    let finished = app
+        .wait_for_operation(operation["id"].as_str().unwrap())
+        .await;
     assert_eq!(finished["status"], "failed");
     assert_eq!(finished["failure"]["code"], "WorkforceFailed");
     assert_eq!(finished["failure"]["message"], reason);
 
-    let (_, workforce) = app.get(&format!("/v1/regions/{REGION}/workforces/doomed")).await;
+    let (_, workforce) = app
+        .get(&format!("/v1/regions/{REGION}/workforces/doomed"))
+        .await;
     assert_eq!(workforce["status"], "Failed");
     assert_eq!(workforce["failure_reason"], reason);
     let actions = app.audit_actions("doomed").await;
-    assert_eq!(actions.last().unwrap(), &("operation.failed".to_owned(), "failed".to_owned()));
+    assert_eq!(
+        actions.last().unwrap(),
+        &("operation.failed".to_owned(), "failed".to_owned())
+    );
 }
 
 /// Builds a SageMaker client pointed at the test's sandbox, to set up state around the service.
@@ -36,7 +48,13 @@ async fn sagemaker_client(app: &TestApp) -> aws_sdk_sagemaker::Client {
     let config = aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new(REGION))
         .endpoint_url(app.sandbox().endpoint_url())
-        .credentials_provider(Credentials::new("AKIDTEST", "test-secret", None, None, "test"))
+        .credentials_provider(Credentials::new(
+            "AKIDTEST",
+            "test-secret",
+            None,
+            None,
+            "test",
+        ))
         .load()
         .await;
     aws_sdk_sagemaker::Client::new(&config)
@@ -48,20 +66,50 @@ async fn rejected_change_fails_with_aws_code() {
     // VPC, so the VPC checks pass and SageMaker, which sees the built-in topology, rejects
     // the update.
     let mut topology = workforce_sandbox::Topology::built_in();
-    let region = topology.accounts.get_mut(workforce_sandbox::topology::DEFAULT_ACCOUNT).unwrap().regions.get_mut(REGION).unwrap();
-    region.security_groups.iter_mut().find(|g| g.group_id == "sg-0b10000000000001b").unwrap().vpc_id = VPC.to_owned();
+    let region = topology
+        .accounts
+        .get_mut(workforce_sandbox::topology::DEFAULT_ACCOUNT)
+        .unwrap()
+        .regions
+        .get_mut(REGION)
+        .unwrap();
+    region
+        .security_groups
+        .iter_mut()
+        .find(|g| g.group_id == "sg-0b10000000000001b")
+        .unwrap()
+        .vpc_id = VPC.to_owned();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let ec2 = workforce_sandbox::start(workforce_sandbox::SandboxConfig { topology, ..Default::default() }, listener).await.unwrap();
+    let ec2 = workforce_sandbox::start(
+        workforce_sandbox::SandboxConfig {
+            topology,
+            ..Default::default()
+        },
+        listener,
+    )
+    .await
+    .unwrap();
     let extra_args = vec![format!("--ec2-endpoint-url={}", ec2.endpoint_url())];
-    let app = TestApp::spawn_with(TestOptions { extra_args, ..Default::default() }).await;
-    let (status, operation) = app.create_workforce(json!({"name": "oidc-team", "oidc_config": oidc_config("first-secret")})).await;
+    let app = TestApp::spawn_with(TestOptions {
+        extra_args,
+        ..Default::default()
+    })
+    .await;
+    let (status, operation) = app
+        .create_workforce(json!({"name": "oidc-team", "oidc_config": oidc_config("first-secret")}))
+        .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{operation}");
-    app.wait_for_operation(operation["id"].as_str().unwrap()).await;
+    app.wait_for_operation(operation["id"].as_str().unwrap())
+        .await;
 
     // SageMaker rejects an OIDC change while a work team uses the workforce.
     let sagemaker = sagemaker_client(&app).await;
     let member = aws_sdk_sagemaker::types::MemberDefinition::builder()
-        .oidc_member_definition(aws_sdk_sagemaker::types::OidcMemberDefinition::builder().groups("labelers").build())
+        .oidc_member_definition(
+            aws_sdk_sagemaker::types::OidcMemberDefinition::builder()
+                .groups("labelers")
+                .build(),
+        )
         .build();
     sagemaker
         .create_workteam()
@@ -74,22 +122,45 @@ async fn rejected_change_fails_with_aws_code() {
         .expect("the sandbox creates the work team");
 
     let (status, _, operation) = app
-        .request(reqwest::Method::PUT, &format!("/v1/regions/{REGION}/workforces/oidc-team/oidc-config"), Some(oidc_config("second-secret")))
+        .request(
+            reqwest::Method::PUT,
+            &format!("/v1/regions/{REGION}/workforces/oidc-team/oidc-config"),
+            Some(oidc_config("second-secret")),
+        )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{operation}");
-    let finished = app.wait_for_operation(operation["id"].as_str().unwrap()).await;
+    let finished = app
+        .wait_for_operation(operation["id"].as_str().unwrap())
+        .await;
     assert_eq!(finished["status"], "failed");
-    assert_eq!(finished["failure"]["code"], "ValidationException", "{finished}");
-    assert_eq!(app.sandbox().call_count("UpdateWorkforce"), 1, "a rejected change is not retried");
-    let (_, workforce) = app.get(&format!("/v1/regions/{REGION}/workforces/oidc-team")).await;
+    assert_eq!(
+        finished["failure"]["code"], "ValidationException",
+        "{finished}"
+    );
+    assert_eq!(
+        app.sandbox().call_count("UpdateWorkforce"),
+        1,
+        "a rejected change is not retried"
+    );
+    let (_, workforce) = app
+        .get(&format!("/v1/regions/{REGION}/workforces/oidc-team"))
+        .await;
     assert_eq!(workforce["status"], "Active");
     let actions = app.audit_actions("oidc-team").await;
-    assert_eq!(actions.last().unwrap(), &("operation.failed".to_owned(), "failed".to_owned()));
+    assert_eq!(
+        actions.last().unwrap(),
+        &("operation.failed".to_owned(), "failed".to_owned())
+    );
 }
 
 #[tokio::test]
 async fn expired_lease_is_finished_by_another_worker() {
-    let app = TestApp::spawn_with(TestOptions { workers: 0, sandbox_delay_ms: 100, ..Default::default() }).await;
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        sandbox_delay_ms: 100,
+        ..Default::default()
+    })
+    .await;
     let (status, operation) = app.create_workforce(cognito_workforce("labelers")).await;
     assert_eq!(status, StatusCode::ACCEPTED);
     let id = operation["id"].as_str().unwrap().to_owned();
@@ -100,13 +171,19 @@ async fn expired_lease_is_finished_by_another_worker() {
     let first = app.manual_worker("worker-a", lease);
     let claimed = first.claim().await.unwrap().expect("operation is due");
     let outcome = first.perform(&claimed).await;
-    assert!(matches!(outcome, workforce_service::worker::StepOutcome::Submitted { .. }), "{outcome:?}");
+    assert!(
+        matches!(
+            outcome,
+            workforce_service::worker::StepOutcome::Submitted { .. }
+        ),
+        "{outcome:?}"
+    );
     drop(outcome);
     assert_eq!(app.sandbox().call_count("CreateWorkforce"), 1);
 
     // While A's lease lasts, nobody else may take the operation.
     let second = app.manual_worker("worker-b", Duration::from_secs(30));
-    assert!(second.run_once().await.unwrap() == false);
+    assert!(!second.run_once().await.unwrap());
 
     // After the lease expires, B finishes it without sending CreateWorkforce again.
     tokio::time::sleep(lease + Duration::from_millis(100)).await;
@@ -118,20 +195,33 @@ async fn expired_lease_is_finished_by_another_worker() {
             break;
         }
         assert_ne!(current["status"], "failed", "{current}");
-        assert!(tokio::time::Instant::now() < deadline, "operation did not finish: {current}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "operation did not finish: {current}"
+        );
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
     assert_eq!(app.sandbox().call_count("CreateWorkforce"), 1);
 
     // A's late result is discarded because it no longer holds the lease.
-    first.record(&claimed, workforce_service::worker::StepOutcome::Waiting { snapshot: None }).await.unwrap();
+    first
+        .record(
+            &claimed,
+            workforce_service::worker::StepOutcome::Waiting { snapshot: None },
+        )
+        .await
+        .unwrap();
     let (_, current) = app.get(&format!("/v1/operations/{id}")).await;
     assert_eq!(current["status"], "succeeded");
 }
 
 #[tokio::test]
 async fn racing_workers_never_share_an_operation() {
-    let app = TestApp::spawn_with(TestOptions { workers: 0, ..Default::default() }).await;
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
     // Fifty due operations, inserted directly so that they need no AWS state.
     for i in 0..50 {
         sqlx::query(

@@ -1,0 +1,193 @@
+//! Idempotency keys: a change repeated with the same `Idempotency-Key` header by the same
+//! caller gets the original response instead of a second operation.
+//!
+//! The first request claims the key in the database, so concurrent repeats cannot both run
+//! the handler; they wait for the first response and replay it. The same key with another
+//! method, path or body is rejected with 422. Server errors free the key, so a retry runs again.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+
+use super::AppState;
+use super::error::ApiError;
+use crate::auth::Authorized;
+use crate::db::idempotency;
+use crate::domain::FieldError;
+
+pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+const REPLAYED: HeaderName = HeaderName::from_static("idempotency-replayed");
+
+/// Largest body hashed for a key; change bodies are far smaller and the body limit applies first.
+const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// How long a claimed key waits for its first request before a repeat may take over.
+const FIRST_REQUEST_LOCK: Duration = Duration::from_secs(60);
+/// How long a repeat waits for the first request's response.
+const REPEAT_WAIT: Duration = Duration::from_secs(30);
+
+fn invalid_key(reason: &str) -> Response {
+    ApiError::BadRequest {
+        detail: format!("invalid Idempotency-Key header: {reason}"),
+        errors: vec![FieldError::new("Idempotency-Key", reason)],
+    }
+    .into_response()
+}
+
+fn replay(status: i32, body: Vec<u8>, location: Option<String>) -> Response {
+    let status = StatusCode::from_u16(status as u16).unwrap_or(StatusCode::OK);
+    let mut response = Response::builder()
+        .status(status)
+        .body(Body::from(body))
+        .expect("a stored response rebuilds");
+    let content_type = if status.is_success() {
+        "application/json"
+    } else {
+        super::error::PROBLEM_CONTENT_TYPE
+    };
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Some(location) = location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+        .headers_mut()
+        .insert(REPLAYED, HeaderValue::from_static("true"));
+    response
+}
+
+/// Applies idempotency keys to changes (`POST`, `PUT`, `DELETE` under `/v1/`).
+pub async fn idempotency(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let is_change = matches!(
+        *request.method(),
+        Method::POST | Method::PUT | Method::DELETE
+    ) && request.uri().path().starts_with("/v1/");
+    let Some(key) = request.headers().get(IDEMPOTENCY_KEY).cloned() else {
+        return next.run(request).await;
+    };
+    if !is_change {
+        return next.run(request).await;
+    }
+    let Ok(key) = key.to_str().map(str::to_owned) else {
+        return invalid_key("must be printable ASCII");
+    };
+    if key.is_empty() || key.len() > 255 {
+        return invalid_key("must have 1 to 255 characters");
+    }
+    let Some(authorized) = request.extensions().get::<Authorized>().cloned() else {
+        return next.run(request).await;
+    };
+    let caller = format!("{}:{}", authorized.kind.as_str(), authorized.actor);
+
+    let (parts, body) = request.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
+        return ApiError::PayloadTooLarge.into_response();
+    };
+    let mut hasher = Sha256::new();
+    hasher.update(parts.method.as_str().as_bytes());
+    hasher.update([0]);
+    hasher.update(parts.uri.path().as_bytes());
+    hasher.update([0]);
+    hasher.update(&bytes);
+    let request_hash = hasher.finalize().to_vec();
+    let ttl = state.idempotency_ttl;
+
+    let deadline = tokio::time::Instant::now() + REPEAT_WAIT;
+    loop {
+        match idempotency::claim(
+            &state.db,
+            &caller,
+            &key,
+            &request_hash,
+            ttl,
+            FIRST_REQUEST_LOCK,
+        )
+        .await
+        {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(error) => return ApiError::from(error).into_response(),
+        }
+        let stored = match idempotency::find(&state.db, &caller, &key).await {
+            Ok(Some(stored)) => stored,
+            Ok(None) => continue,
+            Err(error) => return ApiError::from(error).into_response(),
+        };
+        if stored.expired || stored.in_progress_expired {
+            match idempotency::take_over(
+                &state.db,
+                &caller,
+                &key,
+                &request_hash,
+                ttl,
+                FIRST_REQUEST_LOCK,
+            )
+            .await
+            {
+                Ok(true) => break,
+                Ok(false) => continue,
+                Err(error) => return ApiError::from(error).into_response(),
+            }
+        }
+        if stored.request_hash != request_hash {
+            return ApiError::Validation(vec![FieldError::new(
+                "Idempotency-Key",
+                "was already used for a different request; use a new key for a new request",
+            )])
+            .into_response();
+        }
+        if let (Some(status), Some(body)) = (stored.status_code, stored.response_body) {
+            return replay(status, body, stored.location);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return ApiError::Conflict {
+                detail: "the first request with this Idempotency-Key is still being handled; repeat it later".to_owned(),
+                operation_id: None,
+            }
+            .into_response();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let response = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
+    let status = response.status();
+    if status.is_server_error() {
+        if let Err(error) = idempotency::release(&state.db, &caller, &key).await {
+            tracing::warn!(error = %error, "failed to free an idempotency key after a server error");
+        }
+        return response;
+    }
+    let (mut response_parts, body) = response.into_parts();
+    let body = axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .unwrap_or_default();
+    let location = response_parts
+        .headers
+        .get(header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    if let Err(error) = idempotency::store_response(
+        &state.db,
+        &caller,
+        &key,
+        status.as_u16(),
+        &body,
+        location.as_deref(),
+    )
+    .await
+    {
+        tracing::warn!(error = %error, "failed to store the response of an idempotency key");
+    }
+    if let Err(error) = idempotency::purge_expired(&state.db, 100).await {
+        tracing::debug!(error = %error, "failed to purge expired idempotency keys");
+    }
+    response_parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(response_parts, Body::from(body))
+}

@@ -1,0 +1,223 @@
+//! Retries and races: idempotency keys and conditional requests.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+async fn send_with_key(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    key: &str,
+    body: Option<Value>,
+) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+    let mut request = app
+        .client
+        .request(method, format!("{}{path}", app.base_url))
+        .header("idempotency-key", key);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    (
+        status,
+        headers,
+        response.json().await.unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn idempotency_key_replays_original_response() {
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    let path = format!("/v1/regions/{REGION}/workforces");
+    let (status, headers, first) = send_with_key(
+        &app,
+        Method::POST,
+        &path,
+        "create-1",
+        Some(cognito_workforce("labelers")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (status, replayed_headers, second) = send_with_key(
+        &app,
+        Method::POST,
+        &path,
+        "create-1",
+        Some(cognito_workforce("labelers")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{second}");
+    assert_eq!(second, first);
+    assert_eq!(replayed_headers["location"], headers["location"]);
+    assert_eq!(replayed_headers["idempotency-replayed"], "true");
+    assert_eq!(app.count_rows("operations").await, 1);
+
+    // The same key with another body is rejected, and creates nothing.
+    let (status, _, problem) = send_with_key(
+        &app,
+        Method::POST,
+        &path,
+        "create-1",
+        Some(cognito_workforce("other")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert_eq!(problem["errors"][0]["field"], "Idempotency-Key");
+    assert_eq!(app.count_rows("operations").await, 1);
+
+    // Without a key, a repeat is a new request, which conflicts.
+    let (status, _) = app.create_workforce(cognito_workforce("labelers")).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+}
+
+#[tokio::test]
+async fn concurrent_repeats_create_one_operation() {
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    let path = format!("{}/v1/regions/{REGION}/workforces", app.base_url);
+    let mut requests = Vec::new();
+    for _ in 0..20 {
+        let client = app.client.clone();
+        let path = path.clone();
+        requests.push(tokio::spawn(async move {
+            let response = client
+                .post(path)
+                .header("idempotency-key", "same-key")
+                .json(&cognito_workforce("labelers"))
+                .send()
+                .await
+                .unwrap();
+            (
+                response.status(),
+                response.json::<Value>().await.unwrap()["id"].clone(),
+            )
+        }));
+    }
+    let mut ids = std::collections::HashSet::new();
+    for request in requests {
+        let (status, id) = request.await.unwrap();
+        assert_eq!(status, StatusCode::ACCEPTED);
+        ids.insert(id.to_string());
+    }
+    assert_eq!(ids.len(), 1, "every repeat returns the one operation");
+    assert_eq!(app.count_rows("operations").await, 1);
+}
+
+#[tokio::test]
+async fn keys_belong_to_one_caller() {
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    let (_, other_key) = workforce_service::auth::api_keys::create(
+        &app.db,
+        "other-caller",
+        workforce_service::auth::Role::Operator,
+        None,
+        None,
+    )
+    .await
+    .unwrap();
+    let other = client_with_key(&other_key);
+    let path = format!("/v1/regions/{REGION}/workforces");
+    let (status, _, _) = send_with_key(
+        &app,
+        Method::POST,
+        &path,
+        "shared",
+        Some(cognito_workforce("labelers")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    // The other caller's request with the same key is its own request (and conflicts on state).
+    let response = other
+        .post(format!("{}{path}", app.base_url))
+        .header("idempotency-key", "shared")
+        .json(&cognito_workforce("labelers"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CONFLICT);
+}
+
+#[tokio::test]
+async fn if_match_guards_changes() {
+    let app = TestApp::spawn().await;
+    app.create_active_workforce("labelers", None).await;
+    let path = format!("/v1/regions/{REGION}/workforces/labelers");
+    let response = app
+        .client
+        .get(format!("{}{path}", app.base_url))
+        .send()
+        .await
+        .unwrap();
+    let etag = response.headers()["etag"].to_str().unwrap().to_owned();
+    assert!(etag.starts_with('"'));
+
+    let stale = "\"0\"";
+    let response = app
+        .client
+        .put(format!("{}{path}/source-ip-config", app.base_url))
+        .header("if-match", stale)
+        .json(&json!({"cidrs": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::PRECONDITION_FAILED);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+
+    let response = app
+        .client
+        .put(format!("{}{path}/source-ip-config", app.base_url))
+        .header("if-match", &etag)
+        .json(&json!({"cidrs": ["10.0.0.0/8"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let operation: Value = response.json().await.unwrap();
+    app.wait_for_operation(operation["id"].as_str().unwrap())
+        .await;
+
+    // The accepted change gave the workforce a new ETag; the old one no longer matches.
+    let response = app
+        .client
+        .get(format!("{}{path}", app.base_url))
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(response.headers()["etag"].to_str().unwrap(), etag);
+    let response = app
+        .client
+        .put(format!("{}{path}/source-ip-config", app.base_url))
+        .header("if-match", &etag)
+        .json(&json!({"cidrs": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::PRECONDITION_FAILED);
+    let response = app
+        .client
+        .put(format!("{}{path}/source-ip-config", app.base_url))
+        .header("if-match", "*")
+        .json(&json!({"cidrs": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+}
