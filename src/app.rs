@@ -85,11 +85,7 @@ pub async fn start(config: &ServeConfig, listener: TcpListener) -> anyhow::Resul
                     })?;
             }
             let delay = Duration::from_millis(config.sandbox_delay_ms);
-            sandbox_config.delays = workforce_sandbox::Delays {
-                initializing: delay,
-                updating: delay,
-                deleting: delay,
-            };
+            sandbox_config.delays = workforce_sandbox::Delays::uniform(delay);
             let sandbox_listener = TcpListener::bind(("127.0.0.1", config.sandbox_port))
                 .await
                 .context("failed to bind the sandbox port")?;

@@ -28,11 +28,52 @@ pub use topology::Topology;
 use state::{Scope, Shared};
 
 /// How long each transitional workforce status lasts before the next one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Delays {
     pub initializing: Duration,
     pub updating: Duration,
     pub deleting: Duration,
+    /// Whether each transition takes exactly its delay or a length drawn around it.
+    pub spread: Spread,
+}
+
+/// How the length of one transition is chosen from its configured delay.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Spread {
+    /// Every transition takes exactly the configured delay.
+    #[default]
+    Fixed,
+    /// Each transition's length is drawn from a log-normal distribution whose median is the
+    /// configured delay, then clamped to `min_ms..=max_ms`. Real workforce changes take from
+    /// about half a minute to several minutes, with a long tail.
+    LogNormal {
+        sigma: f64,
+        min_ms: u64,
+        max_ms: u64,
+    },
+}
+
+impl Delays {
+    /// Returns the length of one transition whose configured delay is `base`.
+    pub fn sample(&self, base: Duration) -> Duration {
+        match self.spread {
+            Spread::Fixed => base,
+            Spread::LogNormal {
+                sigma,
+                min_ms,
+                max_ms,
+            } => {
+                // Box-Muller: a standard normal sample from two uniform ones.
+                let u1 = fastrand::f64().max(f64::MIN_POSITIVE);
+                let u2 = fastrand::f64();
+                let normal = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
+                let millis = base.as_secs_f64() * 1000.0 * (sigma * normal).exp();
+                let clamped = millis.clamp(min_ms as f64, max_ms.max(min_ms) as f64);
+                Duration::from_secs_f64(clamped / 1000.0)
+            }
+        }
+    }
 }
 
 impl Delays {
@@ -42,6 +83,7 @@ impl Delays {
             initializing: delay,
             updating: delay,
             deleting: delay,
+            spread: Spread::Fixed,
         }
     }
 
@@ -178,12 +220,14 @@ impl SandboxHandle {
 }
 
 /// Delays in milliseconds, the JSON form used by the control API.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DelaysMs {
     pub initializing_ms: u64,
     pub updating_ms: u64,
     pub deleting_ms: u64,
+    #[serde(default)]
+    pub spread: Spread,
 }
 
 impl From<DelaysMs> for Delays {
@@ -192,6 +236,7 @@ impl From<DelaysMs> for Delays {
             initializing: Duration::from_millis(ms.initializing_ms),
             updating: Duration::from_millis(ms.updating_ms),
             deleting: Duration::from_millis(ms.deleting_ms),
+            spread: ms.spread,
         }
     }
 }
@@ -203,6 +248,7 @@ impl From<Delays> for DelaysMs {
             initializing_ms: ms(delays.initializing),
             updating_ms: ms(delays.updating),
             deleting_ms: ms(delays.deleting),
+            spread: delays.spread,
         }
     }
 }
@@ -213,5 +259,43 @@ impl Scope {
             account: account.into(),
             region: region.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod delay_tests {
+    use super::*;
+
+    #[test]
+    fn fixed_spread_returns_the_delay() {
+        let delays = Delays::uniform(Duration::from_secs(3));
+        assert_eq!(delays.sample(delays.updating), Duration::from_secs(3));
+    }
+
+    #[test]
+    fn log_normal_spread_stays_within_bounds() {
+        let mut delays = Delays::uniform(Duration::from_secs(120));
+        delays.spread = Spread::LogNormal {
+            sigma: 0.8,
+            min_ms: 30_000,
+            max_ms: 900_000,
+        };
+        let samples: Vec<Duration> = (0..2_000)
+            .map(|_| delays.sample(delays.initializing))
+            .collect();
+        assert!(
+            samples
+                .iter()
+                .all(|d| (Duration::from_secs(30)..=Duration::from_secs(900)).contains(d))
+        );
+        let below_median = samples
+            .iter()
+            .filter(|d| **d < Duration::from_secs(120))
+            .count();
+        assert!(
+            (800..1_200).contains(&below_median),
+            "about half fall below the median: {below_median}"
+        );
+        assert!(samples.windows(2).any(|w| w[0] != w[1]), "lengths vary");
     }
 }

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Parser;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
-use workforce_sandbox::{Delays, SandboxConfig, Topology};
+use workforce_sandbox::{Delays, SandboxConfig, Spread, Topology};
 
 /// Local stand-in for the SageMaker workforce API and the EC2 VPC describe calls.
 #[derive(Debug, Parser)]
@@ -30,6 +30,19 @@ struct Args {
     /// [default: 2000].
     #[arg(long, env = "SANDBOX_DELAY_MS")]
     delay_ms: Option<u64>,
+
+    /// Draw each transition's length from a log-normal distribution with this sigma around
+    /// the delay (its median), instead of using the delay exactly.
+    #[arg(long, env = "SANDBOX_DELAY_SIGMA")]
+    delay_sigma: Option<f64>,
+
+    /// Shortest drawn transition, in milliseconds, with --delay-sigma.
+    #[arg(long, env = "SANDBOX_DELAY_MIN_MS", default_value_t = 0)]
+    delay_min_ms: u64,
+
+    /// Longest drawn transition, in milliseconds, with --delay-sigma.
+    #[arg(long, env = "SANDBOX_DELAY_MAX_MS", default_value_t = 3_600_000)]
+    delay_max_ms: u64,
 
     /// Print the built-in topology as JSON and exit.
     #[arg(long)]
@@ -54,9 +67,20 @@ async fn main() -> anyhow::Result<()> {
         Some(path) => Topology::from_file(path)?,
         None => Topology::built_in(),
     };
-    let delays = args.delay_ms.map_or_else(Delays::default, |ms| {
+    let mut delays = args.delay_ms.map_or_else(Delays::default, |ms| {
         Delays::uniform(Duration::from_millis(ms))
     });
+    if let Some(sigma) = args.delay_sigma {
+        anyhow::ensure!(
+            sigma.is_finite() && sigma >= 0.0,
+            "--delay-sigma must be a non-negative number"
+        );
+        delays.spread = Spread::LogNormal {
+            sigma,
+            min_ms: args.delay_min_ms,
+            max_ms: args.delay_max_ms,
+        };
+    }
     let address = SocketAddr::new(args.bind, args.port);
     let listener = TcpListener::bind(address)
         .await

@@ -113,7 +113,11 @@ pub fn create(
     if let Some(network) = network {
         attach_vpc(state, &mut workforce, scope, region_topology, network, now);
     }
-    workforce.begin(Status::Initializing, now, delays.initializing);
+    workforce.begin(
+        Status::Initializing,
+        now,
+        delays.sample(delays.initializing),
+    );
     state.workforce = Some(workforce);
     Ok(json!({ "WorkforceArn": arn }))
 }
@@ -253,7 +257,7 @@ pub fn update(
     }
     // Every update goes through `Updating`, also one that changes only SourceIpConfig.
     // NOTE: AWS documents `Updating` only for VPC changes.
-    workforce.begin(Status::Updating, now, delays.updating);
+    workforce.begin(Status::Updating, now, delays.sample(delays.updating));
     let body = json!({ "Workforce": render(&workforce) });
     state.workforce = Some(workforce);
     Ok(body)
@@ -283,7 +287,7 @@ pub fn delete(
     let Some(workforce) = state.workforce.as_mut() else {
         return Err(no_workforce(&name));
     };
-    workforce.begin(Status::Deleting, Utc::now(), delays.deleting);
+    workforce.begin(Status::Deleting, Utc::now(), delays.sample(delays.deleting));
     if let Some(vpc) = workforce.vpc.as_mut() {
         vpc.endpoint_ready = false;
         if let Some(endpoint) = state.endpoints.get_mut(&vpc.endpoint_id) {
