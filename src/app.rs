@@ -15,10 +15,12 @@ use crate::auth::api_keys;
 use crate::auth::jwt::{JwtSettings, JwtVerifier};
 use crate::auth::{Authenticator, RateLimiter, Role};
 use crate::aws::{Aws, Endpoint};
+use crate::budget::{self, CallBudget};
 use crate::config::{Mode, ServeConfig};
 use crate::domain::Region;
 use crate::http::{AppState, HttpLimits};
 use crate::secrets::SecretSealer;
+use crate::watch::OperationWatchers;
 use crate::worker::{Worker, WorkerSettings};
 
 /// A running service: its address, and the handles to stop it.
@@ -113,6 +115,17 @@ pub async fn start(config: &ServeConfig, listener: TcpListener) -> anyhow::Resul
         }
     };
 
+    anyhow::ensure!(
+        config.aws_calls_per_second == 0 || config.aws_calls_per_second >= budget::SUBMIT_STEP_CALLS,
+        "--aws-calls-per-second must be 0 (no limit) or at least {}, the SageMaker calls of one submitting step",
+        budget::SUBMIT_STEP_CALLS
+    );
+    // A long poll ends a second before the request timeout would end it with a 503.
+    let watchers = OperationWatchers::new(
+        Duration::from_secs(config.request_timeout_seconds.saturating_sub(1))
+            .min(crate::http::operations::MAX_WAIT),
+    );
+
     let workers_running = Arc::new(AtomicBool::new(false));
     let state = AppState {
         db: db.clone(),
@@ -126,6 +139,7 @@ pub async fn start(config: &ServeConfig, listener: TcpListener) -> anyhow::Resul
         metrics: crate::telemetry::install(),
         idempotency_ttl: Duration::from_secs(config.idempotency_ttl_hours * 3600),
         workers_running: workers_running.clone(),
+        watchers: watchers.clone(),
     };
 
     let shutdown = CancellationToken::new();
@@ -135,6 +149,7 @@ pub async fn start(config: &ServeConfig, listener: TcpListener) -> anyhow::Resul
     tasks.spawn(crate::worker::listen_for_work(
         db.clone(),
         wake.clone(),
+        watchers,
         shutdown.clone(),
     ));
     let settings = WorkerSettings {
@@ -143,6 +158,7 @@ pub async fn start(config: &ServeConfig, listener: TcpListener) -> anyhow::Resul
         poll_max: Duration::from_millis(config.poll_max_ms),
         idle_poll: Duration::from_millis(config.idle_poll_ms),
     };
+    let budget = CallBudget::new(db.clone(), &config.aws_account, config.aws_calls_per_second);
     let process_id = uuid::Uuid::new_v4().simple().to_string();
     for index in 0..config.workers {
         let worker = Worker::new(
@@ -151,7 +167,8 @@ pub async fn start(config: &ServeConfig, listener: TcpListener) -> anyhow::Resul
             sealer.clone(),
             settings.clone(),
             format!("{}-{index}", &process_id[..12]),
-        );
+        )
+        .with_budget(budget.clone());
         tasks.spawn(worker.run(wake.clone(), shutdown.clone()));
     }
     workers_running.store(config.workers > 0, Ordering::Relaxed);

@@ -146,6 +146,11 @@ pub struct ServeConfig {
     )]
     pub operation_deadline_minutes: u64,
 
+    /// Seconds an operation may run before it fails as timed out. When set, it replaces
+    /// `--operation-deadline-minutes`; tests and failure drills use it for short deadlines.
+    #[arg(long, env = "WORKFORCE_OPERATION_DEADLINE_SECONDS")]
+    pub operation_deadline_seconds: Option<u64>,
+
     /// First delay in milliseconds between DescribeWorkforce polls; it doubles up to the maximum.
     #[arg(long, env = "WORKFORCE_POLL_INITIAL_MS", default_value_t = 2_000)]
     pub poll_initial_ms: u64,
@@ -153,6 +158,17 @@ pub struct ServeConfig {
     /// Longest delay in milliseconds between DescribeWorkforce polls.
     #[arg(long, env = "WORKFORCE_POLL_MAX_MS", default_value_t = 30_000)]
     pub poll_max_ms: u64,
+
+    /// SageMaker calls per second allowed for each region of the AWS account, shared by every
+    /// worker of every process on the database (0 turns the limit off, otherwise at least 3,
+    /// the calls of one submitting step).
+    #[arg(long, env = "WORKFORCE_AWS_CALLS_PER_SECOND", default_value_t = 5)]
+    pub aws_calls_per_second: u32,
+
+    /// Name of the AWS account whose call budget this process shares. Processes on one
+    /// database that use the same account must use the same name.
+    #[arg(long, env = "WORKFORCE_AWS_ACCOUNT", default_value = "default")]
+    pub aws_account: String,
 
     /// Milliseconds an idle worker waits for a notification before it looks for due work.
     #[arg(long, env = "WORKFORCE_IDLE_POLL_MS", default_value_t = 1_000)]
@@ -289,7 +305,10 @@ impl ServeConfig {
     }
 
     pub fn operation_deadline(&self) -> Duration {
-        Duration::from_secs(self.operation_deadline_minutes * 60)
+        match self.operation_deadline_seconds {
+            Some(seconds) => Duration::from_secs(seconds),
+            None => Duration::from_secs(self.operation_deadline_minutes * 60),
+        }
     }
 
     /// Returns where the VPC checks learn the worker portal's availability zones. Without

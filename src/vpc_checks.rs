@@ -48,6 +48,21 @@ pub struct Finding {
 }
 
 impl Finding {
+    /// A warning that EC2 could not be read when the change was accepted, so the checks run
+    /// only in the worker, just before SageMaker is called.
+    pub fn checks_deferred(vpc_id: &str, error: &crate::aws::AwsError) -> Self {
+        Self::new(
+            "vpc_checks_deferred",
+            Severity::Warning,
+            vpc_id,
+            format!(
+                "EC2 could not be read when the change was accepted ({}); the checks run before the change is sent to SageMaker",
+                error.code()
+            ),
+            "follow the operation: it fails with the findings if a check finds an error".to_owned(),
+        )
+    }
+
     fn new(
         code: &str,
         severity: Severity,

@@ -13,15 +13,19 @@ use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::aws::{Aws, AwsError, CreateWorkforceInput, UpdateWorkforceInput, WorkforceSnapshot};
+use crate::budget::{self, CallBudget};
 use crate::db::audit::{self, NewAuditEvent};
 use crate::db::operations::{self, OperationRow};
 use crate::db::workforces;
 use crate::domain::{Change, OidcConfig, OidcSecret, Region, WorkforceName};
 use crate::http::models::WorkforceResponse;
+use crate::poller::{self, PollSchedule};
 use crate::secrets::SecretSealer;
 use crate::vpc_checks::{self, Finding};
+use crate::watch::{CHANGED_CHANNEL, OperationWatchers};
 
 /// Failure code of an operation whose VPC configuration failed the prerequisite checks that
 /// run just before the change is sent to SageMaker.
@@ -76,6 +80,8 @@ pub struct Worker {
     sealer: SecretSealer,
     settings: WorkerSettings,
     id: String,
+    /// The shared budget of SageMaker calls; without one, steps call SageMaker freely.
+    budget: Option<CallBudget>,
 }
 
 /// Statuses in which SageMaker is still applying a change.
@@ -97,7 +103,14 @@ impl Worker {
             sealer,
             settings,
             id,
+            budget: None,
         }
+    }
+
+    /// Makes every step take its SageMaker calls from `budget` first.
+    pub fn with_budget(mut self, budget: CallBudget) -> Self {
+        self.budget = Some(budget);
+        self
     }
 
     pub fn id(&self) -> &str {
@@ -136,9 +149,45 @@ impl Worker {
         let Some(operation) = self.claim().await? else {
             return Ok(false);
         };
-        let outcome = self.perform(&operation).await;
-        self.record(&operation, outcome).await?;
+        if !self.take_budget(&operation).await? {
+            return Ok(true);
+        }
+        // Every log line of the step, AWS calls included, carries the operation and the id of
+        // the request that created it.
+        let span = tracing::info_span!(
+            "operation_step",
+            operation.id = %operation.id,
+            operation.kind = %operation.kind,
+            request_id = operation.request_id.as_deref().unwrap_or_default()
+        );
+        async {
+            let outcome = self.perform(&operation).await;
+            self.record(&operation, outcome).await
+        }
+        .instrument(span)
+        .await?;
         Ok(true)
+    }
+
+    /// Takes the SageMaker calls of the operation's next step from the budget. When too few
+    /// are left, gives the operation back for the next second and returns false.
+    async fn take_budget(&self, operation: &OperationRow) -> anyhow::Result<bool> {
+        let Some(budget) = &self.budget else {
+            return Ok(true);
+        };
+        let calls = match operation.phase.as_str() {
+            "poll" => budget::POLL_STEP_CALLS,
+            _ => budget::SUBMIT_STEP_CALLS,
+        };
+        if budget.try_take(&operation.region, calls).await? {
+            return Ok(true);
+        }
+        let delay = budget::retry_delay(chrono::Utc::now());
+        operations::defer(&self.db, operation.id, &self.id, delay).await?;
+        tracing::debug!(worker.id = %self.id, operation.id = %operation.id, aws.region = %operation.region, delay_ms = delay.as_millis() as u64, "SageMaker call budget spent; deferred the step");
+        metrics::counter!("workforce_aws_budget_deferrals_total", "region" => operation.region.clone())
+            .increment(1);
+        Ok(false)
     }
 
     /// Claims the next due operation, auditing its start if it was pending.
@@ -518,7 +567,10 @@ impl Worker {
         match &outcome {
             StepOutcome::Submitted { .. } => {
                 operations::mark_submitted(&mut tx, current.id, aws_status).await?;
-                operations::reschedule(&mut tx, current.id, self.poll_delay(1), aws_status).await?;
+                let delay = self
+                    .next_poll_delay(&mut tx, &current, Duration::ZERO, 1)
+                    .await?;
+                operations::reschedule(&mut tx, current.id, delay, aws_status).await?;
                 event = Some((
                     "operation.submitted",
                     "submitted",
@@ -526,8 +578,18 @@ impl Worker {
                 ));
             }
             StepOutcome::Waiting { .. } => {
-                operations::reschedule(&mut tx, current.id, self.poll_delay(polls), aws_status)
-                    .await?;
+                let delay = match current.submitted_at {
+                    Some(submitted_at) => {
+                        let elapsed = (chrono::Utc::now() - submitted_at)
+                            .to_std()
+                            .unwrap_or_default();
+                        self.next_poll_delay(&mut tx, &current, elapsed, polls)
+                            .await?
+                    }
+                    // Waiting for the workforce to become Active before submitting.
+                    None => self.poll_delay(polls),
+                };
+                operations::reschedule(&mut tx, current.id, delay, aws_status).await?;
             }
             StepOutcome::Retry { error } => {
                 tracing::info!(
@@ -541,6 +603,7 @@ impl Worker {
             }
             StepOutcome::Succeeded { .. } => {
                 operations::finish(&mut tx, current.id, "succeeded", aws_status, None).await?;
+                record_duration(&mut tx, &current).await?;
                 crate::telemetry::record_operation_finished(
                     kind,
                     "succeeded",
@@ -561,6 +624,11 @@ impl Worker {
                     Some((code, message)),
                 )
                 .await?;
+                // Only a failure that SageMaker reached at the end of its work measures how
+                // long the work takes.
+                if code == "WorkforceFailed" {
+                    record_duration(&mut tx, &current).await?;
+                }
                 crate::telemetry::record_operation_finished(
                     kind,
                     "failed",
@@ -605,16 +673,46 @@ impl Worker {
         Ok(())
     }
 
+    fn schedule(&self) -> PollSchedule {
+        PollSchedule::from_backoff(self.settings.poll_initial, self.settings.poll_max)
+    }
+
     /// Capped exponential delay with ±20% jitter, so that many operations do not poll in step.
     fn poll_delay(&self, attempt: u32) -> Duration {
-        let exponent = attempt.saturating_sub(1).min(16);
-        let base = self
-            .settings
-            .poll_initial
-            .saturating_mul(1 << exponent)
-            .min(self.settings.poll_max);
-        base.mul_f64(0.8 + fastrand::f64() * 0.4)
+        self.schedule()
+            .next_delay(&[], Duration::ZERO, attempt, poller::random_jitter())
     }
+
+    /// Delay before the next DescribeWorkforce of a submitted operation, from the durations
+    /// recorded for its region and kind.
+    async fn next_poll_delay(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        operation: &OperationRow,
+        elapsed: Duration,
+        attempt: u32,
+    ) -> Result<Duration, sqlx::Error> {
+        let history =
+            operations::recent_durations(conn, &operation.region, &operation.kind).await?;
+        Ok(self
+            .schedule()
+            .next_delay(&history, elapsed, attempt, poller::random_jitter()))
+    }
+}
+
+/// Records how long SageMaker took for a submitted operation that reached a terminal status.
+/// The time runs to this step, so it includes up to one poll interval of detection delay.
+async fn record_duration(
+    conn: &mut sqlx::PgConnection,
+    operation: &OperationRow,
+) -> Result<(), sqlx::Error> {
+    let Some(submitted_at) = operation.submitted_at else {
+        return Ok(());
+    };
+    let duration = (chrono::Utc::now() - submitted_at)
+        .to_std()
+        .unwrap_or_default();
+    operations::insert_duration(conn, &operation.region, &operation.kind, duration).await
 }
 
 fn elapsed_seconds(operation: &OperationRow) -> f64 {
@@ -671,7 +769,15 @@ fn poll_outcome(change: &Change, current: Option<WorkforceSnapshot>) -> StepOutc
 /// Wakes idle workers when an operation is inserted, through PostgreSQL `LISTEN`, so that work
 /// accepted by any process starts at once. Workers also poll, so a lost notification only
 /// delays a step.
-pub async fn listen_for_work(db: PgPool, wake: Arc<Notify>, shutdown: CancellationToken) {
+///
+/// The same connection receives the ids of changed operations and passes them to `watchers`,
+/// which wakes long-polling readers.
+pub async fn listen_for_work(
+    db: PgPool,
+    wake: Arc<Notify>,
+    watchers: OperationWatchers,
+    shutdown: CancellationToken,
+) {
     while !shutdown.is_cancelled() {
         let mut listener = match PgListener::connect_with(&db).await {
             Ok(listener) => listener,
@@ -683,14 +789,25 @@ pub async fn listen_for_work(db: PgPool, wake: Arc<Notify>, shutdown: Cancellati
                 }
             }
         };
-        if let Err(error) = listener.listen(operations::WAKE_CHANNEL).await {
+        if let Err(error) = listener
+            .listen_all([operations::WAKE_CHANNEL, CHANGED_CHANNEL])
+            .await
+        {
             tracing::warn!(error = %error, "failed to listen for new operations; retrying");
             continue;
         }
+        // Changes may have been missed while no connection listened.
+        watchers.announce_all();
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 received = listener.recv() => match received {
+                    Ok(notification) if notification.channel() == CHANGED_CHANNEL => {
+                        match notification.payload().parse() {
+                            Ok(id) => watchers.announce(id),
+                            Err(_) => watchers.announce_all(),
+                        }
+                    }
                     Ok(_) => wake.notify_waiters(),
                     Err(error) => {
                         tracing::warn!(error = %error, "lost the notification connection; reconnecting");

@@ -1,6 +1,7 @@
 //! Control API under `/_sandbox/`: call counts, faults, delays, forced failures, stuck
 //! transitions, the topology and a health check. It is never faulted or counted.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -21,6 +22,7 @@ pub fn router() -> Router<Arc<Shared>> {
     Router::new()
         .route("/health", get(get_health))
         .route("/calls", get(get_calls).delete(delete_calls))
+        .route("/calls/outcomes", get(get_call_outcomes))
         .route("/faults", get(get_faults).put(put_faults))
         .route("/delays", get(get_delays).put(put_delays))
         .route("/topology", get(get_topology).put(put_topology))
@@ -102,8 +104,30 @@ async fn get_calls(State(shared): State<Arc<Shared>>) -> Json<CallCounts> {
     Json(call_counts(&shared.lock()))
 }
 
+/// Call counts by account, region, action and outcome.
+type CallOutcomeCounts =
+    BTreeMap<String, BTreeMap<String, BTreeMap<String, BTreeMap<String, u64>>>>;
+
+async fn get_call_outcomes(State(shared): State<Arc<Shared>>) -> Json<CallOutcomeCounts> {
+    let mut counts = CallOutcomeCounts::new();
+    for ((account, region, action, outcome), count) in &shared.lock().outcomes {
+        *counts
+            .entry(account.clone())
+            .or_default()
+            .entry(region.clone())
+            .or_default()
+            .entry(action.clone())
+            .or_default()
+            .entry((*outcome).to_owned())
+            .or_default() += count;
+    }
+    Json(counts)
+}
+
 async fn delete_calls(State(shared): State<Arc<Shared>>) -> StatusCode {
-    shared.lock().calls.clear();
+    let mut inner = shared.lock();
+    inner.calls.clear();
+    inner.outcomes.clear();
     StatusCode::NO_CONTENT
 }
 

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::faults::Fault;
-use crate::state::{Scope, Shared};
+use crate::state::{CallOutcome, Scope, Shared};
 use crate::{control, ec2, sagemaker};
 
 /// Region used when a request carries no SigV4 `Authorization` header, as with plain curl.
@@ -33,6 +33,16 @@ enum Call {
     SageMaker { operation: String },
     Ec2 { action: String, params: ec2::Params },
     Unknown,
+}
+
+impl Call {
+    fn action(&self) -> &str {
+        match self {
+            Call::SageMaker { operation } => operation,
+            Call::Ec2 { action, .. } => action,
+            Call::Unknown => "",
+        }
+    }
 }
 
 fn classify(headers: &HeaderMap, body: &[u8]) -> Call {
@@ -85,11 +95,7 @@ async fn handle_aws_request(
             .account_for_access_key(&access_key_id)
             .to_owned();
         let scope = Scope::new(account, region);
-        let action = match &call {
-            Call::SageMaker { operation } => operation.as_str(),
-            Call::Ec2 { action, .. } => action.as_str(),
-            Call::Unknown => "",
-        };
+        let action = call.action();
         inner.record_call(&scope, action);
         (
             scope,
@@ -102,12 +108,21 @@ async fn handle_aws_request(
         tokio::time::sleep(latency).await;
     }
     if fault == Some(Fault::Drop) {
+        shared
+            .lock()
+            .record_outcome(&scope, call.action(), CallOutcome::Dropped);
         // Unwinding out of the handler ends hyper's connection task, so the client sees the
         // connection close without a response. `resume_unwind` skips the panic hook, so
         // nothing is printed.
         std::panic::resume_unwind(Box::new("sandbox dropped the connection on purpose"));
     }
 
+    let outcome = |error: Option<&ApiError>| match (fault, error) {
+        (Some(Fault::Throttle), _) => CallOutcome::Throttled,
+        (Some(Fault::ServerError), _) => CallOutcome::ServerError,
+        (_, Some(_)) => CallOutcome::Rejected,
+        (_, None) => CallOutcome::Succeeded,
+    };
     match call {
         Call::SageMaker { operation } => {
             let result = match fault.and_then(sagemaker_fault) {
@@ -119,6 +134,9 @@ async fn handle_aws_request(
                 }
             };
             log_call(&scope, &operation, &request_id, result.as_ref().err());
+            shared
+                .lock()
+                .record_outcome(&scope, &operation, outcome(result.as_ref().err()));
             sagemaker::render(result, &request_id)
         }
         Call::Ec2 { action, params } => {
@@ -131,6 +149,9 @@ async fn handle_aws_request(
                 }
             };
             log_call(&scope, &action, &request_id, result.as_ref().err());
+            shared
+                .lock()
+                .record_outcome(&scope, &action, outcome(result.as_ref().err()));
             ec2::render(result, &request_id)
         }
         Call::Unknown => {

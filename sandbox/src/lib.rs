@@ -174,7 +174,9 @@ impl SandboxHandle {
 
     /// Sets every call count back to zero.
     pub fn reset_call_counts(&self) {
-        self.shared.lock().calls.clear();
+        let mut inner = self.shared.lock();
+        inner.calls.clear();
+        inner.outcomes.clear();
     }
 
     /// Changes the delays for transitions that start from now on.

@@ -27,6 +27,7 @@ impl Shared {
                 delays,
                 faults: Faults::default(),
                 calls: BTreeMap::new(),
+                outcomes: BTreeMap::new(),
                 regions: HashMap::new(),
             }),
             shutdown: Notify::new(),
@@ -54,6 +55,9 @@ pub struct Inner {
     pub faults: Faults,
     /// Calls by (account, region, action).
     pub calls: BTreeMap<(String, String, String), u64>,
+    /// Calls by (account, region, action, outcome), where the outcome is one of
+    /// [`CallOutcome::as_str`]. Only `succeeded` calls changed any state.
+    pub outcomes: BTreeMap<(String, String, String, &'static str), u64>,
     pub regions: HashMap<Scope, RegionState>,
 }
 
@@ -66,6 +70,17 @@ impl Inner {
             action.to_owned(),
         );
         *self.calls.entry(key).or_default() += 1;
+    }
+
+    /// Counts how one call of an action ended.
+    pub fn record_outcome(&mut self, scope: &Scope, action: &str, outcome: CallOutcome) {
+        let key = (
+            scope.account.clone(),
+            scope.region.clone(),
+            action.to_owned(),
+            outcome.as_str(),
+        );
+        *self.outcomes.entry(key).or_default() += 1;
     }
 
     /// Returns the total calls of an action across accounts and regions.
@@ -110,6 +125,34 @@ impl Inner {
             endpoints.extend(state.endpoints.values().cloned());
         }
         endpoints
+    }
+}
+
+/// How one AWS call ended. Faults are injected before the request is handled, so only a
+/// `Succeeded` call can have changed a workforce.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallOutcome {
+    /// Handled and answered with a success response.
+    Succeeded,
+    /// Handled and rejected with an API error, such as `ValidationException`.
+    Rejected,
+    /// Answered with an injected throttling error, without being handled.
+    Throttled,
+    /// Answered with an injected server error, without being handled.
+    ServerError,
+    /// Connection closed on purpose, without being handled.
+    Dropped,
+}
+
+impl CallOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Succeeded => "succeeded",
+            Self::Rejected => "rejected",
+            Self::Throttled => "throttled",
+            Self::ServerError => "server_error",
+            Self::Dropped => "dropped",
+        }
     }
 }
 

@@ -322,8 +322,11 @@ pub async fn authenticate(
     let region = region_of(request.uri().path());
     match principal.require(permission, region.as_ref()) {
         Ok(authorized) => {
-            request.extensions_mut().insert(authorized);
-            next.run(request).await
+            request.extensions_mut().insert(authorized.clone());
+            let mut response = next.run(request).await;
+            // The access log, outside this middleware, names the caller from the response.
+            response.extensions_mut().insert(authorized);
+            response
         }
         Err(error) => error.into_response(),
     }

@@ -336,3 +336,71 @@ pub async fn set_findings(
     .await?;
     Ok(())
 }
+
+/// Gives up the lease of a step that did not run and schedules it again after `delay`, without
+/// counting it as an attempt.
+pub async fn defer(
+    executor: impl PgExecutor<'_>,
+    id: Uuid,
+    worker_id: &str,
+    delay: Duration,
+) -> Result<bool, sqlx::Error> {
+    let delay_seconds = delay.as_secs_f64();
+    let updated = sqlx::query!(
+        "update operations
+            set run_at = now() + make_interval(secs => $3), locked_by = null, locked_until = null,
+                attempts = greatest(attempts - 1, 0)
+          where id = $1 and locked_by = $2 and status = 'running'",
+        id,
+        worker_id,
+        delay_seconds,
+    )
+    .execute(executor)
+    .await?;
+    Ok(updated.rows_affected() == 1)
+}
+
+/// Records how long SageMaker took to apply an operation of `kind` in `region`.
+pub async fn insert_duration(
+    conn: &mut PgConnection,
+    region: &str,
+    kind: &str,
+    duration: Duration,
+) -> Result<(), sqlx::Error> {
+    let duration_ms = i64::try_from(duration.as_millis()).unwrap_or(i64::MAX);
+    sqlx::query!(
+        "insert into operation_durations (region, kind, duration_ms) values ($1, $2, $3)",
+        region,
+        kind,
+        duration_ms,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Returns the most recent durations recorded for `kind` in `region`, shortest first.
+pub async fn recent_durations(
+    conn: &mut PgConnection,
+    region: &str,
+    kind: &str,
+) -> Result<Vec<Duration>, sqlx::Error> {
+    let rows = sqlx::query_scalar!(
+        r#"select duration_ms as "duration_ms!" from (
+               select duration_ms from operation_durations
+                where region = $1 and kind = $2
+                order by id desc
+                limit $3
+           ) recent
+           order by duration_ms"#,
+        region,
+        kind,
+        crate::poller::HISTORY_SIZE,
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0)))
+        .collect())
+}

@@ -228,18 +228,26 @@ impl OidcConfig {
     }
 }
 
-/// Checks the model's OIDC endpoint rule: `https://\S+`, at most 500 characters.
+/// Checks an OIDC endpoint: `https://`, a host name with an optional port, and an optional
+/// path of printable ASCII, at most 500 characters. The SageMaker model allows any `https://\S+`;
+/// this stricter form turns away values such as `https://[` that are no usable URL.
 fn check_https_url(field: &str, value: &str) -> Result<(), FieldError> {
-    let rest = value.strip_prefix("https://");
     let valid = value.len() <= 500
-        && rest.is_some_and(|r| !r.is_empty() && !r.chars().any(char::is_whitespace));
+        && value.strip_prefix("https://").is_some_and(|rest| {
+            let (authority, path) = rest.find('/').map_or((rest, ""), |at| rest.split_at(at));
+            let (host, port) = authority.split_once(':').map_or((authority, None), |(h, p)| (h, Some(p)));
+            !host.is_empty()
+                && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+                && port.is_none_or(|p| (1..=5).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
+                && path.bytes().all(|b| (b'!'..=b'~').contains(&b))
+        });
     if valid {
         Ok(())
     } else {
         Err(FieldError::new(
             field,
             format!(
-                "'{}' is not an https URL; expected https:// followed by a host and path, at most 500 characters",
+                "'{}' is not an https URL; expected https://, a host name, an optional port and path, at most 500 characters",
                 truncate_for_message(value)
             ),
         ))
@@ -323,6 +331,21 @@ mod tests {
             .is_none()
         );
         assert_eq!(violations.into_errors().len(), 6);
+    }
+
+    #[test]
+    fn https_url_needs_a_host() {
+        for (url, valid) in [
+            ("https://idp.example.com", true),
+            ("https://idp.example.com:8443/oauth2/authorize?x=1", true),
+            ("https://[", false),
+            ("https://user@idp.example.com", false),
+            ("https://idp.example.com:123456", false),
+            ("https:///path", false),
+            ("https://idp.example.com/a b", false),
+        ] {
+            assert_eq!(check_https_url("u", url).is_ok(), valid, "{url}");
+        }
     }
 
     #[test]

@@ -12,7 +12,9 @@ mod tags;
 
 pub use auth::{CognitoConfig, OidcConfig, OidcFields, OidcSecret, OidcSettings, oidc_fields};
 pub use ids::{Region, SecurityGroupId, SubnetId, VpcId, WorkforceName};
-pub use network::{Cidr, IpAddressType, SourceIpConfig, VpcConfig};
+pub use network::{
+    Cidr, IpAddressType, MAX_CIDRS, MAX_SECURITY_GROUPS, MAX_SUBNETS, SourceIpConfig, VpcConfig,
+};
 pub use operation::{Change, OperationKind, OperationStatus};
 pub use tags::Tag;
 

@@ -22,14 +22,34 @@ use crate::domain::{FieldError, Region, check_length};
 #[schema(example = json!({"name": "labeling-portal", "role": "operator", "regions": ["us-east-1"]}))]
 pub struct CreateApiKeyRequest {
     /// Unique name, recorded as the actor of the key's changes: 1 to 64 letters, digits, `.`, `_` or `-`.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub name: String,
     pub role: Role,
     /// Regions an operator key may change; all when omitted.
     #[serde(default)]
+    #[schema(schema_with = key_regions_schema)]
     pub regions: Option<Vec<String>>,
     /// When the key stops working; never when omitted.
     #[serde(default)]
     pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// Builds the schema of a key's region list: null, or region codes as `Region::parse` checks them.
+fn key_regions_schema() -> utoipa::openapi::Array {
+    use utoipa::openapi::{ArrayBuilder, ObjectBuilder, Type};
+
+    ArrayBuilder::new()
+        .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+            Type::Array,
+            Type::Null,
+        ]))
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(super::REGION_PATTERN))
+                .max_length(Some(32)),
+        )
+        .build()
 }
 
 /// An API key without its secret value.
@@ -124,6 +144,7 @@ async fn audit_key_event(
         (status = 201, description = "Created; the key is in `api_key`", body = CreatedApiKeyResponse),
         (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "A key with this name exists", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not sent as application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid field values", body = Problem, content_type = "application/problem+json"),
     )
 )]

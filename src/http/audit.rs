@@ -52,6 +52,7 @@ pub async fn list_audit_events(
     Query(query): Query<ListAuditEventsQuery>,
 ) -> Result<axum::Json<AuditEventListResponse>, ApiError> {
     let limit = pagination::limit(query.limit)?;
+    pagination::check_workforce_filters(query.region.as_deref(), query.workforce_name.as_deref())?;
     let before_id = match &query.cursor {
         Some(cursor) => Some(
             pagination::decode(cursor)?

@@ -142,7 +142,12 @@ pub async fn access_log(request: Request, next: Next) -> Response {
     if let Some(cause) = cause {
         tracing::error!(http.method = %method, http.route = %route, http.status = status, duration_ms, request_id, error = cause, "request failed");
     } else {
-        tracing::info!(http.method = %method, http.route = %route, http.status = status, duration_ms, request_id, actor = "anonymous", "request");
+        let actor = response
+            .extensions()
+            .get::<crate::auth::Authorized>()
+            .map(|a| a.actor.as_str())
+            .unwrap_or("anonymous");
+        tracing::info!(http.method = %method, http.route = %route, http.status = status, duration_ms, request_id, actor, "request");
     }
     response
 }

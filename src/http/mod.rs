@@ -55,6 +55,8 @@ pub struct AppState {
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// Set while the background workers run; `/readyz` reports it.
     pub workers_running: Arc<std::sync::atomic::AtomicBool>,
+    /// Long-polling readers of operations, woken when an operation changes.
+    pub watchers: crate::watch::OperationWatchers,
 }
 
 impl AppState {
@@ -119,7 +121,6 @@ Changes are accepted with `202 Accepted` and carried out by background workers; 
         (name = "api-keys", description = "API keys for services and scripts (admin only)"),
         (name = "health", description = "Liveness and readiness"),
     ),
-    modifiers(&SecurityAddon)
 )]
 struct ApiDoc;
 
@@ -204,9 +205,69 @@ impl utoipa::Modify for SecurityAddon {
     }
 }
 
+/// Pattern of a region code, as [`Region::parse`] checks it: lowercase letter groups joined by
+/// hyphens, ending in a one- or two-digit number.
+pub const REGION_PATTERN: &str = "^[a-z]+(-[a-z]+)+-[0-9]{1,2}$";
+/// Pattern of a workforce name, as [`crate::domain::WorkforceName::parse`] checks it.
+pub const WORKFORCE_NAME_PATTERN: &str = "^[a-zA-Z0-9][a-zA-Z0-9-]{0,62}$";
+/// Pattern of a page cursor: the unpadded base64url text that the list endpoints return.
+pub const CURSOR_PATTERN: &str = "^[A-Za-z0-9_-]*$";
+
+/// Writes the rules that the handlers enforce on the shared path and query parameters
+/// (`region`, `name`, `limit`, `cursor`) into every operation's parameter schema, so that the
+/// document states them once for all resources.
+struct ParameterRules;
+
+impl utoipa::Modify for ParameterRules {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::ParameterIn;
+        use utoipa::openapi::{RefOr, Schema};
+
+        for item in openapi.paths.paths.values_mut() {
+            for operation in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                for parameter in operation.parameters.iter_mut().flatten() {
+                    let RefOr::T(parameter) = parameter else {
+                        continue;
+                    };
+                    let Some(RefOr::T(Schema::Object(schema))) = parameter.schema.as_mut() else {
+                        continue;
+                    };
+                    match (parameter.name.as_str(), &parameter.parameter_in) {
+                        ("region", ParameterIn::Path | ParameterIn::Query) => {
+                            schema.pattern = Some(REGION_PATTERN.to_owned());
+                            schema.max_length = Some(32);
+                        }
+                        ("name", ParameterIn::Path) => {
+                            schema.pattern = Some(WORKFORCE_NAME_PATTERN.to_owned());
+                        }
+                        ("limit", ParameterIn::Query) => {
+                            schema.minimum = Some(utoipa::Number::UInt(1));
+                            schema.maximum =
+                                Some(utoipa::Number::UInt(pagination::MAX_LIMIT as usize));
+                        }
+                        ("cursor", ParameterIn::Query) => {
+                            schema.pattern = Some(CURSOR_PATTERN.to_owned());
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Builds the routes and the OpenAPI document from the same handler list.
 pub fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(workforces::list_workforces))
         .routes(routes!(workforces::create_workforce))
         .routes(routes!(
@@ -229,7 +290,13 @@ pub fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(api_keys::revoke_api_key))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
-        .split_for_parts()
+        .split_for_parts();
+    // The modifiers walk the paths, which exist only once the routes are registered. In
+    // `#[openapi(modifiers(...))]` they would run on an empty path list.
+    utoipa::Modify::modify(&SecurityAddon, &mut openapi);
+    utoipa::Modify::modify(&ParameterRules, &mut openapi);
+    utoipa::Modify::modify(&models::OneAuthConfig, &mut openapi);
+    (router, openapi)
 }
 
 /// Returns the OpenAPI document of the API.

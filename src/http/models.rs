@@ -23,8 +23,14 @@ use crate::domain::{
 #[schema(example = json!({"user_pool": "us-east-1_AbC123", "client_id": "portal"}))]
 pub struct CognitoConfigBody {
     /// Cognito user pool id, such as `us-east-1_AbC123`.
+    #[schema(
+        min_length = 1,
+        max_length = 55,
+        pattern = r"^[A-Za-z0-9_-]+_[A-Za-z0-9]+$"
+    )]
     pub user_pool: String,
     /// App client id of the user pool.
+    #[schema(min_length = 1, max_length = 1024, pattern = r"^[ -~]+$")]
     pub client_id: String,
 }
 
@@ -43,21 +49,30 @@ pub struct CognitoConfigBody {
     "scope": "openid email"
 }))]
 pub struct OidcConfigRequest {
+    #[schema(min_length = 1, max_length = 1024, pattern = r"^[ -~]+$")]
     pub client_id: String,
     /// Write-only: passed to SageMaker, never stored, logged or returned.
-    #[schema(write_only)]
+    #[schema(write_only, min_length = 1, max_length = 1024, pattern = r"^[ -~]+$")]
     pub client_secret: String,
+    #[schema(max_length = 500, pattern = r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[!-~]*)?$")]
     pub issuer: String,
+    #[schema(max_length = 500, pattern = r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[!-~]*)?$")]
     pub authorization_endpoint: String,
+    #[schema(max_length = 500, pattern = r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[!-~]*)?$")]
     pub token_endpoint: String,
+    #[schema(max_length = 500, pattern = r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[!-~]*)?$")]
     pub user_info_endpoint: String,
+    #[schema(max_length = 500, pattern = r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[!-~]*)?$")]
     pub logout_endpoint: String,
+    #[schema(max_length = 500, pattern = r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[!-~]*)?$")]
     pub jwks_uri: String,
     /// Scopes separated by single spaces.
     #[serde(default)]
+    #[schema(max_length = 1024, pattern = r"^[!#-\[\]-~]+( [!#-\[\]-~]+)*$")]
     pub scope: Option<String>,
     /// Up to 10 extra parameters for the authentication request.
     #[serde(default)]
+    #[schema(schema_with = extra_params_schema)]
     pub authentication_request_extra_params: BTreeMap<String, String>,
 }
 
@@ -102,10 +117,13 @@ impl OidcConfigRequest {
     "subnets": ["subnet-0a10000000000001a", "subnet-0a10000000000002a"]
 }))]
 pub struct VpcConfigRequest {
+    #[schema(max_length = 32, pattern = "^vpc-[0-9a-z]+$")]
     pub vpc_id: String,
     /// 1 to 5 security groups of the VPC.
+    #[schema(schema_with = security_group_ids_schema)]
     pub security_group_ids: Vec<String>,
     /// 1 to 16 subnets of the VPC.
+    #[schema(schema_with = subnets_schema)]
     pub subnets: Vec<String>,
 }
 
@@ -121,6 +139,71 @@ impl VpcConfigRequest {
     }
 }
 
+/// Builds the schema of a list of distinct EC2 ids of one kind, as `VpcConfig::parse` checks it.
+fn ec2_id_list_schema(prefix: &str, max_items: usize) -> utoipa::openapi::Array {
+    use utoipa::openapi::{ArrayBuilder, ObjectBuilder, Type};
+
+    ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(format!("^{prefix}-[0-9a-z]+$")))
+                .max_length(Some(32)),
+        )
+        .min_items(Some(1))
+        .max_items(Some(max_items))
+        .unique_items(true)
+        .build()
+}
+
+fn security_group_ids_schema() -> utoipa::openapi::Array {
+    ec2_id_list_schema("sg", crate::domain::MAX_SECURITY_GROUPS)
+}
+
+fn subnets_schema() -> utoipa::openapi::Array {
+    ec2_id_list_schema("subnet", crate::domain::MAX_SUBNETS)
+}
+
+/// Pattern of an IPv4 CIDR block: four decimal octets without leading zeros and a prefix length
+/// of 0 to 32, as `Cidr::parse` accepts it.
+const IPV4_CIDR_PATTERN: &str = r"^((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])/(3[0-2]|[12]?[0-9])$";
+
+/// Builds the schema of the source-IP CIDR list: at most 10 distinct IPv4 blocks.
+// NOTE: a `dualstack` workforce also accepts IPv6 blocks; the pattern leaves them out because
+// whether one is allowed depends on `ip_address_type`, which a per-item schema cannot see.
+fn cidrs_schema() -> utoipa::openapi::Array {
+    use utoipa::openapi::{ArrayBuilder, ObjectBuilder, Type};
+
+    ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(IPV4_CIDR_PATTERN)),
+        )
+        .max_items(Some(crate::domain::MAX_CIDRS))
+        .unique_items(true)
+        .build()
+}
+
+/// Builds the schema of the extra OIDC authentication parameters: at most 10 entries whose keys
+/// and values have at most 512 characters and no line breaks.
+fn extra_params_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::{ObjectBuilder, Type};
+
+    let text = || {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .max_length(Some(512))
+            .pattern(Some(r"^[^\r\n]*$"))
+    };
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .additional_properties(Some(text()))
+        .property_names(Some(text()))
+        .max_properties(Some(10))
+        .build()
+}
+
 /// The CIDR blocks allowed to reach the public worker portal. An empty list lifts the
 /// restriction. It does not apply to access through the VPC.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -128,6 +211,7 @@ impl VpcConfigRequest {
 #[schema(example = json!({"cidrs": ["10.0.0.0/16", "192.0.2.0/24"]}))]
 pub struct SourceIpConfigRequest {
     /// 0 to 10 CIDR blocks.
+    #[schema(schema_with = cidrs_schema)]
     pub cidrs: Vec<String>,
 }
 
@@ -135,7 +219,11 @@ pub struct SourceIpConfigRequest {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResourceTag {
+    /// 1 to 128 letters, digits, spaces and `_ . : / = + - @`, not starting with `aws:`.
+    #[schema(min_length = 1, max_length = 128, pattern = r##"^(?![aA][wW][sS]:)[^\x00-\x1f\x7f!"#$%&'()*,;<>?\[\\\]^`{|}~]+$"##)]
     pub key: String,
+    /// Up to 256 letters, digits, spaces and `_ . : / = + - @`.
+    #[schema(max_length = 256, pattern = r##"^[^\x00-\x1f\x7f!"#$%&'()*,;<>?\[\\\]^`{|}~]*$"##)]
     pub value: String,
 }
 
@@ -155,6 +243,7 @@ pub struct ResourceTag {
 }))]
 pub struct CreateWorkforceRequest {
     /// 1 to 63 letters, digits and hyphens, starting with a letter or digit.
+    #[schema(pattern = "^[a-zA-Z0-9][a-zA-Z0-9-]{0,62}$")]
     pub name: String,
     #[serde(default)]
     pub cognito_config: Option<CognitoConfigBody>,
@@ -166,10 +255,43 @@ pub struct CreateWorkforceRequest {
     pub source_ip_config: Option<SourceIpConfigRequest>,
     /// Up to 50 tags.
     #[serde(default)]
+    #[schema(max_items = 50)]
     pub tags: Vec<ResourceTag>,
     /// `ipv4` (the default) or `dualstack`, which also allows IPv6 CIDR blocks.
     #[serde(default)]
     pub ip_address_type: Option<IpAddressType>,
+}
+
+/// Adds the rule "exactly one of `cognito_config` and `oidc_config` is an object" to the
+/// schema of [`CreateWorkforceRequest`], which the derive cannot express. A member sent as
+/// null counts as absent, as serde reads it.
+pub(crate) struct OneAuthConfig;
+
+impl utoipa::Modify for OneAuthConfig {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::{AllOfBuilder, OneOfBuilder, Schema};
+        use utoipa::openapi::{ObjectBuilder, RefOr, Type};
+
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        let Some(create) = components.schemas.remove("CreateWorkforceRequest") else {
+            return;
+        };
+        let only = |member: &str| {
+            ObjectBuilder::new()
+                .property(member, ObjectBuilder::new().schema_type(Type::Object))
+                .required(member)
+        };
+        let one_of = OneOfBuilder::new()
+            .item(only("cognito_config"))
+            .item(only("oidc_config"));
+        let schema = AllOfBuilder::new().item(create).item(one_of).build();
+        components.schemas.insert(
+            "CreateWorkforceRequest".to_owned(),
+            RefOr::T(Schema::AllOf(schema)),
+        );
+    }
 }
 
 /// A create request after validation.

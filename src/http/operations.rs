@@ -1,4 +1,6 @@
-//! Operation routes: one operation, and the list with filters.
+//! Operation routes: one operation, with long-polling, and the list with filters.
+
+use std::time::Duration;
 
 use axum::extract::State;
 use chrono::{DateTime, Utc};
@@ -10,18 +12,34 @@ use super::error::{ApiError, Problem};
 use super::extract::{Path, Query};
 use super::models::{OperationListResponse, OperationResponse};
 use super::{AppState, pagination};
-use crate::db::operations::{self as operation_store, OperationFilter};
-use crate::domain::{OperationKind, OperationStatus};
+use crate::db::operations::{self as operation_store, OperationFilter, OperationRow};
+use crate::domain::{FieldError, OperationKind, OperationStatus};
+
+/// Maximum wait that `GET /v1/operations/{id}?wait=` accepts.
+pub const MAX_WAIT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct GetOperationQuery {
+    /// Seconds to wait, 0 to 60, for the operation to change (status, AWS status or update
+    /// time) before the response. The response comes as soon as it changes, or with the unchanged
+    /// operation when the wait ends. A finished operation is returned at once. The server may
+    /// end the wait earlier, a second before its request timeout.
+    #[param(minimum = 0, maximum = 60)]
+    wait: Option<u32>,
+}
 
 /// Get an operation
 ///
 /// Returns a long-running change and its progress: its status, the last SageMaker status seen
-/// and, when it failed, AWS's error code and message.
+/// and, when it failed, AWS's error code and message. With `wait`, the request waits until the
+/// operation changes or the wait ends.
 #[utoipa::path(
     get,
     path = "/v1/operations/{id}",
     tag = "operations",
-    params(("id" = Uuid, Path, description = "Operation id")),
+    params(("id" = Uuid, Path, description = "Operation id"), GetOperationQuery),
     responses(
         (status = 200, description = "Success", body = OperationResponse),
         (status = 400, description = "Malformed request: unreadable JSON, wrong field type, or an invalid path or query parameter", body = Problem, content_type = "application/problem+json"),
@@ -31,11 +49,65 @@ use crate::domain::{OperationKind, OperationStatus};
 pub async fn get_operation(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
+    Query(query): Query<GetOperationQuery>,
 ) -> Result<axum::Json<OperationResponse>, ApiError> {
-    let operation = operation_store::find(&state.db, id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no operation with id {id}")))?;
+    let wait = wait_duration(query.wait)?;
+    let operation = if wait.is_zero() {
+        find_operation(&state, id).await?
+    } else {
+        wait_for_change(&state, id, wait.min(state.watchers.max_wait)).await?
+    };
     Ok(axum::Json(OperationResponse::from_row(&operation)))
+}
+
+fn wait_duration(seconds: Option<u32>) -> Result<Duration, ApiError> {
+    let wait = Duration::from_secs(u64::from(seconds.unwrap_or(0)));
+    if wait > MAX_WAIT {
+        let error = FieldError::new("wait", "must be between 0 and 60 seconds");
+        return Err(ApiError::BadRequest {
+            detail: format!("invalid query parameter wait: {}", error.reason),
+            errors: vec![error],
+        });
+    }
+    Ok(wait)
+}
+
+async fn find_operation(state: &AppState, id: Uuid) -> Result<OperationRow, ApiError> {
+    operation_store::find(&state.db, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no operation with id {id}")))
+}
+
+/// Returns the operation once its status, AWS status or update time differs from the first
+/// read, or as last read when `wait` ends. No database connection is held while waiting: each
+/// read takes one from the pool and returns it.
+async fn wait_for_change(
+    state: &AppState,
+    id: Uuid,
+    wait: Duration,
+) -> Result<OperationRow, ApiError> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let watch = state.watchers.watch(id);
+    let mut first: Option<OperationRow> = None;
+    loop {
+        // Enabled before the read, so a change committed after the read still wakes this wait.
+        let notified = watch.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+
+        let current = find_operation(state, id).await?;
+        let baseline = first.get_or_insert_with(|| current.clone());
+        let changed = current.status != baseline.status
+            || current.aws_status != baseline.aws_status
+            || current.updated_at != baseline.updated_at;
+        if changed || current.is_finished() {
+            return Ok(current);
+        }
+        tokio::select! {
+            () = &mut notified => {}
+            () = tokio::time::sleep_until(deadline) => return Ok(current),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -71,6 +143,7 @@ pub async fn list_operations(
     Query(query): Query<ListOperationsQuery>,
 ) -> Result<axum::Json<OperationListResponse>, ApiError> {
     let limit = pagination::limit(query.limit)?;
+    pagination::check_workforce_filters(query.region.as_deref(), query.workforce_name.as_deref())?;
     let before = match &query.cursor {
         Some(cursor) => Some(decode_cursor(cursor)?),
         None => None,

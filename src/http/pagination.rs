@@ -45,3 +45,31 @@ pub fn limit(limit: Option<u32>) -> Result<i64, ApiError> {
         }),
     }
 }
+
+/// Checks the optional `region` and `workforce_name` filters of a list endpoint.
+pub fn check_workforce_filters(
+    region: Option<&str>,
+    workforce_name: Option<&str>,
+) -> Result<(), ApiError> {
+    let mut errors = Vec::new();
+    if let Some(Err(error)) = region.map(|r| crate::domain::Region::parse("region", r)) {
+        errors.push(error);
+    }
+    if let Some(Err(error)) =
+        workforce_name.map(|n| crate::domain::WorkforceName::parse("workforce_name", n))
+    {
+        errors.push(error);
+    }
+    if errors.is_empty() {
+        return Ok(());
+    }
+    let detail = errors
+        .iter()
+        .map(|e| format!("{}: {}", e.field, e.reason))
+        .collect::<Vec<_>>()
+        .join("; ");
+    Err(ApiError::BadRequest {
+        detail: format!("invalid query parameter {detail}"),
+        errors,
+    })
+}

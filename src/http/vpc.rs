@@ -87,15 +87,29 @@ fn aws_unavailable(error: AwsError) -> ApiError {
 }
 
 /// Runs the VPC prerequisite checks and rejects the configuration when one finds an error.
-/// Returns the warnings and notes to store with the change.
+/// Returns the warnings and notes to store with the change. When EC2 cannot be read, the change
+/// is accepted with a warning instead of failing on AWS's account: the worker runs the checks
+/// again before it calls SageMaker, and fails the operation if they find an error.
 pub(crate) async fn require_prerequisites(
     state: &AppState,
     region: &Region,
     config: &VpcConfig,
 ) -> Result<Vec<Finding>, ApiError> {
-    let findings = vpc_checks::run(&state.aws, region, config)
-        .await
-        .map_err(aws_unavailable)?;
+    let findings = match vpc_checks::run(&state.aws, region, config).await {
+        Ok(findings) => findings,
+        Err(error) => {
+            tracing::warn!(
+                aws.region = %region,
+                aws.error_code = error.code(),
+                aws.request_id = error.request_id().unwrap_or_default(),
+                "EC2 could not be read for the VPC checks; accepting the change and leaving the checks to the worker"
+            );
+            return Ok(vec![Finding::checks_deferred(
+                config.vpc_id.as_str(),
+                &error,
+            )]);
+        }
+    };
     if vpc_checks::passed(&findings) {
         Ok(findings)
     } else {

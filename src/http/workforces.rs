@@ -182,7 +182,6 @@ pub async fn list_workforces(
         (status = 409, description = "The region already has a workforce", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The body is not sent as application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Field values break a rule of the AWS model, or a VPC prerequisite check found an error", body = Problem, content_type = "application/problem+json"),
-        (status = 502, description = "EC2 could not be read to check the VPC configuration", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn create_workforce(
@@ -323,7 +322,6 @@ pub async fn delete_workforce(
         (status = 412, description = "The If-Match ETag no longer matches the workforce", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The body is not sent as application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Field values break a rule of the AWS model, or a VPC prerequisite check found an error", body = Problem, content_type = "application/problem+json"),
-        (status = 502, description = "EC2 could not be read to check the VPC configuration", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn put_vpc_config(

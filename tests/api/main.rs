@@ -4,9 +4,13 @@
 mod audit;
 mod auth;
 mod errors;
+mod faults;
+mod long_poll;
 mod openapi;
+mod poller;
 mod retries;
 mod scenario;
+mod secrets;
 mod shutdown;
 mod state_rules;
 mod support;

@@ -450,7 +450,7 @@ async fn check_rejects_invalid_body() {
 }
 
 #[tokio::test]
-async fn ec2_throttling_gives_502() {
+async fn ec2_throttling_gives_502_on_checks() {
     let app = TestApp::spawn_with(TestOptions {
         workers: 0,
         ..Default::default()
@@ -462,11 +462,18 @@ async fn ec2_throttling_gives_502() {
     assert_eq!(problem["type"], "/problems/aws-unavailable");
     assert!(problem["request_id"].is_string(), "{problem}");
 
+    // A change is accepted all the same, with a warning; the worker runs the checks later.
     let mut body = cognito_workforce("labelers");
     body["vpc_config"] = healthy_config();
-    let (status, problem) = app.create_workforce(body).await;
-    assert_eq!(status, StatusCode::BAD_GATEWAY, "{problem}");
-    assert_eq!(app.count_rows("operations").await, 0);
+    let (status, operation) = app.create_workforce(body).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{operation}");
+    let codes: Vec<&str> = operation["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(codes, ["vpc_checks_deferred"]);
 }
 
 #[tokio::test]

@@ -1,0 +1,27 @@
+//! The baseline of the HTTP benchmarks: a bare axum handler that returns fixed JSON bytes from
+//! memory, on the same tokio runtime as the service (`#[tokio::main]`, one worker thread per
+//! core), with no middleware, authentication or database.
+//!
+//! Usage: `baseline_server LISTEN_ADDRESS BODY_FILE`. Every GET path returns the body.
+
+use axum::http::header;
+use axum::response::IntoResponse;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let (Some(address), Some(body_file)) = (args.next(), args.next()) else {
+        anyhow::bail!("usage: baseline_server LISTEN_ADDRESS BODY_FILE");
+    };
+    let body: &'static [u8] = Box::leak(std::fs::read(&body_file)?.into_boxed_slice());
+    let handler =
+        move || async move { ([(header::CONTENT_TYPE, "application/json")], body).into_response() };
+    let app = axum::Router::new().fallback(axum::routing::get(handler));
+    let listener = tokio::net::TcpListener::bind(&address).await?;
+    eprintln!(
+        "baseline listening on {address}, {} bytes per answer",
+        body.len()
+    );
+    axum::serve(listener, app).await?;
+    Ok(())
+}
