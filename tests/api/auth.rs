@@ -473,16 +473,11 @@ async fn jwt_roles_and_rejections() {
         ),
     ];
     for (label, bad) in rejected {
-        let status = send(
-            &client_with_key(&bad),
-            &app,
-            &Method::GET,
-            "/v1/workforces",
-            &None,
-        )
-        .await
-        .status();
-        assert_eq!(status, StatusCode::UNAUTHORIZED, "{label}");
+        let client = client_with_key(&bad);
+        for (method, path, body, _) in routes() {
+            let status = send(&client, &app, &method, &path, &body).await.status();
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{label}: {method} {path}");
+        }
     }
     // A token whose header names a shared-secret algorithm is rejected before any key lookup.
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
@@ -544,4 +539,39 @@ async fn rate_limit_answers_429() {
             .filter(|(s, _)| *s == StatusCode::TOO_MANY_REQUESTS)
             .all(|(_, retry)| *retry)
     );
+}
+
+#[tokio::test]
+async fn public_endpoints_can_require_credentials() {
+    let options = TestOptions {
+        workers: 0,
+        extra_args: vec!["--public-endpoints=healthz".to_owned()],
+        ..Default::default()
+    };
+    let app = TestApp::spawn_with(options).await;
+    let anonymous = reqwest::Client::new();
+    let status = anonymous
+        .get(format!("{}/healthz", app.base_url))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, StatusCode::OK);
+    for path in ["/readyz", "/metrics", "/openapi.json", "/docs/"] {
+        let status = anonymous
+            .get(format!("{}{path}", app.base_url))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
+        let status = app
+            .client
+            .get(format!("{}{path}", app.base_url))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_ne!(status, StatusCode::UNAUTHORIZED, "{path} with a key");
+    }
 }

@@ -4,6 +4,7 @@
 mod audit;
 mod auth;
 mod errors;
+mod hostile;
 mod faults;
 mod long_poll;
 mod openapi;

@@ -1,0 +1,96 @@
+//! Hostile input: each request is rejected with a problem body, writes nothing, and leaves the
+//! server up.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+/// Sends a raw request and checks the answer: a 4xx problem with a request id.
+async fn assert_rejected(app: &TestApp, label: &str, request: reqwest::RequestBuilder) {
+    let response = request
+        .send()
+        .await
+        .unwrap_or_else(|error| panic!("{label}: {error}"));
+    let status = response.status();
+    assert!(status.is_client_error(), "{label}: {status}");
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    assert_eq!(content_type, "application/problem+json", "{label}");
+    let problem: Value = response
+        .json()
+        .await
+        .unwrap_or_else(|error| panic!("{label}: {error}"));
+    assert!(problem["request_id"].is_string(), "{label}: {problem}");
+    let health = app
+        .client
+        .get(format!("{}/healthz", app.base_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        health.status(),
+        StatusCode::OK,
+        "{label}: the server stays up"
+    );
+}
+
+#[tokio::test]
+async fn hostile_requests_change_nothing() {
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    let base = &app.base_url;
+    let create = format!("{base}/v1/regions/{REGION}/workforces");
+    let workforce = format!("{base}/v1/regions/{REGION}/workforces/labelers");
+    let json_body = |body: String| {
+        app.client
+            .post(&create)
+            .header("content-type", "application/json")
+            .body(body)
+    };
+
+    let nested = format!(
+        "{{\"name\": {}1{}}}",
+        "[".repeat(10_000),
+        "]".repeat(10_000)
+    );
+    let many_subnets: Vec<String> = (0..100_000).map(|i| format!("subnet-{i:x}")).collect();
+    let huge_array = json!({"name": "labelers", "cognito_config": {"user_pool": "us-east-1_AbC123", "client_id": "portal"},
+                            "vpc_config": {"vpc_id": VPC, "security_group_ids": [SG_1], "subnets": many_subnets}});
+    let cases: Vec<(&str, reqwest::RequestBuilder)> = vec![
+        ("oversized body", json_body(format!("{{\"name\": \"{}\"}}", "a".repeat(300_000)))),
+        ("deeply nested JSON", json_body(nested)),
+        ("array of 100,000 subnets", json_body(huge_array.to_string())),
+        ("invalid UTF-8 body", app.client.post(&create).header("content-type", "application/json").body(vec![b'{', 0xff, 0xfe, b'}'])),
+        ("NUL byte in a name", json_body(json!({"name": "lab\u{0}elers", "cognito_config": {"user_pool": "us-east-1_AbC123", "client_id": "portal"}}).to_string())),
+        ("number as a name", json_body(r#"{"name": 12, "cognito_config": {"user_pool": "us-east-1_AbC123", "client_id": "portal"}}"#.to_owned())),
+        ("SQL in a name", json_body(json!({"name": "x'; drop table workforces; --", "cognito_config": {"user_pool": "us-east-1_AbC123", "client_id": "portal"}}).to_string())),
+        ("Cyrillic look-alike in a name", json_body(json!({"name": "lаbelers", "cognito_config": {"user_pool": "us-east-1_AbC123", "client_id": "portal"}}).to_string())),
+        ("fullwidth letters in a name", json_body(json!({"name": "ｌabelers", "cognito_config": {"user_pool": "us-east-1_AbC123", "client_id": "portal"}}).to_string())),
+        ("zero-width joiner in a name", json_body(json!({"name": "lab\u{200d}elers", "cognito_config": {"user_pool": "us-east-1_AbC123", "client_id": "portal"}}).to_string())),
+        ("right-to-left mark in an id", json_body(json!({"name": "labelers", "cognito_config": {"user_pool": "us-east-1_AbC123", "client_id": "portal"},
+                                                          "vpc_config": {"vpc_id": "vpc-\u{200f}0a1", "security_group_ids": [SG_1], "subnets": [SUBNET_A]}}).to_string())),
+        ("SQL in a subnet id", json_body(json!({"name": "labelers", "cognito_config": {"user_pool": "us-east-1_AbC123", "client_id": "portal"},
+                                                 "vpc_config": {"vpc_id": VPC, "security_group_ids": [SG_1], "subnets": ["subnet-1' or '1'='1"]}}).to_string())),
+        ("60 KB path segment", app.client.get(format!("{base}/v1/regions/{REGION}/workforces/{}", "a".repeat(60_000)))),
+        ("invalid UTF-8 in the path", app.client.get(format!("{base}/v1/regions/{REGION}/workforces/%FF%FE"))),
+        ("SQL in a path segment", app.client.get(format!("{base}/v1/regions/{REGION}/workforces/x'%20or%201=1--"))),
+        ("SQL in a query parameter", app.client.get(format!("{base}/v1/operations?workforce_name=x'%20or%201=1--"))),
+        ("SQL in a cursor", app.client.get(format!("{base}/v1/audit-events?cursor=1%20or%201=1"))),
+        ("look-alike region", app.client.get(format!("{base}/v1/regions/us-еast-1/workforces"))),
+        ("10 KB idempotency key", app.client.post(&create).header("idempotency-key", "k".repeat(10_000)).json(&cognito_workforce("labelers"))),
+        ("invalid If-Match", app.client.delete(&workforce).header("if-match", "\"not-a-revision\"")),
+    ];
+    for (label, request) in cases {
+        assert_rejected(&app, label, request).await;
+    }
+    for table in ["workforces", "operations", "audit_events"] {
+        assert_eq!(app.count_rows(table).await, 0, "{table} has rows");
+    }
+}
