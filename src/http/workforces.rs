@@ -36,6 +36,22 @@ pub(crate) fn caller(headers: &HeaderMap, authorized: &Authorized) -> Caller {
     }
 }
 
+/// Accepts a change of an existing workforce, honouring `If-Match`, and answers `202`.
+async fn accept_change(
+    state: &AppState,
+    headers: &HeaderMap,
+    authorized: &Authorized,
+    (region, name): (&Region, &WorkforceName),
+    change: Change,
+    secret: Option<crate::domain::OidcSecret>,
+) -> Result<Response, ApiError> {
+    let operation = state
+        .acceptor_with(headers)
+        .change(&caller(headers, authorized), region, name, change, secret)
+        .await?;
+    Ok(accepted(&operation))
+}
+
 /// Answers `202 Accepted` with the operation and its URL in `Location`.
 fn accepted(operation: &OperationRow) -> Response {
     let location = format!("/v1/operations/{}", operation.id);
@@ -285,17 +301,15 @@ pub async fn delete_workforce(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let (region, name) = path.parse(&state)?;
-    let operation = state
-        .acceptor_with(&headers)
-        .change(
-            &caller(&headers, &authorized),
-            &region,
-            &name,
-            Change::DeleteWorkforce,
-            None,
-        )
-        .await?;
-    Ok(accepted(&operation))
+    accept_change(
+        &state,
+        &headers,
+        &authorized,
+        (&region, &name),
+        Change::DeleteWorkforce,
+        None,
+    )
+    .await
 }
 
 /// Add or replace the VPC configuration
@@ -400,17 +414,15 @@ pub async fn delete_vpc_config(
             operation_id: None,
         });
     }
-    let operation = state
-        .acceptor_with(&headers)
-        .change(
-            &caller(&headers, &authorized),
-            &region,
-            &name,
-            Change::DeleteVpcConfig,
-            None,
-        )
-        .await?;
-    Ok(accepted(&operation))
+    accept_change(
+        &state,
+        &headers,
+        &authorized,
+        (&region, &name),
+        Change::DeleteVpcConfig,
+        None,
+    )
+    .await
 }
 
 /// Set the source-IP allow-list
@@ -458,17 +470,15 @@ pub async fn put_source_ip_config(
         .finish(|| parsed)
         .map_err(ApiError::Validation)?
         .expect("parsed without violations");
-    let operation = state
-        .acceptor_with(&headers)
-        .change(
-            &caller(&headers, &authorized),
-            &region,
-            &name,
-            Change::PutSourceIpConfig { source_ip_config },
-            None,
-        )
-        .await?;
-    Ok(accepted(&operation))
+    accept_change(
+        &state,
+        &headers,
+        &authorized,
+        (&region, &name),
+        Change::PutSourceIpConfig { source_ip_config },
+        None,
+    )
+    .await
 }
 
 /// Replace the OIDC configuration
@@ -523,15 +533,13 @@ pub async fn put_oidc_config(
     let change = Change::PutOidcConfig {
         oidc_config: config.settings,
     };
-    let operation = state
-        .acceptor_with(&headers)
-        .change(
-            &caller(&headers, &authorized),
-            &region,
-            &name,
-            change,
-            Some(config.client_secret),
-        )
-        .await?;
-    Ok(accepted(&operation))
+    accept_change(
+        &state,
+        &headers,
+        &authorized,
+        (&region, &name),
+        change,
+        Some(config.client_secret),
+    )
+    .await
 }

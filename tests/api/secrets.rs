@@ -1,53 +1,47 @@
 //! Secrets never leave the request that carried them: an OIDC client secret and an API key are
 //! looked for in the logs, in every table and in every response of a full scenario.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use reqwest::Method;
 use serde_json::json;
 
 use crate::support::*;
 
-/// A log sink that keeps everything written to it.
-#[derive(Clone, Default)]
-struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
-
-impl Write for CapturedLogs {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn canary_secrets_appear_nowhere() {
-    // The test runs on one thread, so this subscriber sees every log line of the service and
-    // of the SDK, at debug level and in the JSON format.
-    let logs = CapturedLogs::default();
-    let sink = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(tracing_subscriber::EnvFilter::new("debug"))
-        .with_writer(move || sink.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-
-    let app = TestApp::spawn().await;
-    let (_, api_key) = workforce_service::auth::api_keys::create(&app.db, "canary-caller", workforce_service::auth::Role::Admin, None, None)
-        .await
-        .unwrap();
+    // The test's own service prepares the database and the sandbox; a second process, whose
+    // debug-level JSON logs are kept, serves the scenario.
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    let log_path =
+        std::env::temp_dir().join(format!("wfs-canary-{}.log", uuid::Uuid::new_v4().simple()));
+    let port = free_port();
+    let mut process = start_process(
+        &app.database_url,
+        &app.sandbox().endpoint_url(),
+        port,
+        Some(&log_path),
+    )
+    .await;
+    let base_url = format!("http://127.0.0.1:{port}");
+    let (_, api_key) = workforce_service::auth::api_keys::create(
+        &app.db,
+        "canary-caller",
+        workforce_service::auth::Role::Admin,
+        None,
+        None,
+    )
+    .await
+    .unwrap();
     let client = client_with_key(&api_key);
     let first_secret = "canary-oidc-secret-51f0c3";
     let second_secret = "canary-oidc-secret-9a77e2";
     let mut responses = String::new();
 
     let mut send = async |method: Method, path: String, body: Option<serde_json::Value>| {
-        let mut request = client.request(method, format!("{}{path}", app.base_url));
+        let mut request = client.request(method, format!("{base_url}{path}"));
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -59,30 +53,67 @@ async fn canary_secrets_appear_nowhere() {
     };
 
     let workforce = format!("/v1/regions/{REGION}/workforces/canary");
-    let created = send(Method::POST, format!("/v1/regions/{REGION}/workforces"), Some(json!({"name": "canary", "oidc_config": oidc_config(first_secret)}))).await;
-    app.wait_for_operation(created["id"].as_str().unwrap()).await;
-    let changed = send(Method::PUT, format!("{workforce}/oidc-config"), Some(oidc_config(second_secret))).await;
-    app.wait_for_operation(changed["id"].as_str().unwrap()).await;
+    let created = send(
+        Method::POST,
+        format!("/v1/regions/{REGION}/workforces"),
+        Some(json!({"name": "canary", "oidc_config": oidc_config(first_secret)})),
+    )
+    .await;
+    app.wait_for_operation(created["id"].as_str().unwrap())
+        .await;
+    let changed = send(
+        Method::PUT,
+        format!("{workforce}/oidc-config"),
+        Some(oidc_config(second_secret)),
+    )
+    .await;
+    app.wait_for_operation(changed["id"].as_str().unwrap())
+        .await;
     send(Method::GET, workforce.clone(), None).await;
     send(Method::GET, "/v1/workforces".into(), None).await;
     send(Method::GET, "/v1/operations".into(), None).await;
-    send(Method::GET, format!("/v1/operations/{}", changed["id"].as_str().unwrap()), None).await;
+    send(
+        Method::GET,
+        format!("/v1/operations/{}", changed["id"].as_str().unwrap()),
+        None,
+    )
+    .await;
     send(Method::GET, "/v1/audit-events?limit=200".into(), None).await;
     send(Method::GET, "/v1/api-keys".into(), None).await;
     let deleted = send(Method::DELETE, workforce.clone(), None).await;
-    app.wait_for_operation(deleted["id"].as_str().unwrap()).await;
+    app.wait_for_operation(deleted["id"].as_str().unwrap())
+        .await;
 
-    let tables: Vec<String> = sqlx::query_scalar("select tablename::text from pg_tables where schemaname = 'public'").fetch_all(&app.db).await.unwrap();
+    let tables: Vec<String> =
+        sqlx::query_scalar("select tablename::text from pg_tables where schemaname = 'public'")
+            .fetch_all(&app.db)
+            .await
+            .unwrap();
     assert!(tables.len() >= 5, "{tables:?}");
     let mut database = String::new();
     for table in &tables {
-        let dump: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("select string_agg(t::text, ' ') from {table} t"))).fetch_one(&app.db).await.unwrap();
+        let dump: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "select string_agg(t::text, ' ') from {table} t"
+        )))
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
         database.push_str(&dump.unwrap_or_default());
     }
-    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
-    assert!(logs.contains("submitted change to SageMaker"), "the capture saw the service's logs");
+    let _ = process.kill();
+    let _ = process.wait();
+    let logs = std::fs::read_to_string(&log_path).unwrap();
+    let _ = std::fs::remove_file(&log_path);
+    assert!(
+        logs.contains("submitted change to SageMaker"),
+        "the capture saw the service's logs"
+    );
 
-    for (name, secret) in [("first OIDC secret", first_secret), ("second OIDC secret", second_secret), ("API key", api_key.as_str())] {
+    for (name, secret) in [
+        ("first OIDC secret", first_secret),
+        ("second OIDC secret", second_secret),
+        ("API key", api_key.as_str()),
+    ] {
         assert!(!logs.contains(secret), "the {name} is in the logs");
         assert!(!database.contains(secret), "the {name} is in the database");
         assert!(!responses.contains(secret), "the {name} is in a response");

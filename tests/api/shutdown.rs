@@ -1,6 +1,6 @@
 //! Graceful shutdown: SIGTERM releases the leases, so a second process continues at once.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -8,60 +8,6 @@ use serde_json::Value;
 
 use crate::support::*;
 use workforce_service::auth::{Role, api_keys};
-
-/// Starts the service binary in AWS mode, pointed at a sandbox by the standard endpoint
-/// variables, and waits until it is ready.
-#[expect(
-    clippy::zombie_processes,
-    reason = "the child is returned to the caller, which waits for it"
-)]
-async fn start_process(database_url: &str, sandbox_url: &str, port: u16) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_workforce-service"))
-        .args([
-            "--mode=aws",
-            "--workers=1",
-            "--lease-seconds=120",
-            "--poll-initial-ms=100",
-            "--poll-max-ms=200",
-            "--idle-poll-ms=100",
-        ])
-        .arg(format!("--listen=127.0.0.1:{port}"))
-        .arg(format!("--database-url={database_url}"))
-        .env("AWS_ENDPOINT_URL_SAGEMAKER", sandbox_url)
-        .env("AWS_ENDPOINT_URL_EC2", sandbox_url)
-        .env("AWS_ACCESS_KEY_ID", "AKIDSHUTDOWNTEST")
-        .env("AWS_SECRET_ACCESS_KEY", "shutdown-test")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the service binary starts");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(response) = reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await
-            && response.status() == StatusCode::OK
-        {
-            return child;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the service did not become ready");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 async fn operation(client: &reqwest::Client, port: u16, id: &str) -> Value {
     client
@@ -90,7 +36,7 @@ async fn sigterm_hands_operation_to_next_process() {
     let sandbox_url = app.sandbox().endpoint_url();
 
     let first_port = free_port();
-    let mut first = start_process(&app.database_url, &sandbox_url, first_port).await;
+    let mut first = start_process(&app.database_url, &sandbox_url, first_port, None).await;
     let response = client
         .post(format!(
             "http://127.0.0.1:{first_port}/v1/regions/{REGION}/workforces"
@@ -138,7 +84,7 @@ async fn sigterm_hands_operation_to_next_process() {
 
     // The lease lasts 120 s; the second process finishes the operation long before that.
     let second_port = free_port();
-    let mut second = start_process(&app.database_url, &sandbox_url, second_port).await;
+    let mut second = start_process(&app.database_url, &sandbox_url, second_port, None).await;
     let started = tokio::time::Instant::now();
     let finished = loop {
         let current = operation(&client, second_port, &id).await;

@@ -278,3 +278,72 @@ pub fn oidc_config(secret: &str) -> Value {
 pub fn vpc_config(subnets: &[&str]) -> Value {
     json!({"vpc_id": VPC, "security_group_ids": [SG_1], "subnets": subnets})
 }
+
+/// Starts the service binary in AWS mode, pointed at a sandbox by the standard endpoint
+/// variables, and waits until it is ready. With `log_file`, its JSON logs at debug level go
+/// there; otherwise they are discarded.
+#[expect(
+    clippy::zombie_processes,
+    reason = "the child is returned to the caller, which waits for it"
+)]
+pub async fn start_process(
+    database_url: &str,
+    sandbox_url: &str,
+    port: u16,
+    log_file: Option<&std::path::Path>,
+) -> std::process::Child {
+    use std::process::{Command, Stdio};
+
+    let stderr = match log_file {
+        Some(path) => Stdio::from(std::fs::File::create(path).expect("create the log file")),
+        None => Stdio::null(),
+    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_workforce-service"))
+        .args([
+            "--mode=aws",
+            "--workers=1",
+            "--lease-seconds=120",
+            "--poll-initial-ms=100",
+            "--poll-max-ms=200",
+            "--idle-poll-ms=100",
+        ])
+        .args(["--log-format=json", "--rate-limit-per-minute=0"])
+        .arg(format!("--listen=127.0.0.1:{port}"))
+        .arg(format!("--database-url={database_url}"))
+        .env("RUST_LOG", "debug")
+        .env("AWS_ENDPOINT_URL_SAGEMAKER", sandbox_url)
+        .env("AWS_ENDPOINT_URL_EC2", sandbox_url)
+        .env("AWS_ACCESS_KEY_ID", "AKIDPROCESSTEST")
+        .env("AWS_SECRET_ACCESS_KEY", "process-test")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("the service binary starts");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(response) = reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await
+            && response.status() == StatusCode::OK
+        {
+            return child;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the service did not become ready");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Returns a loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
