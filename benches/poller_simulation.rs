@@ -11,16 +11,31 @@ use std::time::Duration;
 
 use workforce_service::poller::{HISTORY_SIZE, PollSchedule, random_jitter};
 
-/// Polls and detection delay of one operation of `duration` seconds under a schedule that
-/// returns the delay after poll `attempt` (from 1) at `elapsed` seconds.
-fn simulate(duration: f64, mut next_delay: impl FnMut(f64, u32) -> f64) -> (u32, f64) {
+/// Outcome of polling one operation.
+struct Polled {
+    polls: u32,
+    /// Seconds from the end of the change to the poll that saw it.
+    delay: f64,
+    /// Duration that the service records: halfway between the last two polls.
+    recorded: f64,
+}
+
+/// Polls one operation of `duration` seconds with a schedule that returns the delay after poll
+/// `attempt` (from 1) at `elapsed` seconds.
+fn simulate(duration: f64, mut next_delay: impl FnMut(f64, u32) -> f64) -> Polled {
     let mut time = 0.0;
+    let mut previous = 0.0;
     let mut polls = 0;
     loop {
         polls += 1;
         if time >= duration {
-            return (polls, time - duration);
+            return Polled {
+                polls,
+                delay: time - duration,
+                recorded: (previous + time) / 2.0,
+            };
         }
+        previous = time;
         time += next_delay(time, polls);
     }
 }
@@ -59,6 +74,11 @@ fn main() {
     let schedule = PollSchedule::from_backoff(Duration::from_secs(2), Duration::from_secs(30));
     let scenarios = [
         Scenario {
+            name: "kinds with medians 45 s, 90 s, 6 min, 10 min; sigma 0.1",
+            medians: &[45.0, 90.0, 360.0, 600.0],
+            sigma: 0.1,
+        },
+        Scenario {
             name: "kinds with medians 45 s, 90 s, 6 min, 10 min; sigma 0.15",
             medians: &[45.0, 90.0, 360.0, 600.0],
             sigma: 0.15,
@@ -80,7 +100,7 @@ fn main() {
     println!("|---|---|---|---|---|---|---|");
     for scenario in &scenarios {
         // The history of each kind fills from the adaptive poller's own observations, as in
-        // the service: the recorded duration includes the detection delay.
+        // the service, starting empty.
         let mut histories: Vec<Vec<f64>> = vec![Vec::new(); scenario.medians.len()];
         let (mut terraform_polls, mut terraform_delay_sum) = (0u64, 0.0);
         let (mut adaptive_polls, mut adaptive_delay_sum) = (0u64, 0.0);
@@ -88,9 +108,9 @@ fn main() {
             let kind = fastrand::usize(..scenario.medians.len());
             let duration = draw(scenario.medians[kind], scenario.sigma);
 
-            let (polls, delay) = simulate(duration, |_, attempt| terraform_delay(attempt));
-            terraform_polls += u64::from(polls);
-            terraform_delay_sum += delay;
+            let terraform = simulate(duration, |_, attempt| terraform_delay(attempt));
+            terraform_polls += u64::from(terraform.polls);
+            terraform_delay_sum += terraform.delay;
 
             let history = &mut histories[kind];
             let mut sorted: Vec<Duration> = history
@@ -98,7 +118,7 @@ fn main() {
                 .map(|s| Duration::from_secs_f64(*s))
                 .collect();
             sorted.sort_unstable();
-            let (polls, delay) = simulate(duration, |elapsed, attempt| {
+            let adaptive = simulate(duration, |elapsed, attempt| {
                 schedule
                     .next_delay(
                         &sorted,
@@ -108,9 +128,9 @@ fn main() {
                     )
                     .as_secs_f64()
             });
-            adaptive_polls += u64::from(polls);
-            adaptive_delay_sum += delay;
-            history.push(duration + delay);
+            adaptive_polls += u64::from(adaptive.polls);
+            adaptive_delay_sum += adaptive.delay;
+            history.push(adaptive.recorded);
             if history.len() > HISTORY_SIZE as usize {
                 history.remove(0);
             }

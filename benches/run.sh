@@ -36,13 +36,18 @@ executable() {
 import json, sys
 for line in open(sys.argv[1]):
     m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == sys.argv[2] and m.get("executable"):
+    # --benches also builds the binary as a test harness; skip that one.
+    if (m.get("reason") == "compiler-artifact" and m["target"]["name"] == sys.argv[2]
+            and m.get("executable") and not (m["target"]["kind"] == ["bin"] and m["profile"]["test"])):
         print(m["executable"])' "$work/build.json" "$1" | tail -1
 }
 service=$(executable workforce-service)
 baseline=$(executable baseline_server)
 load=$(executable load)
 simulation=$(executable poller_simulation)
+for path in "$service" "$baseline" "$load" "$simulation"; do
+    [[ -x "$path" ]] || { echo "run.sh: a benchmark executable is missing after the build" >&2; exit 1; }
+done
 
 # Starts the service in the background with extra flags; sets $server_pid.
 start_service() {
@@ -124,6 +129,10 @@ for name in workforce operation; do
     read -r half_rps half_p50 half_p99 <<< "$(WRK_DELAY_MS=$delay run_wrk 8 "$url")"
     row "GET $name at half rate: p99 ms | $half_p99 | | | $half_rps req/s sent (target $(python3 -c "print(round($rps/2))")), p50 $half_p50 ms"
 done
+# The same middleware stack without a credential or a database query, to separate the cost of
+# the stack from the cost of the queries.
+read -r rps p50 p99 <<< "$(WFS_KEY='' run_wrk "$connections" "$api/healthz")"
+row "GET /healthz (middleware, no auth, no query), $connections connections: req/s | $rps | | | p50 $p50 ms / p99 $p99 ms"
 stop_service "$server_pid"
 
 echo "== time to ready and idle memory on a migrated database" >&2
@@ -152,7 +161,7 @@ stop_service "$server_pid"
 
 echo "== audit log: $audit_rows events" >&2
 psql -q -h 127.0.0.1 -U postgres -c "drop database if exists wfs_bench_audit" >/dev/null
-"$service" migrate --database-url "$pg/wfs_bench_audit" 2>/dev/null
+"$service" --database-url "$pg/wfs_bench_audit" migrate 2>> "$work/migrate.log"
 # The chain trigger hashes each row in turn; replica mode skips triggers for the bulk load, so
 # these events carry no chain columns.
 load_started=$(date +%s%N)
@@ -186,7 +195,7 @@ for filter in workforce actor time; do
     # The same statement as src/db/audit.rs, prepared as sqlx prepares it, executed 30 times.
     {
         echo "prepare page(text, text, uuid, text, text, text, timestamptz, timestamptz, bigint, bigint) as"
-        sed -n '/"select id, occurred_at, actor/,/limit \$10"/p' src/db/audit.rs | tr -d '"'
+        sed -n '/"select id, occurred_at, actor/,/limit \$10"/p' src/db/audit.rs | tr -d '"' | sed '$ s/,$//'
         echo ";"
         for _ in $(seq 1 30); do echo "explain (analyze, buffers) execute page($params);"; done
     } > "$work/explain.sql"

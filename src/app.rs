@@ -116,7 +116,8 @@ pub async fn start(config: &ServeConfig, listener: TcpListener) -> anyhow::Resul
     };
 
     anyhow::ensure!(
-        config.aws_calls_per_second == 0 || config.aws_calls_per_second >= budget::SUBMIT_STEP_CALLS,
+        config.aws_calls_per_second == 0
+            || config.aws_calls_per_second >= budget::SUBMIT_STEP_CALLS,
         "--aws-calls-per-second must be 0 (no limit) or at least {}, the SageMaker calls of one submitting step",
         budget::SUBMIT_STEP_CALLS
     );

@@ -1,5 +1,5 @@
 //! Acceptance of changes: the state rules, the operation and its audit event, in one
-//! transaction, before the API answers `202 Accepted`.
+//! transaction, before the API returns `202 Accepted`.
 
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -15,7 +15,7 @@ use crate::http::models::WorkforceResponse;
 use crate::secrets::SecretSealer;
 use crate::vpc_checks::Finding;
 
-/// Who asked for a change, and the id of the HTTP request that carried it.
+/// The caller of a change and the id of the HTTP request that carried it.
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub actor: String,
@@ -26,7 +26,7 @@ pub struct Caller {
     pub request_id: Option<String>,
 }
 
-/// What the acceptance of a change needs from the application.
+/// Dependencies and options for accepting a change.
 pub struct Acceptor<'a> {
     pub db: &'a PgPool,
     pub sealer: &'a SecretSealer,
@@ -351,7 +351,7 @@ impl<'a> Acceptor<'a> {
     }
 
     /// Audits a change rejected because of the workforce's state. A failure to write this
-    /// event is logged and does not change the answer, since nothing was changed.
+    /// event is logged and does not change the response, since nothing was changed.
     async fn record_rejection(
         &self,
         caller: &Caller,

@@ -14,7 +14,7 @@ use crate::http::AppState;
 pub struct RefreshesInFlight(Arc<Mutex<HashSet<(Region, String)>>>);
 
 /// Starts a background refresh of a workforce record that is older than the refresh interval.
-/// The read that triggered it answers at once from the stored record.
+/// The read that triggered it returns the stored record at once.
 pub fn refresh_if_stale(state: &AppState, region: &Region, row: &workforces::WorkforceRow) {
     // A workforce that SageMaker has not been asked to create yet has nothing to refresh.
     if row.aws_status.is_none() {
@@ -81,8 +81,8 @@ pub async fn refresh_workforce(
     Ok(())
 }
 
-/// Brings the records of every configured region in line with AWS: records workforces that
-/// exist in AWS but not in the database, such as ones created before this service ran, and
+/// Brings the records of every configured region in line with AWS. It records workforces that
+/// exist in AWS but not in the database, such as ones created before this service ran. It
 /// removes records of workforces that AWS no longer has and no operation is working on.
 pub async fn sync_regions(db: &sqlx::PgPool, aws: &Aws, regions: &[Region]) {
     for region in regions {

@@ -1,7 +1,7 @@
 //! Sealing of OIDC client secrets between the request and the SageMaker call.
 //!
-//! SageMaker needs the client secret, and the call happens in a worker after the request has
-//! been answered. The secret is therefore kept with the operation, encrypted with AES-256-GCM
+//! SageMaker needs the client secret, and the call happens in a worker after the response to the
+//! request was sent. The secret is therefore kept with the operation, encrypted with AES-256-GCM
 //! under a key that never enters the database, and erased once SageMaker has accepted it.
 
 use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng};

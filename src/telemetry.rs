@@ -1,5 +1,5 @@
 //! Prometheus metrics: HTTP requests, operations, AWS calls, audit events and the database
-//! pool. Counters and histograms are recorded where things happen; gauges that describe the
+//! pool. Counters and histograms are recorded where things happen. Gauges that describe the
 //! database (operations in flight, the oldest pending one, pool use) are read at scrape time.
 
 use std::sync::OnceLock;

@@ -3,22 +3,37 @@
 //! A trigger on `operations` sends the id on the `operations_changed` channel when a change of
 //! status, AWS status or update time commits, from any process. One listener per process
 //! (see [`crate::worker::listen_for_work`]) passes each id to [`OperationWatchers::announce`],
-//! which wakes only the readers of that operation.
+//! which wakes only the readers of that operation. The readers woken by one announcement share
+//! one read of the operation, so a thousand readers cost one query, not a thousand.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Notify;
 use uuid::Uuid;
 
+use crate::db::operations::OperationRow;
+
 /// Channel on which the `operations_announce_change` trigger sends the id of a changed operation.
 pub const CHANGED_CHANNEL: &str = "operations_changed";
+
+/// The readers of one operation.
+#[derive(Debug, Default)]
+struct Watched {
+    notify: Notify,
+    /// Number of announcements of this operation so far.
+    announcements: AtomicU64,
+    /// The last read of the operation, with the number of announcements made before it.
+    latest: tokio::sync::Mutex<Option<(u64, OperationRow)>>,
+}
 
 /// Readers waiting for changes, by operation id.
 #[derive(Debug, Clone)]
 pub struct OperationWatchers {
-    waiting: Arc<Mutex<HashMap<Uuid, Arc<Notify>>>>,
+    waiting: Arc<Mutex<HashMap<Uuid, Arc<Watched>>>>,
     /// Maximum wait that a reader may request.
     pub max_wait: Duration,
 }
@@ -33,30 +48,26 @@ impl OperationWatchers {
 
     /// Registers interest in one operation until the returned watch is dropped.
     pub fn watch(&self, id: Uuid) -> OperationWatch {
-        let notify = self
-            .lock()
-            .entry(id)
-            .or_insert_with(|| Arc::new(Notify::new()))
-            .clone();
+        let watched = self.lock().entry(id).or_default().clone();
         OperationWatch {
             id,
-            notify,
+            watched,
             watchers: self.clone(),
         }
     }
 
     /// Wakes the readers of operation `id`.
     pub fn announce(&self, id: Uuid) {
-        if let Some(notify) = self.lock().get(&id) {
-            notify.notify_waiters();
+        if let Some(watched) = self.lock().get(&id) {
+            watched.announce();
         }
     }
 
     /// Wakes every reader, as after a lost listener connection, when announcements may have
     /// been missed. Each reader reads its operation again.
     pub fn announce_all(&self) {
-        for notify in self.lock().values() {
-            notify.notify_waiters();
+        for watched in self.lock().values() {
+            watched.announce();
         }
     }
 
@@ -65,7 +76,7 @@ impl OperationWatchers {
         self.lock().len()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Arc<Notify>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Arc<Watched>>> {
         // The map stays consistent even if a holder panicked: each change is a single call.
         self.waiting
             .lock()
@@ -73,11 +84,19 @@ impl OperationWatchers {
     }
 }
 
+impl Watched {
+    fn announce(&self) {
+        // Counted before the wake-up, so that woken readers see the new announcement.
+        self.announcements.fetch_add(1, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+}
+
 /// One reader's interest in an operation.
 #[derive(Debug)]
 pub struct OperationWatch {
     id: Uuid,
-    notify: Arc<Notify>,
+    watched: Arc<Watched>,
     watchers: OperationWatchers,
 }
 
@@ -85,17 +104,35 @@ impl OperationWatch {
     /// Returns the notification to wait on. Call `enable` on it before reading the operation,
     /// so that a change committed between the read and the wait is not missed.
     pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
-        self.notify.notified()
+        self.watched.notify.notified()
+    }
+
+    /// Returns the operation as read after the latest announcement. The first reader to ask
+    /// after an announcement runs `read`; the others wait for its result and share it.
+    pub async fn read<E, F>(&self, read: impl FnOnce() -> F) -> Result<OperationRow, E>
+    where
+        F: Future<Output = Result<OperationRow, E>>,
+    {
+        let announcements = self.watched.announcements.load(Ordering::SeqCst);
+        let mut latest = self.watched.latest.lock().await;
+        if let Some((seen, row)) = latest.as_ref()
+            && *seen >= announcements
+        {
+            return Ok(row.clone());
+        }
+        let row = read().await?;
+        *latest = Some((announcements, row.clone()));
+        Ok(row)
     }
 }
 
 impl Drop for OperationWatch {
     fn drop(&mut self) {
         let mut waiting = self.watchers.lock();
-        // The map holds one reference and this watch another; no other reader is left.
-        if let Some(notify) = waiting.get(&self.id)
-            && Arc::ptr_eq(notify, &self.notify)
-            && Arc::strong_count(notify) == 2
+        // The map holds one reference and this watch another, so no other reader is left.
+        if let Some(watched) = waiting.get(&self.id)
+            && Arc::ptr_eq(watched, &self.watched)
+            && Arc::strong_count(watched) == 2
         {
             waiting.remove(&self.id);
         }

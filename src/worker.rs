@@ -567,6 +567,7 @@ impl Worker {
         match &outcome {
             StepOutcome::Submitted { .. } => {
                 operations::mark_submitted(&mut tx, current.id, aws_status).await?;
+                operations::mark_polled(&mut tx, current.id).await?;
                 let delay = self
                     .next_poll_delay(&mut tx, &current, Duration::ZERO, 1)
                     .await?;
@@ -580,6 +581,7 @@ impl Worker {
             StepOutcome::Waiting { .. } => {
                 let delay = match current.submitted_at {
                     Some(submitted_at) => {
+                        operations::mark_polled(&mut tx, current.id).await?;
                         let elapsed = (chrono::Utc::now() - submitted_at)
                             .to_std()
                             .unwrap_or_default();
@@ -701,7 +703,9 @@ impl Worker {
 }
 
 /// Records how long SageMaker took for a submitted operation that reached a terminal status.
-/// The time runs to this step, so it includes up to one poll interval of detection delay.
+/// The change ended between the previous poll and this one, so the estimate is the midpoint.
+/// Recording this poll's time instead would add the detection delay to the history, and the
+/// schedule, polling later, would then drift later still.
 async fn record_duration(
     conn: &mut sqlx::PgConnection,
     operation: &OperationRow,
@@ -709,9 +713,13 @@ async fn record_duration(
     let Some(submitted_at) = operation.submitted_at else {
         return Ok(());
     };
-    let duration = (chrono::Utc::now() - submitted_at)
-        .to_std()
-        .unwrap_or_default();
+    let now = chrono::Utc::now();
+    let last_in_progress = operation
+        .polled_at
+        .unwrap_or(submitted_at)
+        .max(submitted_at);
+    let ended_at = last_in_progress + (now - last_in_progress) / 2;
+    let duration = (ended_at - submitted_at).to_std().unwrap_or_default();
     operations::insert_duration(conn, &operation.region, &operation.kind, duration).await
 }
 

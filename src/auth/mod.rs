@@ -23,7 +23,7 @@ use crate::domain::Region;
 use crate::http::error::{ApiError, Problem};
 pub use rate_limit::RateLimiter;
 
-/// What a caller may do.
+/// A caller's role, which decides its permissions.
 #[derive(
     Debug,
     Clone,
@@ -76,7 +76,7 @@ impl Role {
     }
 }
 
-/// What a route needs.
+/// The permission a route requires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Permission {
     Read,
@@ -85,7 +85,7 @@ pub enum Permission {
     ManageKeys,
 }
 
-/// Which kind of credential identified the caller.
+/// The kind of credential that identified the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ActorKind {
     ApiKey,

@@ -38,6 +38,7 @@ pub struct OperationRow {
     pub finished_at: Option<DateTime<Utc>>,
     pub request_id: Option<String>,
     pub actor: String,
+    pub polled_at: Option<DateTime<Utc>>,
 }
 
 impl OperationRow {
@@ -254,6 +255,14 @@ pub async fn mark_submitted(
     )
     .execute(conn)
     .await?;
+    Ok(())
+}
+
+/// Records that a DescribeWorkforce just showed the change still in progress.
+pub async fn mark_polled(conn: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query!("update operations set polled_at = now() where id = $1", id)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 

@@ -235,10 +235,16 @@ fn check_https_url(field: &str, value: &str) -> Result<(), FieldError> {
     let valid = value.len() <= 500
         && value.strip_prefix("https://").is_some_and(|rest| {
             let (authority, path) = rest.find('/').map_or((rest, ""), |at| rest.split_at(at));
-            let (host, port) = authority.split_once(':').map_or((authority, None), |(h, p)| (h, Some(p)));
+            let (host, port) = authority
+                .split_once(':')
+                .map_or((authority, None), |(h, p)| (h, Some(p)));
             !host.is_empty()
-                && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
-                && port.is_none_or(|p| (1..=5).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+                && port.is_none_or(|p| {
+                    (1..=5).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit())
+                })
                 && path.bytes().all(|b| (b'!'..=b'~').contains(&b))
         });
     if valid {

@@ -29,7 +29,7 @@ pub struct Problem {
     pub title: String,
     /// HTTP status code.
     pub status: u16,
-    /// What went wrong in this request and what to do about it.
+    /// Explanation of what went wrong in this request and what to do about it.
     pub detail: String,
     /// Id of the request, as in the `X-Request-Id` response header.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -72,7 +72,7 @@ impl IntoResponse for Problem {
     }
 }
 
-/// The cause of a 5xx answer, attached to the response for the access log and never sent.
+/// The cause of a 5xx response, attached to the response for the access log and never sent.
 #[derive(Debug, Clone)]
 pub struct ErrorCause(pub String);
 

@@ -2,7 +2,7 @@
 //! caller gets the original response instead of a second operation.
 //!
 //! The first request claims the key in the database, so concurrent repeats cannot both run
-//! the handler; they wait for the first response and replay it. The same key with another
+//! the handler. They wait for the first response and replay it. The same key with another
 //! method, path or body is rejected with 422. Server errors free the key, so a retry runs again.
 
 use std::time::Duration;

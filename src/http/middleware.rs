@@ -121,7 +121,7 @@ fn problem_for_status(status: StatusCode, body: &[u8]) -> Problem {
 }
 
 /// Logs one line per request: method, matched route, status, duration and request id, and for
-/// 5xx answers the cause that the response body does not show.
+/// 5xx responses the cause that the response body does not show.
 pub async fn access_log(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();

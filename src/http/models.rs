@@ -54,17 +54,35 @@ pub struct OidcConfigRequest {
     /// Write-only: passed to SageMaker, never stored, logged or returned.
     #[schema(write_only, min_length = 1, max_length = 1024, pattern = r"^[ -~]+$")]
     pub client_secret: String,
-    #[schema(max_length = 500, pattern = r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[!-~]*)?$")]
+    #[schema(
+        max_length = 500,
+        pattern = r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[!-~]*)?$"
+    )]
     pub issuer: String,
-    #[schema(max_length = 500, pattern = r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[!-~]*)?$")]
+    #[schema(
+        max_length = 500,
+        pattern = r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[!-~]*)?$"
+    )]
     pub authorization_endpoint: String,
-    #[schema(max_length = 500, pattern = r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[!-~]*)?$")]
+    #[schema(
+        max_length = 500,
+        pattern = r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[!-~]*)?$"
+    )]
     pub token_endpoint: String,
-    #[schema(max_length = 500, pattern = r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[!-~]*)?$")]
+    #[schema(
+        max_length = 500,
+        pattern = r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[!-~]*)?$"
+    )]
     pub user_info_endpoint: String,
-    #[schema(max_length = 500, pattern = r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[!-~]*)?$")]
+    #[schema(
+        max_length = 500,
+        pattern = r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[!-~]*)?$"
+    )]
     pub logout_endpoint: String,
-    #[schema(max_length = 500, pattern = r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[!-~]*)?$")]
+    #[schema(
+        max_length = 500,
+        pattern = r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[!-~]*)?$"
+    )]
     pub jwks_uri: String,
     /// Scopes separated by single spaces.
     #[serde(default)]
@@ -220,10 +238,17 @@ pub struct SourceIpConfigRequest {
 #[serde(deny_unknown_fields)]
 pub struct ResourceTag {
     /// 1 to 128 letters, digits, spaces and `_ . : / = + - @`, not starting with `aws:`.
-    #[schema(min_length = 1, max_length = 128, pattern = r##"^(?![aA][wW][sS]:)[^\x00-\x1f\x7f!"#$%&'()*,;<>?\[\\\]^`{|}~]+$"##)]
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r##"^(?![aA][wW][sS]:)[^\x00-\x1f\x7f!"#$%&'()*,;<>?\[\\\]^`{|}~]+$"##
+    )]
     pub key: String,
     /// Up to 256 letters, digits, spaces and `_ . : / = + - @`.
-    #[schema(max_length = 256, pattern = r##"^[^\x00-\x1f\x7f!"#$%&'()*,;<>?\[\\\]^`{|}~]*$"##)]
+    #[schema(
+        max_length = 256,
+        pattern = r##"^[^\x00-\x1f\x7f!"#$%&'()*,;<>?\[\\\]^`{|}~]*$"##
+    )]
     pub value: String,
 }
 

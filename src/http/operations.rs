@@ -80,7 +80,7 @@ async fn find_operation(state: &AppState, id: Uuid) -> Result<OperationRow, ApiE
 
 /// Returns the operation once its status, AWS status or update time differs from the first
 /// read, or as last read when `wait` ends. No database connection is held while waiting: each
-/// read takes one from the pool and returns it.
+/// read takes one from the pool and returns it, and readers woken together share one read.
 async fn wait_for_change(
     state: &AppState,
     id: Uuid,
@@ -95,7 +95,7 @@ async fn wait_for_change(
         tokio::pin!(notified);
         notified.as_mut().enable();
 
-        let current = find_operation(state, id).await?;
+        let current = watch.read(|| find_operation(state, id)).await?;
         let baseline = first.get_or_insert_with(|| current.clone());
         let changed = current.status != baseline.status
             || current.aws_status != baseline.aws_status

@@ -4,8 +4,8 @@
 mod audit;
 mod auth;
 mod errors;
-mod hostile;
 mod faults;
+mod hostile;
 mod long_poll;
 mod openapi;
 mod poller;
