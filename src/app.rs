@@ -302,12 +302,13 @@ async fn build_authenticator(
     {
         public_prefixes.extend(public_paths(name)?.iter().map(|p| (*p).to_owned()));
     }
-    if jwt.is_none() && api_keys::count_usable(db).await? == 0 {
+    if jwt.is_none() {
         match config.mode {
-            Mode::Aws => anyhow::bail!(
+            Mode::Aws if api_keys::count_usable(db).await? == 0 => anyhow::bail!(
                 "no way to authenticate: create an API key with `workforce-service api-keys create --name NAME --role admin`, or configure --jwt-issuer, --jwt-audience and --jwt-jwks-url"
             ),
-            Mode::Sandbox => bootstrap_admin_key(db, &config.bootstrap_key_file).await?,
+            Mode::Aws => {}
+            Mode::Sandbox => ensure_sandbox_key(db, &config.bootstrap_key_file).await?,
         }
     }
     Ok(Authenticator {
@@ -317,6 +318,25 @@ async fn build_authenticator(
             .then(|| Arc::new(RateLimiter::new(config.rate_limit_per_minute))),
         public_prefixes: Arc::new(public_prefixes),
     })
+}
+
+/// Makes sure that the sandbox key file holds a usable admin key: the one already there, or a
+/// new one. A fresh clone pointed at a database that other checkouts already used thus still
+/// gets a key of its own.
+async fn ensure_sandbox_key(db: &sqlx::PgPool, path: &std::path::Path) -> anyhow::Result<()> {
+    if let Ok(existing) = std::fs::read_to_string(path) {
+        let usable = api_keys::find_by_key(db, existing.trim())
+            .await?
+            .is_some_and(|row| {
+                row.is_usable(chrono::Utc::now()) && row.role == Role::Admin.as_str()
+            });
+        if usable {
+            tracing::info!(key.file = %path.display(), "sandbox mode: the admin API key is in this file; send it as Authorization: Bearer <key>");
+            return Ok(());
+        }
+        tracing::warn!(key.file = %path.display(), "sandbox mode: the key in this file is unknown, expired or revoked; creating a new one");
+    }
+    bootstrap_admin_key(db, path).await
 }
 
 async fn bootstrap_admin_key(db: &sqlx::PgPool, path: &std::path::Path) -> anyhow::Result<()> {
