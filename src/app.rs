@@ -286,9 +286,9 @@ fn jwt_settings(config: &ServeConfig) -> anyhow::Result<Option<JwtSettings>> {
     }))
 }
 
-/// Builds the authenticator, and makes sure some credential can sign in: in sandbox mode the
-/// first start creates an admin key and writes it to a file only its owner can read; in AWS
-/// mode the service refuses to start without an API key or an identity provider.
+/// Builds the authenticator and makes sure that some credential can sign in. In sandbox mode
+/// the key file always contains a usable admin key. In AWS mode the service refuses to start
+/// without an API key or an identity provider.
 async fn build_authenticator(
     config: &ServeConfig,
     db: &sqlx::PgPool,
@@ -320,8 +320,8 @@ async fn build_authenticator(
     })
 }
 
-/// Makes sure that the sandbox key file holds a usable admin key: the one already there, or a
-/// new one. A fresh clone pointed at a database that other checkouts already used thus still
+/// Makes sure that the sandbox key file contains a usable admin key: the one already there, or
+/// a new one. A fresh clone pointed at a database that other checkouts already used thus still
 /// gets a key of its own.
 async fn ensure_sandbox_key(db: &sqlx::PgPool, path: &std::path::Path) -> anyhow::Result<()> {
     if let Ok(existing) = std::fs::read_to_string(path) {

@@ -75,7 +75,7 @@ pub enum ApiKeyCommand {
 /// DescribeVpcEndpointServices entry lists only the zones the sandbox topology supports.
 const SANDBOX_PORTAL_ENDPOINT_SERVICE: &str = "com.amazonaws.{region}.sagemaker.labeling";
 
-/// Where the service sends its AWS calls.
+/// The destination of the service's AWS calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Mode {
     /// Real AWS, with the standard credential chain and region settings.
@@ -117,7 +117,7 @@ pub struct ServeConfig {
     #[arg(long, env = "WORKFORCE_DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
     pub database_max_connections: u32,
 
-    /// Where AWS calls go: `aws` for real AWS, `sandbox` for the built-in sandbox.
+    /// Destination of AWS calls: `aws` for real AWS, `sandbox` for the built-in sandbox.
     #[arg(long, env = "WORKFORCE_MODE", value_enum, default_value_t = Mode::Aws)]
     pub mode: Mode,
 
@@ -134,7 +134,7 @@ pub struct ServeConfig {
     #[arg(long, env = "WORKFORCE_WORKERS", default_value_t = 4)]
     pub workers: usize,
 
-    /// Seconds a worker holds an operation before another worker may take it over.
+    /// Seconds a worker keeps its lease on an operation before another worker may take it over.
     #[arg(long, env = "WORKFORCE_LEASE_SECONDS", default_value_t = 30)]
     pub lease_seconds: u64,
 
@@ -155,7 +155,7 @@ pub struct ServeConfig {
     #[arg(long, env = "WORKFORCE_POLL_INITIAL_MS", default_value_t = 2_000)]
     pub poll_initial_ms: u64,
 
-    /// Longest delay in milliseconds between DescribeWorkforce polls.
+    /// Maximum delay in milliseconds between DescribeWorkforce polls.
     #[arg(long, env = "WORKFORCE_POLL_MAX_MS", default_value_t = 30_000)]
     pub poll_max_ms: u64,
 
@@ -179,7 +179,7 @@ pub struct ServeConfig {
     pub refresh_after_seconds: u64,
 
     /// Base64 key (32 bytes) that seals OIDC client secrets until SageMaker has them. Every
-    /// process sharing a database needs the same key; without one, a random key is used and
+    /// process sharing a database needs the same key. Without one, a random key is used, so
     /// only this process can submit the OIDC changes it accepted.
     #[arg(long, env = "WORKFORCE_SECRET_KEY", hide_env_values = true)]
     pub secret_key: Option<String>,
@@ -223,7 +223,7 @@ pub struct ServeConfig {
     #[arg(long, env = "WORKFORCE_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,
 
-    /// Seconds a request may take before it is answered with 503.
+    /// Seconds a request may take before the service returns 503.
     #[arg(long, env = "WORKFORCE_REQUEST_TIMEOUT_SECONDS", default_value_t = 30)]
     pub request_timeout_seconds: u64,
 

@@ -48,7 +48,7 @@ pub struct Finding {
 }
 
 impl Finding {
-    /// A warning that EC2 could not be read when the change was accepted, so the checks run
+    /// Builds a warning that EC2 could not be read when the change was accepted, so the checks run
     /// only in the worker, just before SageMaker is called.
     pub fn checks_deferred(vpc_id: &str, error: &crate::aws::AwsError) -> Self {
         Self::new(

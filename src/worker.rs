@@ -31,7 +31,7 @@ use crate::watch::{CHANGED_CHANNEL, OperationWatchers};
 /// run just before the change is sent to SageMaker.
 pub const VPC_PREREQUISITES_FAILED: &str = "VpcPrerequisitesFailed";
 
-/// How workers schedule their steps.
+/// Timing settings for worker steps.
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
     pub lease: Duration,
@@ -40,7 +40,7 @@ pub struct WorkerSettings {
     pub idle_poll: Duration,
 }
 
-/// What one step found out.
+/// The result of one step.
 #[derive(Debug)]
 pub enum StepOutcome {
     /// The mutating call was sent, or AWS already shows it applied: poll from now on.
@@ -739,7 +739,7 @@ fn change_applied(change: &Change, snapshot: &WorkforceSnapshot) -> bool {
             source_ip_config.same_cidrs(&snapshot.source_ip_cidrs)
         }
         // NOTE: the client secret cannot be read back, so a change of the secret alone counts
-        // as applied once the call may have been sent; it is never sent twice.
+        // as applied once the call may have been sent. It is never sent twice.
         Change::PutOidcConfig { oidc_config } => snapshot.oidc_config.as_ref() == Some(oidc_config),
         Change::CreateWorkforce { .. } | Change::DeleteWorkforce => false,
     }

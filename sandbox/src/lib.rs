@@ -37,7 +37,7 @@ pub struct Delays {
     pub spread: Spread,
 }
 
-/// How the length of one transition is chosen from its configured delay.
+/// The rule that picks the length of one transition from its configured delay.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Spread {

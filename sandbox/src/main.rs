@@ -36,11 +36,11 @@ struct Args {
     #[arg(long, env = "SANDBOX_DELAY_SIGMA")]
     delay_sigma: Option<f64>,
 
-    /// Shortest drawn transition, in milliseconds, with --delay-sigma.
+    /// Minimum drawn transition length, in milliseconds, with --delay-sigma.
     #[arg(long, env = "SANDBOX_DELAY_MIN_MS", default_value_t = 0)]
     delay_min_ms: u64,
 
-    /// Longest drawn transition, in milliseconds, with --delay-sigma.
+    /// Maximum drawn transition length, in milliseconds, with --delay-sigma.
     #[arg(long, env = "SANDBOX_DELAY_MAX_MS", default_value_t = 3_600_000)]
     delay_max_ms: u64,
 

@@ -128,17 +128,17 @@ impl Inner {
     }
 }
 
-/// How one AWS call ended. Faults are injected before the request is handled, so only a
+/// The outcome of one AWS call. Faults are injected before the request is handled, so only a
 /// `Succeeded` call can have changed a workforce.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CallOutcome {
-    /// Handled and answered with a success response.
+    /// Handled, with a success response.
     Succeeded,
     /// Handled and rejected with an API error, such as `ValidationException`.
     Rejected,
-    /// Answered with an injected throttling error, without being handled.
+    /// Rejected with an injected throttling error, without being handled.
     Throttled,
-    /// Answered with an injected server error, without being handled.
+    /// Rejected with an injected server error, without being handled.
     ServerError,
     /// Connection closed on purpose, without being handled.
     Dropped,

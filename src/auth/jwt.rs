@@ -18,7 +18,7 @@ use super::Role;
 /// Shortest time between two JWKS refreshes caused by unknown key ids.
 pub const UNKNOWN_KID_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
 
-/// How tokens are checked and mapped to roles.
+/// Settings for checking tokens and mapping them to roles.
 #[derive(Debug, Clone)]
 pub struct JwtSettings {
     pub issuer: String,

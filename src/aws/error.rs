@@ -7,13 +7,13 @@ use aws_sdk_sagemaker::operation::RequestId;
 /// An AWS call that did not succeed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum AwsError {
-    /// The workforce does not exist (SageMaker answers `ValidationException` "No workforce").
+    /// The workforce does not exist (SageMaker returns `ValidationException` "No workforce").
     #[error("workforce not found: {message}")]
     NotFound {
         message: String,
         request_id: Option<String>,
     },
-    /// Throttling, a 5xx answer, a timeout or a broken connection, after the SDK's own retries.
+    /// Throttling, a 5xx response, a timeout or a broken connection, after the SDK's own retries.
     /// Worth trying again later.
     #[error("transient AWS failure ({code}): {message}")]
     Transient {
@@ -78,7 +78,7 @@ impl AwsError {
         matches!(self, Self::Transient { .. })
     }
 
-    /// Classifies an SDK error. `not_found` tells whether a service error means that the
+    /// Classifies an SDK error. `not_found` decides whether a service error means that the
     /// resource is missing.
     pub(crate) fn from_sdk<E>(
         error: SdkError<E, HttpResponse>,

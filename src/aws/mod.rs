@@ -23,7 +23,7 @@ pub use ec2::{
 pub use error::AwsError;
 pub use workforce::{CreateWorkforceInput, UpdateWorkforceInput, VpcSnapshot, WorkforceSnapshot};
 
-/// How the service reaches AWS.
+/// The endpoints that the service's AWS clients use.
 #[derive(Debug, Clone)]
 pub enum Endpoint {
     /// The standard credential chain, region settings and endpoint variables
@@ -48,7 +48,7 @@ pub struct Aws {
     portal_zone_source: Arc<PortalZoneSource>,
 }
 
-/// Time allowed for one SDK call, retries included. SageMaker's workforce calls answer in well
+/// Time allowed for one SDK call, retries included. SageMaker's workforce calls should return in well
 /// under a second; this only bounds a hung connection.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
 

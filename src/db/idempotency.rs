@@ -56,7 +56,7 @@ pub async fn find(
     .await
 }
 
-/// Takes over a key whose first request expired or died before it answered.
+/// Takes over a key whose first request expired or died before it responded.
 pub async fn take_over(
     executor: impl PgExecutor<'_>,
     caller: &str,

@@ -1,4 +1,4 @@
-//! How workers sign in to the portal: an Amazon Cognito user pool or an OIDC identity provider.
+//! Worker sign-in settings for the portal: an Amazon Cognito user pool or an OIDC identity provider.
 
 use std::collections::BTreeMap;
 use std::fmt;

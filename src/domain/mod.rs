@@ -24,7 +24,7 @@ pub use tags::Tag;
 pub struct FieldError {
     /// JSON path of the rejected value within the request, or the parameter name.
     pub field: String,
-    /// What is wrong with the value and what a valid one looks like.
+    /// Explanation of what is wrong with the value and what a valid one looks like.
     pub reason: String,
 }
 

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{CognitoConfig, IpAddressType, OidcSettings, SourceIpConfig, Tag, VpcConfig};
 
-/// What an operation changes.
+/// The kind of change an operation makes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OperationKind {
@@ -42,7 +42,7 @@ impl OperationKind {
     }
 }
 
-/// Where an operation is in its life.
+/// The stage of an operation's life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OperationStatus {

@@ -8,7 +8,7 @@ use super::error::ApiError;
 use crate::domain::FieldError;
 
 /// A JSON request body. Malformed JSON, a wrong field type and a missing content type are
-/// answered with a problem that says what to fix.
+/// rejected with a problem that explains the fix.
 #[derive(Debug, FromRequest)]
 #[from_request(via(axum::Json), rejection(ApiError))]
 pub struct Json<T>(pub T);

@@ -32,7 +32,7 @@ pub struct ReadinessResponse {
 
 /// Liveness
 ///
-/// Answers as long as the process runs; does not touch the database.
+/// Returns 200 as long as the process runs, without touching the database.
 #[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "Success", body = HealthResponse)))]
 pub async fn healthz(State(state): State<AppState>) -> axum::Json<HealthResponse> {
     axum::Json(HealthResponse {
@@ -44,7 +44,7 @@ pub async fn healthz(State(state): State<AppState>) -> axum::Json<HealthResponse
 
 /// Readiness
 ///
-/// Ready when the database answers, every migration is applied and the workers run.
+/// Ready when the database responds, every migration is applied and the workers run.
 #[utoipa::path(
     get,
     path = "/readyz",

@@ -125,7 +125,7 @@ Changes are accepted with `202 Accepted` and carried out by background workers; 
 struct ApiDoc;
 
 /// Declares the two credentials (bearer JWT and API key), requires one on every `/v1`
-/// operation, and documents the answers that authentication and the rate limit add.
+/// operation, and documents the responses that authentication and the rate limit add.
 struct SecurityAddon;
 
 impl utoipa::Modify for SecurityAddon {

@@ -187,7 +187,7 @@ fn subnets_schema() -> utoipa::openapi::Array {
 const IPV4_CIDR_PATTERN: &str = r"^((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])/(3[0-2]|[12]?[0-9])$";
 
 /// Builds the schema of the source-IP CIDR list: at most 10 distinct IPv4 blocks.
-// NOTE: a `dualstack` workforce also accepts IPv6 blocks; the pattern leaves them out because
+// NOTE: a `dualstack` workforce also accepts IPv6 blocks. The pattern leaves them out because
 // whether one is allowed depends on `ip_address_type`, which a per-item schema cannot see.
 fn cidrs_schema() -> utoipa::openapi::Array {
     use utoipa::openapi::{ArrayBuilder, ObjectBuilder, Type};
@@ -498,7 +498,7 @@ impl WorkforceResponse {
     }
 }
 
-/// Why an operation failed.
+/// The reason an operation failed.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct OperationFailure {
     /// AWS's error code (such as `ValidationException`), `WorkforceFailed` when SageMaker
@@ -576,7 +576,7 @@ pub struct AuditEventResponse {
     pub actor_kind: String,
     /// The role that allowed the request, for changes made by callers.
     pub actor_role: Option<String>,
-    /// What happened, such as `workforce.create.requested` or `operation.succeeded`.
+    /// The event, such as `workforce.create.requested` or `operation.succeeded`.
     pub action: String,
     /// `accepted`, `rejected`, `started`, `submitted`, `succeeded` or `failed`.
     pub outcome: String,

@@ -1,5 +1,5 @@
 //! Workforce routes: list, create, read, delete, and the changes of VPC, source-IP and OIDC
-//! settings. Every change answers `202 Accepted` with the operation that carries it out.
+//! settings. Every change returns `202 Accepted` with the operation that carries it out.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -36,7 +36,7 @@ pub(crate) fn caller(headers: &HeaderMap, authorized: &Authorized) -> Caller {
     }
 }
 
-/// Accepts a change of an existing workforce, honouring `If-Match`, and answers `202`.
+/// Accepts a change of an existing workforce, honouring `If-Match`, and returns `202`.
 async fn accept_change(
     state: &AppState,
     headers: &HeaderMap,
@@ -52,7 +52,7 @@ async fn accept_change(
     Ok(accepted(&operation))
 }
 
-/// Answers `202 Accepted` with the operation and its URL in `Location`.
+/// Returns `202 Accepted` with the operation and its URL in `Location`.
 fn accepted(operation: &OperationRow) -> Response {
     let location = format!("/v1/operations/{}", operation.id);
     let mut response = (

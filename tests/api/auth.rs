@@ -17,7 +17,7 @@ const JWKS: &str = include_str!("fixtures/jwks.json");
 const ISSUER: &str = "https://idp.test";
 const AUDIENCE: &str = "workforce-service";
 
-/// Which requests each route group answers for a role.
+/// The permission that each route group requires.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Needs {
     Read,
@@ -36,7 +36,7 @@ fn allowed(role: Role, needs: Needs) -> bool {
 }
 
 /// Every `/v1` route, with a body where it takes one. Bodies are valid, but the workforce does
-/// not exist, so allowed changes answer 404 and change nothing.
+/// not exist, so allowed changes return 404 and change nothing.
 fn routes() -> Vec<(Method, String, Option<Value>, Needs)> {
     let workforce = format!("/v1/regions/{REGION}/workforces/nobody");
     vec![
@@ -213,7 +213,7 @@ async fn bad_credentials_are_unauthenticated() {
             );
         }
     }
-    // The public endpoints answer without a credential.
+    // The public endpoints respond without a credential.
     for path in ["/healthz", "/readyz", "/openapi.json", "/docs/"] {
         let status = reqwest::get(format!("{}{path}", app.base_url))
             .await

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use crate::support::*;
 
-/// Sends a raw request and checks the answer: a 4xx problem with a request id.
+/// Sends a raw request and checks the response: a 4xx problem with a request id.
 async fn assert_rejected(app: &TestApp, label: &str, request: reqwest::RequestBuilder) {
     let response = request
         .send()

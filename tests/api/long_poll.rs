@@ -69,7 +69,7 @@ async fn wait_returns_soon_after_change() {
         started.elapsed() >= Duration::from_millis(300),
         "answered before the change"
     );
-    // The wait is 10 s, so an answer well before that came from the notification. How fast it
+    // The wait is 10 s, so a response well before that came from the notification. How fast it
     // comes is measured in the benchmarks, not asserted here.
     assert!(
         after_commit < Duration::from_secs(5),

@@ -46,7 +46,7 @@ fn every_operation_is_documented() {
                         .is_some_and(|d| !d.is_empty()),
                     "{id} {status} has no description"
                 );
-                // A failed readiness check answers with its own JSON report.
+                // A failed readiness check returns its own JSON report.
                 if (status.starts_with('4') || status.starts_with('5')) && path != "/readyz" {
                     assert!(
                         response["content"]["application/problem+json"].is_object(),

@@ -24,7 +24,7 @@ fn region_calls(app: &TestApp, region: &str, action: &str) -> u64 {
         .sum()
 }
 
-/// All SageMaker calls that the sandbox counted in a region.
+/// Returns all SageMaker calls that the sandbox counted in a region.
 fn region_sagemaker_calls(app: &TestApp, region: &str) -> u64 {
     [
         "CreateWorkforce",

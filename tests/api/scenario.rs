@@ -244,7 +244,7 @@ async fn oidc_workforce_keeps_secret_out_of_storage() {
     assert_eq!(workforce["oidc_config"]["scope"], "openid email");
     assert!(!workforce.to_string().contains("secret\":"));
 
-    // No table holds either secret in readable form.
+    // No table contains either secret in readable form.
     let dump: String = sqlx::query_scalar(
         "select concat_ws(' ', (select string_agg(t::text, ' ') from workforces t),
                                (select string_agg(t::text, ' ') from operations t),

@@ -1,4 +1,4 @@
-//! The workforce's state decides which changes are allowed: each rule answers 409 with a reason.
+//! The workforce's state decides which changes are allowed: each rule returns 409 with a reason.
 
 use reqwest::{Method, StatusCode};
 use serde_json::json;

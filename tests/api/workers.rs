@@ -10,7 +10,7 @@ use crate::support::*;
 
 #[tokio::test]
 async fn failed_workforce_fails_operation_with_reason() {
-    // The VPC checks reject a subnet in an unsupported zone before SageMaker sees it; a zone
+    // The VPC checks reject a subnet in an unsupported zone before SageMaker gets it. A zone
     // table that lists every zone lets the create reach SageMaker, which ends it Failed.
     let extra_args =
         vec!["--supported-az-ids=us-east-1=use1-az1,use1-az2,use1-az3,use1-az4".to_owned()];
@@ -63,7 +63,7 @@ async fn sagemaker_client(app: &TestApp) -> aws_sdk_sagemaker::Client {
 #[tokio::test]
 async fn rejected_change_fails_with_aws_code() {
     // EC2 calls go to a second sandbox in which the other VPC's security group belongs to
-    // VPC, so the VPC checks pass and SageMaker, which sees the built-in topology, rejects
+    // VPC, so the VPC checks pass and SageMaker, which uses the built-in topology, rejects
     // the update.
     let mut topology = workforce_sandbox::Topology::built_in();
     let region = topology
@@ -181,7 +181,7 @@ async fn expired_lease_is_finished_by_another_worker() {
     drop(outcome);
     assert_eq!(app.sandbox().call_count("CreateWorkforce"), 1);
 
-    // While A's lease lasts, nobody else may take the operation.
+    // While A's lease lasts, no other worker may take the operation.
     let second = app.manual_worker("worker-b", Duration::from_secs(30));
     assert!(!second.run_once().await.unwrap());
 
