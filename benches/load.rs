@@ -9,6 +9,9 @@
 //!   requests with `?wait=30` on one unfinished operation, measures the server's CPU time while
 //!   they wait, commits a change of the operation, and prints how long after the commit each
 //!   waiter received its response.
+//! - `audit-explain FILTER RUNS`: prints a psql script that prepares the statement that
+//!   `src/db/audit.rs` sends for one page of 50 filtered by FILTER (`workforce`, `actor` or
+//!   `time`, with the values benches/run.sh uses) and explains its execution RUNS times.
 
 use std::time::{Duration, Instant};
 
@@ -153,6 +156,58 @@ async fn long_poll(
     Ok(())
 }
 
+/// Prints the psql script of `audit-explain`. The statement comes from the service's own query
+/// builder, so the benchmark explains exactly what the API runs.
+fn audit_explain(filter: &str, runs: usize) -> anyhow::Result<()> {
+    use chrono::{DateTime, Utc};
+    use workforce_service::db::audit::{AuditFilter, list_query};
+
+    let since: DateTime<Utc> = "2026-03-01T00:00:00Z".parse()?;
+    let until: DateTime<Utc> = "2026-03-02T00:00:00Z".parse()?;
+    // The API asks for one row more than the page, to know whether another page follows.
+    let limit = 51;
+    let (audit_filter, parameters) = match filter {
+        "workforce" => (
+            AuditFilter {
+                workforce_name: Some("wf-42"),
+                limit,
+                ..Default::default()
+            },
+            format!("'wf-42', {limit}"),
+        ),
+        "actor" => (
+            AuditFilter {
+                actor: Some("actor-7"),
+                limit,
+                ..Default::default()
+            },
+            format!("'actor-7', {limit}"),
+        ),
+        "time" => (
+            AuditFilter {
+                since: Some(since),
+                until: Some(until),
+                limit,
+                ..Default::default()
+            },
+            format!(
+                "'{}', '{}', {limit}",
+                since.to_rfc3339(),
+                until.to_rfc3339()
+            ),
+        ),
+        other => anyhow::bail!("unknown audit filter {other}; use workforce, actor or time"),
+    };
+    println!(
+        "prepare page as {};",
+        list_query(&audit_filter).sql().as_str()
+    );
+    for _ in 0..runs {
+        println!("explain (analyze, buffers) execute page({parameters});");
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -180,8 +235,9 @@ async fn main() -> anyhow::Result<()> {
             )
             .await
         }
+        ["audit-explain", filter, runs] => audit_explain(filter, runs.parse()?),
         _ => anyhow::bail!(
-            "usage: load post-change BASE_URL KEY DATABASE_URL COUNT\n       load long-poll BASE_URL KEY DATABASE_URL OPERATION_ID WAITERS SERVER_PID"
+            "usage: load post-change BASE_URL KEY DATABASE_URL COUNT\n       load long-poll BASE_URL KEY DATABASE_URL OPERATION_ID WAITERS SERVER_PID\n       load audit-explain workforce|actor|time RUNS"
         ),
     }
 }

@@ -187,18 +187,14 @@ audit_key=$(cat "$work/wfs_bench_audit-key")
 since=2026-03-01T00:00:00Z; until=2026-03-02T00:00:00Z
 for filter in workforce actor time; do
     case $filter in
-        workforce) query="workforce_name=wf-42"; params="null, 'wf-42', null, null, null, null, null, null, null, 51" ;;
-        actor) query="actor=actor-7"; params="null, null, null, null, 'actor-7', null, null, null, null, 51" ;;
-        time) query="since=$since&until=$until"; params="null, null, null, null, null, null, '$since', '$until', null, 51" ;;
+        workforce) query="workforce_name=wf-42" ;;
+        actor) query="actor=actor-7" ;;
+        time) query="since=$since&until=$until" ;;
     esac
-    read -r rps p50 p99 <<< "$(WFS_KEY=$audit_key run_wrk 4 "http://127.0.0.1:18082/v1/audit-events?$query&limit=50")"
-    # The same statement as src/db/audit.rs, prepared as sqlx prepares it, executed 30 times.
-    {
-        echo "prepare page(text, text, uuid, text, text, text, timestamptz, timestamptz, bigint, bigint) as"
-        sed -n '/"select id, occurred_at, actor/,/limit \$10"/p' src/db/audit.rs | tr -d '"' | sed '$ s/,$//'
-        echo ";"
-        for _ in $(seq 1 30); do echo "explain (analyze, buffers) execute page($params);"; done
-    } > "$work/explain.sql"
+    # One request at a time, as the SQL below runs one statement at a time.
+    read -r rps p50 p99 <<< "$(WFS_KEY=$audit_key run_wrk 1 "http://127.0.0.1:18082/v1/audit-events?$query&limit=50")"
+    # The statement that src/db/audit.rs builds for this filter, prepared and executed 30 times.
+    "$load" audit-explain "$filter" 30 > "$work/explain.sql"
     psql -h 127.0.0.1 -U postgres -d wfs_bench_audit -f "$work/explain.sql" > "$work/explain-$filter.txt"
     raw=$(python3 - "$work/explain-$filter.txt" <<'PY'
 import re, sys
@@ -208,7 +204,7 @@ print(f"{times[len(times)//2]:.2f} {p99:.2f}")
 PY
 )
     read -r raw_p50 raw_p99 <<< "$raw"
-    row "audit page of 50 by $filter: p99 ms | $p99 | $raw_p99 | $(python3 -c "print(f'{$p99/max($raw_p99, 0.001):.1f}')") | API 4 connections $rps req/s, p50 $p50 ms; SQL p50 $raw_p50 ms (EXPLAIN ANALYZE of the prepared statement, 30 runs)"
+    row "audit page of 50 by $filter: p99 ms | $p99 | $raw_p99 | $(python3 -c "print(f'{$p99/max($raw_p99, 0.001):.1f}')") | API 1 connection $rps req/s, p50 $p50 ms; SQL p50 $raw_p50 ms (EXPLAIN ANALYZE of the prepared statement, 30 runs)"
 done
 stop_service "$server_pid"
 

@@ -10,7 +10,7 @@ use super::error::{ApiError, Problem};
 use super::extract::Query;
 use super::models::{AuditEventListResponse, AuditEventResponse};
 use super::{AppState, pagination};
-use crate::db::audit::{self as audit_store, AuditFilter};
+use crate::db::audit::{self as audit_store, AuditFilter, PagePosition};
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -53,14 +53,7 @@ pub async fn list_audit_events(
 ) -> Result<axum::Json<AuditEventListResponse>, ApiError> {
     let limit = pagination::limit(query.limit)?;
     pagination::check_workforce_filters(query.region.as_deref(), query.workforce_name.as_deref())?;
-    let before_id = match &query.cursor {
-        Some(cursor) => Some(
-            pagination::decode(cursor)?
-                .parse::<i64>()
-                .map_err(|_| pagination::invalid_cursor())?,
-        ),
-        None => None,
-    };
+    let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
     let rows = audit_store::list(
         &state.db,
         AuditFilter {
@@ -72,20 +65,53 @@ pub async fn list_audit_events(
             outcome: query.outcome.as_deref(),
             since: query.since,
             until: query.until,
-            before_id,
+            after,
             limit: limit + 1,
         },
     )
     .await?;
     let has_more = rows.len() as i64 > limit;
     let page: Vec<_> = rows.into_iter().take(limit as usize).collect();
+    let by_time = query.since.is_some() || query.until.is_some();
     let next_cursor = has_more
-        .then(|| page.last().map(|e| pagination::encode(&e.id.to_string())))
+        .then(|| page.last().map(|event| encode_cursor(event, by_time)))
         .flatten();
     Ok(axum::Json(AuditEventListResponse {
         items: page.into_iter().map(AuditEventResponse::from).collect(),
         next_cursor,
     }))
+}
+
+/// A page of events ordered by id ends at an id; one ordered by time (a `since` or `until`
+/// filter) ends at a time and an id, written as `<id>@<microseconds since 1970>`.
+fn encode_cursor(event: &audit_store::AuditEventRow, by_time: bool) -> String {
+    if by_time {
+        pagination::encode(&format!(
+            "{}@{}",
+            event.id,
+            event.occurred_at.timestamp_micros()
+        ))
+    } else {
+        pagination::encode(&event.id.to_string())
+    }
+}
+
+fn decode_cursor(cursor: &str) -> Result<PagePosition, ApiError> {
+    let text = pagination::decode(cursor)?;
+    let (id, micros) = match text.split_once('@') {
+        Some((id, micros)) => (id, Some(micros)),
+        None => (text.as_str(), None),
+    };
+    let id = id.parse().map_err(|_| pagination::invalid_cursor())?;
+    let occurred_at = micros
+        .map(|m| {
+            m.parse()
+                .ok()
+                .and_then(DateTime::<Utc>::from_timestamp_micros)
+                .ok_or_else(pagination::invalid_cursor)
+        })
+        .transpose()?;
+    Ok(PagePosition { id, occurred_at })
 }
 
 /// Verify the audit log

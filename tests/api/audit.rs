@@ -117,3 +117,72 @@ async fn chain_holds_under_concurrent_writers() {
     assert_eq!(report["valid"], true, "{report}");
     assert_eq!(report["events_checked"], 200);
 }
+
+/// Follows `next_cursor` from `first` to the last page and returns the ids in page order.
+async fn page_ids(app: &TestApp, first: &str) -> Vec<i64> {
+    let mut ids = Vec::new();
+    let mut path = first.to_owned();
+    loop {
+        let (status, page) = app.get(&path).await;
+        assert_eq!(status, reqwest::StatusCode::OK, "{path}: {page}");
+        let items = page["items"].as_array().unwrap();
+        assert!(items.len() <= 3, "{page}");
+        ids.extend(items.iter().map(|event| event["id"].as_i64().unwrap()));
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("{first}&cursor={cursor}"),
+            None => return ids,
+        }
+    }
+}
+
+#[tokio::test]
+async fn pages_cover_every_event_once_in_order() {
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    // Times that do not follow the ids, as with transactions that commit out of order, and
+    // two events at the same instant.
+    let minutes = [5, 1, 4, 4, 2, 9, 3, 7, 8, 6];
+    for minute in minutes {
+        sqlx::query(
+            "insert into audit_events (occurred_at, actor, action, outcome, region, workforce_name)
+             values (timestamptz '2026-06-01 12:00:00+00' + $1 * interval '1 minute',
+                     'pager', 'test.paged', 'recorded', 'us-east-1', 'paged')",
+        )
+        .bind(f64::from(minute))
+        .execute(&app.db)
+        .await
+        .unwrap();
+    }
+    let events: Vec<(i64, i32)> = sqlx::query_as(
+        "select id, extract(minute from occurred_at)::int from audit_events
+          where actor = 'pager' order by id",
+    )
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+
+    // Without a time range: newest id first.
+    let by_id = page_ids(&app, "/v1/audit-events?actor=pager&limit=3").await;
+    let mut expected: Vec<i64> = events.iter().map(|(id, _)| *id).collect();
+    expected.reverse();
+    assert_eq!(by_id, expected);
+
+    // With a time range: newest time first, then newest id, and only events in the range.
+    let by_time = page_ids(
+        &app,
+        "/v1/audit-events?actor=pager&limit=3&since=2026-06-01T12:02:00Z&until=2026-06-01T12:09:00Z",
+    )
+    .await;
+    let mut in_range: Vec<(i32, i64)> = events
+        .iter()
+        .filter(|(_, minute)| (2..9).contains(minute))
+        .map(|(id, minute)| (*minute, *id))
+        .collect();
+    in_range.sort_unstable_by(|a, b| b.cmp(a));
+    let expected: Vec<i64> = in_range.iter().map(|(_, id)| *id).collect();
+    assert_eq!(by_time, expected);
+    assert_eq!(by_time.len(), 8);
+}
