@@ -16,9 +16,10 @@ use crate::auth::jwt::{JwtSettings, JwtVerifier};
 use crate::auth::{Authenticator, RateLimiter, Role};
 use crate::aws::{Aws, Endpoint};
 use crate::budget::{self, CallBudget};
+use crate::cache::ReadCache;
 use crate::config::{Mode, ServeConfig};
 use crate::domain::Region;
-use crate::http::{AppState, HttpLimits};
+use crate::http::{AppState, HttpLimits, Shared};
 use crate::secrets::SecretSealer;
 use crate::watch::OperationWatchers;
 use crate::worker::{Worker, WorkerSettings};
@@ -128,7 +129,8 @@ pub async fn start(config: &ServeConfig, listener: TcpListener) -> anyhow::Resul
     );
 
     let workers_running = Arc::new(AtomicBool::new(false));
-    let state = AppState {
+    let cache = ReadCache::new(Duration::from_millis(config.read_cache_max_age_ms));
+    let state = AppState::new(Shared {
         db: db.clone(),
         aws: aws.clone(),
         sealer: sealer.clone(),
@@ -141,7 +143,8 @@ pub async fn start(config: &ServeConfig, listener: TcpListener) -> anyhow::Resul
         idempotency_ttl: Duration::from_secs(config.idempotency_ttl_hours * 3600),
         workers_running: workers_running.clone(),
         watchers: watchers.clone(),
-    };
+        cache: cache.clone(),
+    });
 
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
@@ -151,6 +154,7 @@ pub async fn start(config: &ServeConfig, listener: TcpListener) -> anyhow::Resul
         db.clone(),
         wake.clone(),
         watchers,
+        cache.clone(),
         shutdown.clone(),
     ));
     let settings = WorkerSettings {
@@ -169,7 +173,8 @@ pub async fn start(config: &ServeConfig, listener: TcpListener) -> anyhow::Resul
             settings.clone(),
             format!("{}-{index}", &process_id[..12]),
         )
-        .with_budget(budget.clone());
+        .with_budget(budget.clone())
+        .with_cache(cache.clone());
         tasks.spawn(worker.run(wake.clone(), shutdown.clone()));
     }
     workers_running.store(config.workers > 0, Ordering::Relaxed);
@@ -179,7 +184,7 @@ pub async fn start(config: &ServeConfig, listener: TcpListener) -> anyhow::Resul
         tasks.spawn(async move { crate::refresh::sync_regions(&db, &aws, &regions).await });
     }
 
-    let authenticator = build_authenticator(config, &db).await?;
+    let authenticator = build_authenticator(config, &db, &cache).await?;
     let limits = HttpLimits {
         max_body_bytes: config.max_body_bytes,
         request_timeout: Duration::from_secs(config.request_timeout_seconds),
@@ -292,6 +297,7 @@ fn jwt_settings(config: &ServeConfig) -> anyhow::Result<Option<JwtSettings>> {
 async fn build_authenticator(
     config: &ServeConfig,
     db: &sqlx::PgPool,
+    cache: &ReadCache,
 ) -> anyhow::Result<Authenticator> {
     let jwt = jwt_settings(config)?;
     let mut public_prefixes = Vec::new();
@@ -313,6 +319,7 @@ async fn build_authenticator(
     }
     Ok(Authenticator {
         db: db.clone(),
+        cache: cache.clone(),
         jwt: jwt.map(|settings| Arc::new(JwtVerifier::new(settings))),
         rate_limiter: (config.rate_limit_per_minute > 0)
             .then(|| Arc::new(RateLimiter::new(config.rate_limit_per_minute))),
@@ -325,7 +332,7 @@ async fn build_authenticator(
 /// gets a key of its own.
 async fn ensure_sandbox_key(db: &sqlx::PgPool, path: &std::path::Path) -> anyhow::Result<()> {
     if let Ok(existing) = std::fs::read_to_string(path) {
-        let usable = api_keys::find_by_key(db, existing.trim())
+        let usable = api_keys::find_by_hash(db, &api_keys::hash_key(existing.trim()))
             .await?
             .is_some_and(|row| {
                 row.is_usable(chrono::Utc::now()) && row.role == Role::Admin.as_str()

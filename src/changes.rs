@@ -37,6 +37,8 @@ pub struct Acceptor<'a> {
     /// The caller's `If-Match` header: the change is accepted only while the workforce's ETag
     /// is one of these.
     pub if_match: Option<String>,
+    /// Copies of rows that this process drops once an accepted change commits.
+    pub cache: &'a crate::cache::ReadCache,
 }
 
 /// Returns the ETag of a workforce record: its revision, quoted as a strong validator.
@@ -179,6 +181,8 @@ impl<'a> Acceptor<'a> {
         )
         .await?;
         tx.commit().await?;
+        self.cache
+            .invalidate_operation(operation.id, region.as_str(), name.as_str());
         Ok(operation)
     }
 
@@ -278,6 +282,8 @@ impl<'a> Acceptor<'a> {
         )
         .await?;
         tx.commit().await?;
+        self.cache
+            .invalidate_operation(operation.id, region.as_str(), name.as_str());
         Ok(operation)
     }
 

@@ -5,6 +5,7 @@ pub mod app;
 pub mod auth;
 pub mod aws;
 pub mod budget;
+pub mod cache;
 pub mod changes;
 pub mod config;
 pub mod db;

@@ -1,15 +1,34 @@
+use std::io::IsTerminal;
+
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
 
 use workforce_service::auth::api_keys;
 use workforce_service::config::{ApiKeyCommand, AuditCommand, Cli, Command, LogFormat};
+use workforce_service::telemetry::BatchedStderr;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_tracing(cli.serve.log_format);
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(cli.serve).await,
+    let command = cli.command.unwrap_or(Command::Serve);
+    if matches!(command, Command::Serve) {
+        // The server logs a line per request; those are written in batches.
+        let logs = BatchedStderr::start();
+        init_tracing(cli.serve.log_format, logs.clone());
+        let default_hook = std::panic::take_hook();
+        let on_panic = logs.clone();
+        std::panic::set_hook(Box::new(move |info| {
+            on_panic.flush();
+            default_hook(info);
+        }));
+        let served = serve(cli.serve).await;
+        logs.flush();
+        return served;
+    }
+    init_tracing(cli.serve.log_format, std::io::stderr);
+    match command {
+        Command::Serve => unreachable!("handled above"),
         Command::Migrate => {
             workforce_service::db::connect(&cli.serve.database_url, 1).await?;
             tracing::info!("database is migrated");
@@ -106,13 +125,17 @@ async fn manage_api_keys(database_url: &str, command: ApiKeyCommand) -> anyhow::
     Ok(())
 }
 
-fn init_tracing(format: LogFormat) {
+fn init_tracing<W>(format: LogFormat, writer: W)
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new("info,sqlx=warn,aws_smithy_runtime=warn,aws_config=warn")
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(writer);
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),

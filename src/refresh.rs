@@ -46,6 +46,12 @@ pub fn refresh_if_stale(state: &AppState, region: &Region, row: &workforces::Wor
             tracing::info!(workforce.name = %key.1, aws.region = %key.0, error = %format!("{error:#}"), "failed to refresh a workforce from AWS");
         }
         state
+            .cache
+            .invalidate(&crate::cache::Invalidation::Workforce {
+                region: key.0.as_str().to_owned(),
+                name: key.1.clone(),
+            });
+        state
             .refreshes
             .0
             .lock()

@@ -17,6 +17,7 @@ use tracing::Instrument;
 
 use crate::aws::{Aws, AwsError, CreateWorkforceInput, UpdateWorkforceInput, WorkforceSnapshot};
 use crate::budget::{self, CallBudget};
+use crate::cache::{self, Invalidation, ReadCache};
 use crate::db::audit::{self, NewAuditEvent};
 use crate::db::operations::{self, OperationRow};
 use crate::db::workforces;
@@ -82,6 +83,8 @@ pub struct Worker {
     id: String,
     /// The shared budget of SageMaker calls; without one, steps call SageMaker freely.
     budget: Option<CallBudget>,
+    /// Copies of rows that this process drops after each committed step.
+    cache: ReadCache,
 }
 
 /// Statuses in which SageMaker is still applying a change.
@@ -104,7 +107,15 @@ impl Worker {
             settings,
             id,
             budget: None,
+            cache: ReadCache::disabled(),
         }
+    }
+
+    /// Drops this process's cached copies of an operation and its workforce after each step
+    /// commits, so that its readers see the step at once.
+    pub fn with_cache(mut self, cache: ReadCache) -> Self {
+        self.cache = cache;
+        self
     }
 
     /// Makes every step take its SageMaker calls from `budget` first.
@@ -216,6 +227,8 @@ impl Worker {
             .await?;
         }
         tx.commit().await?;
+        self.cache
+            .invalidate_operation(operation.id, &operation.region, &operation.workforce_name);
         tracing::debug!(worker.id = %self.id, operation.id = %operation.id, operation.kind = %operation.kind, "claimed operation");
         Ok(Some(operation))
     }
@@ -672,6 +685,7 @@ impl Worker {
             tracing::info!(operation.id = %current.id, operation.kind = kind, workforce.name = name, aws.region = region, transition = action, "operation transition");
         }
         tx.commit().await?;
+        self.cache.invalidate_operation(current.id, region, name);
         Ok(())
     }
 
@@ -784,6 +798,7 @@ pub async fn listen_for_work(
     db: PgPool,
     wake: Arc<Notify>,
     watchers: OperationWatchers,
+    cache: ReadCache,
     shutdown: CancellationToken,
 ) {
     while !shutdown.is_cancelled() {
@@ -798,18 +813,26 @@ pub async fn listen_for_work(
             }
         };
         if let Err(error) = listener
-            .listen_all([operations::WAKE_CHANNEL, CHANGED_CHANNEL])
+            .listen_all([
+                operations::WAKE_CHANNEL,
+                CHANGED_CHANNEL,
+                cache::INVALIDATION_CHANNEL,
+            ])
             .await
         {
             tracing::warn!(error = %error, "failed to listen for new operations; retrying");
             continue;
         }
         // Changes may have been missed while no connection listened.
+        cache.listening_started();
         watchers.announce_all();
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 received = listener.recv() => match received {
+                    Ok(notification) if notification.channel() == cache::INVALIDATION_CHANNEL => {
+                        cache.invalidate(&Invalidation::parse(notification.payload()));
+                    }
                     Ok(notification) if notification.channel() == CHANGED_CHANNEL => {
                         match notification.payload().parse() {
                             Ok(id) => watchers.announce(id),
@@ -818,6 +841,7 @@ pub async fn listen_for_work(
                     }
                     Ok(_) => wake.notify_waiters(),
                     Err(error) => {
+                        cache.listening_stopped();
                         tracing::warn!(error = %error, "lost the notification connection; reconnecting");
                         break;
                     }

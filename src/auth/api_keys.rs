@@ -44,8 +44,8 @@ pub fn generate_key() -> String {
     format!("{KEY_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes))
 }
 
-pub fn hash_key(key: &str) -> Vec<u8> {
-    Sha256::digest(key.as_bytes()).to_vec()
+pub fn hash_key(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
 }
 
 /// Stores a new key and returns its row and the key itself, which is never available again.
@@ -66,7 +66,7 @@ pub async fn create(
         name,
         role.as_str(),
         regions,
-        hash_key(&key),
+        &hash_key(&key)[..],
         expires_at,
     )
     .fetch_one(executor)
@@ -74,15 +74,15 @@ pub async fn create(
     Ok((row, key))
 }
 
-/// Finds the key whose hash matches, usable or not.
-pub async fn find_by_key(
+/// Finds the key with this hash (see [`hash_key`]), usable or not.
+pub async fn find_by_hash(
     executor: impl PgExecutor<'_>,
-    key: &str,
+    hash: &[u8; 32],
 ) -> Result<Option<ApiKeyRow>, sqlx::Error> {
     sqlx::query_as!(
         ApiKeyRow,
         "select id, name, role, regions, created_at, expires_at, revoked_at from api_keys where key_hash = $1",
-        hash_key(key),
+        &hash[..],
     )
     .fetch_optional(executor)
     .await

@@ -210,6 +210,8 @@ fn region_of(path: &str) -> Option<Region> {
 #[derive(Clone)]
 pub struct Authenticator {
     pub db: sqlx::PgPool,
+    /// Recently used API keys, dropped when a key changes.
+    pub cache: crate::cache::ReadCache,
     pub jwt: Option<Arc<jwt::JwtVerifier>>,
     pub rate_limiter: Option<Arc<RateLimiter>>,
     /// Path prefixes served without credentials.
@@ -218,14 +220,34 @@ pub struct Authenticator {
 
 impl Authenticator {
     fn is_public(&self, path: &str) -> bool {
-        self.public_prefixes
-            .iter()
-            .any(|prefix| path == prefix || path.starts_with(&format!("{prefix}/")))
+        self.public_prefixes.iter().any(|prefix| {
+            path.strip_prefix(prefix.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        })
+    }
+
+    /// Finds an API key by its hash, from the cache when a copy is there. Unknown keys are not
+    /// cached, so a new key works at once; expiry is checked by the caller on every request.
+    async fn find_api_key(
+        &self,
+        token: &str,
+    ) -> Result<Option<Arc<api_keys::ApiKeyRow>>, sqlx::Error> {
+        let hash = api_keys::hash_key(token);
+        if let Some(row) = self.cache.api_key(&hash) {
+            return Ok(Some(row));
+        }
+        let ticket = self.cache.ticket();
+        let Some(row) = api_keys::find_by_hash(&self.db, &hash).await? else {
+            return Ok(None);
+        };
+        let row = Arc::new(row);
+        self.cache.store_api_key(ticket, hash, row.clone());
+        Ok(Some(row))
     }
 
     async fn authenticate(&self, token: &str) -> Result<Principal, ApiError> {
         if token.starts_with(api_keys::KEY_PREFIX) {
-            let row = api_keys::find_by_key(&self.db, token).await?;
+            let row = self.find_api_key(token).await?;
             let row = row.filter(|row| row.is_usable(chrono::Utc::now())).ok_or(
                 ApiError::Unauthenticated {
                     invalid_token: true,
@@ -235,10 +257,10 @@ impl Authenticator {
                 invalid_token: true,
             })?;
             return Ok(Principal {
-                actor: row.name,
+                actor: row.name.clone(),
                 kind: ActorKind::ApiKey,
                 roles: BTreeSet::from([role]),
-                regions: row.regions,
+                regions: row.regions.clone(),
             });
         }
         let Some(verifier) = &self.jwt else {

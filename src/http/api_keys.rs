@@ -240,6 +240,10 @@ pub async fn revoke_api_key(
     let row = key_store::revoke(&state.db, id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no API key with id {id}")))?;
+    // The next request with this key, in this process, finds it revoked.
+    state
+        .cache
+        .invalidate(&crate::cache::Invalidation::ApiKey(id));
     audit_key_event(&state, &authorized, "api_key.revoked", &row).await?;
     Ok(axum::Json(row.into()))
 }

@@ -67,12 +67,18 @@ pub async fn idempotency(State(state): State<AppState>, request: Request, next: 
         *request.method(),
         Method::POST | Method::PUT | Method::DELETE
     ) && request.uri().path().starts_with("/v1/");
+    if !is_change || !request.headers().contains_key(IDEMPOTENCY_KEY) {
+        return next.run(request).await;
+    }
+    // Boxed, so that the future of every other request stays small.
+    Box::pin(keyed_change(state, request, next)).await
+}
+
+/// Handles a change that carries an idempotency key.
+async fn keyed_change(state: AppState, request: Request, next: Next) -> Response {
     let Some(key) = request.headers().get(IDEMPOTENCY_KEY).cloned() else {
         return next.run(request).await;
     };
-    if !is_change {
-        return next.run(request).await;
-    }
     let Ok(key) = key.to_str().map(str::to_owned) else {
         return invalid_key("must be printable ASCII");
     };

@@ -40,17 +40,39 @@ fn request_id(request: &Request) -> Option<String> {
 #[derive(Debug, Clone, Copy)]
 pub struct KeepBody;
 
-/// Turns every error response into `application/problem+json` carrying the request id,
-/// including the plain-text rejections of axum and tower-http.
-pub async fn problem_details(request: Request, next: Next) -> Response {
+/// Writes error responses as problems (see [`problem_details`]), then records the request in the
+/// access log and the metrics (see [`log_request`]). This is the outermost middleware, and one
+/// rather than two because each middleware costs an allocation per request.
+pub async fn observe(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
     let request_id = request_id(&request);
-    let response = next.run(request).await;
+    let mut response = next.run(request).await;
     let status = response.status();
-    if !(status.is_client_error() || status.is_server_error())
-        || response.extensions().get::<KeepBody>().is_some()
+    if (status.is_client_error() || status.is_server_error())
+        && response.extensions().get::<KeepBody>().is_none()
     {
-        return response;
+        response = problem_details(response, request_id.clone()).await;
     }
+    log_request(
+        &method,
+        &route,
+        request_id.as_deref().unwrap_or_default(),
+        started,
+        &response,
+    );
+    response
+}
+
+/// Turns an error response into `application/problem+json` carrying the request id, including
+/// the plain-text rejections of axum and tower-http.
+async fn problem_details(response: Response, request_id: Option<String>) -> Response {
+    let status = response.status();
     let is_problem = response
         .headers()
         .get(header::CONTENT_TYPE)
@@ -122,19 +144,16 @@ fn problem_for_status(status: StatusCode, body: &[u8]) -> Problem {
 
 /// Logs one line per request: method, matched route, status, duration and request id, and for
 /// 5xx responses the cause that the response body does not show.
-pub async fn access_log(request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = request.method().clone();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let request_id = request_id(&request).unwrap_or_default();
-    let response = next.run(request).await;
+fn log_request(
+    method: &axum::http::Method,
+    route: &str,
+    request_id: &str,
+    started: Instant,
+    response: &Response,
+) {
     let status = response.status().as_u16();
     let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
-    crate::telemetry::record_http_request(method.as_str(), &route, status, duration_ms / 1000.0);
+    crate::telemetry::record_http_request(method.as_str(), route, status, duration_ms / 1000.0);
     let cause = response
         .extensions()
         .get::<ErrorCause>()
@@ -149,5 +168,4 @@ pub async fn access_log(request: Request, next: Next) -> Response {
             .unwrap_or("anonymous");
         tracing::info!(http.method = %method, http.route = %route, http.status = status, duration_ms, request_id, actor, "request");
     }
-    response
 }

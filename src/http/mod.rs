@@ -38,9 +38,27 @@ use error::ApiError;
 
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Everything a handler needs, cloned cheaply into each request.
+/// Everything a handler needs. Every request clones it, several times on its way through the
+/// middleware, so it is one shared pointer.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The contents of [`AppState`].
+pub struct Shared {
     pub db: PgPool,
     pub aws: Aws,
     pub sealer: SecretSealer,
@@ -57,6 +75,9 @@ pub struct AppState {
     pub workers_running: Arc<std::sync::atomic::AtomicBool>,
     /// Long-polling readers of operations, woken when an operation changes.
     pub watchers: crate::watch::OperationWatchers,
+    /// Copies of API keys, workforces and operations, dropped when PostgreSQL announces a
+    /// change.
+    pub cache: crate::cache::ReadCache,
 }
 
 impl AppState {
@@ -67,6 +88,7 @@ impl AppState {
             deadline: self.operation_deadline,
             findings: Vec::new(),
             if_match: None,
+            cache: &self.cache,
         }
     }
 
@@ -366,8 +388,7 @@ pub fn app(
             StatusCode::SERVICE_UNAVAILABLE,
             limits.request_timeout,
         ))
-        .layer(axum::middleware::from_fn(middleware::problem_details))
-        .layer(axum::middleware::from_fn(middleware::access_log))
+        .layer(axum::middleware::from_fn(middleware::observe))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID_HEADER))
         .layer(SetRequestIdLayer::new(REQUEST_ID_HEADER, MakeRequestUuid))
 }

@@ -1,8 +1,11 @@
 //! Operation routes: one operation, with long-polling, and the list with filters.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -12,6 +15,7 @@ use super::error::{ApiError, Problem};
 use super::extract::{Path, Query};
 use super::models::{OperationListResponse, OperationResponse};
 use super::{AppState, pagination};
+use crate::cache::CachedOperation;
 use crate::db::operations::{self as operation_store, OperationFilter, OperationRow};
 use crate::domain::{FieldError, OperationKind, OperationStatus};
 
@@ -50,14 +54,32 @@ pub async fn get_operation(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
     Query(query): Query<GetOperationQuery>,
-) -> Result<axum::Json<OperationResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     let wait = wait_duration(query.wait)?;
-    let operation = if wait.is_zero() {
-        find_operation(&state, id).await?
-    } else {
-        wait_for_change(&state, id, wait.min(state.watchers.max_wait)).await?
+    if !wait.is_zero() {
+        let operation = wait_for_change(&state, id, wait.min(state.watchers.max_wait)).await?;
+        return Ok(axum::Json(OperationResponse::from_row(&operation)).into_response());
+    }
+    let cached = match state.cache.operation(id) {
+        Some(cached) => cached,
+        None => {
+            let ticket = state.cache.ticket();
+            let operation = find_operation(&state, id).await?;
+            let body = serde_json::to_vec(&OperationResponse::from_row(&operation))
+                .map_err(|error| ApiError::Internal(error.into()))?;
+            let cached = Arc::new(CachedOperation { body: body.into() });
+            state.cache.store_operation(ticket, id, cached.clone());
+            cached
+        }
     };
-    Ok(axum::Json(OperationResponse::from_row(&operation)))
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        cached.body.clone(),
+    )
+        .into_response())
 }
 
 fn wait_duration(seconds: Option<u32>) -> Result<Duration, ApiError> {

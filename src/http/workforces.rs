@@ -1,6 +1,8 @@
 //! Workforce routes: list, create, read, delete, and the changes of VPC, source-IP and OIDC
 //! settings. Every change returns `202 Accepted` with the operation that carries it out.
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -15,6 +17,7 @@ use super::models::{
 };
 use super::{AppState, REQUEST_ID_HEADER, bad_path_parameter, pagination};
 use crate::auth::Authorized;
+use crate::cache::CachedWorkforce;
 use crate::changes::Caller;
 use crate::db::operations::{self as operation_store, OperationRow};
 use crate::db::workforces as workforce_store;
@@ -253,24 +256,47 @@ pub async fn get_workforce(
     Path(path): Path<WorkforcePath>,
 ) -> Result<Response, ApiError> {
     let (region, name) = path.parse(&state)?;
-    let Some(row) = workforce_store::find(&state.db, region.as_str(), name.as_str()).await? else {
-        return Err(ApiError::NotFound(format!(
-            "no workforce named '{name}' in region {region}"
-        )));
+    let cached = match state.cache.workforce(region.as_str(), name.as_str()) {
+        Some(cached) => cached,
+        None => {
+            let ticket = state.cache.ticket();
+            let Some(row) =
+                workforce_store::find(&state.db, region.as_str(), name.as_str()).await?
+            else {
+                return Err(ApiError::NotFound(format!(
+                    "no workforce named '{name}' in region {region}"
+                )));
+            };
+            let in_flight =
+                operation_store::find_unfinished(&state.db, region.as_str(), name.as_str()).await?;
+            let body = serde_json::to_vec(&WorkforceResponse::from_row(&row, in_flight.as_ref()))
+                .map_err(|error| ApiError::Internal(error.into()))?;
+            let etag = HeaderValue::from_str(&crate::changes::etag(row.revision))
+                .expect("a quoted number is a valid header");
+            let cached = Arc::new(CachedWorkforce {
+                row,
+                in_flight: in_flight.is_some(),
+                body: body.into(),
+                etag,
+            });
+            state.cache.store_workforce(ticket, cached.clone());
+            cached
+        }
     };
-    let in_flight =
-        operation_store::find_unfinished(&state.db, region.as_str(), name.as_str()).await?;
-    if in_flight.is_none() {
-        refresh::refresh_if_stale(&state, &region, &row);
+    if !cached.in_flight {
+        refresh::refresh_if_stale(&state, &region, &cached.row);
     }
-    let etag = crate::changes::etag(row.revision);
-    let mut response =
-        axum::Json(WorkforceResponse::from_row(&row, in_flight.as_ref())).into_response();
-    response.headers_mut().insert(
-        header::ETAG,
-        HeaderValue::from_str(&etag).expect("a quoted number is a valid header"),
-    );
-    Ok(response)
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (header::ETAG, cached.etag.clone()),
+        ],
+        cached.body.clone(),
+    )
+        .into_response())
 }
 
 /// Delete a workforce

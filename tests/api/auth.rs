@@ -298,7 +298,7 @@ async fn admin_manages_keys_through_api() {
         .fetch_one(&app.db)
         .await
         .unwrap();
-    assert_eq!(stored, api_keys::hash_key(&key));
+    assert_eq!(stored, api_keys::hash_key(&key).to_vec());
     let dump: String = sqlx::query_scalar("select string_agg(t::text, ' ') from api_keys t")
         .fetch_one(&app.db)
         .await

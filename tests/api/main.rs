@@ -9,6 +9,7 @@ mod hostile;
 mod long_poll;
 mod openapi;
 mod poller;
+mod read_cache;
 mod retries;
 mod scenario;
 mod secrets;

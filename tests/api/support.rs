@@ -165,6 +165,7 @@ impl TestApp {
             },
             id.to_owned(),
         )
+        .with_cache(state.cache.clone())
     }
 
     pub async fn request(
