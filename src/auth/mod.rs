@@ -288,7 +288,7 @@ impl Authenticator {
 /// Authenticates the request, applies the rate limit of its credential, checks the permission
 /// of the matched route, and stores the [`Authorized`] caller for the handler.
 pub async fn authenticate(
-    State(auth): State<Authenticator>,
+    State(auth): State<Arc<Authenticator>>,
     mut request: Request,
     next: Next,
 ) -> Response {

@@ -360,7 +360,8 @@ pub fn app(
         .fallback(middleware::unknown_route)
         .method_not_allowed_fallback(middleware::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
-            authenticator,
+            // Shared, since the middleware's state is cloned for every request.
+            Arc::new(authenticator),
             crate::auth::authenticate,
         ));
     let origins: Vec<HeaderValue> = cors_origins
