@@ -9,6 +9,9 @@
 //!   requests with `?wait=30` on one unfinished operation, measures the server's CPU time while
 //!   they wait, commits a change of the operation, and prints how long after the commit each
 //!   waiter received its response.
+//! - `audit-direct DATABASE_URL FILTER RUNS`: runs the same statement RUNS times through the
+//!   service's query function on one connection, decoding the rows, and prints the p50 and p99
+//!   in milliseconds: the SQL as a client sees it, without HTTP.
 //! - `audit-explain FILTER RUNS`: prints a psql script that prepares the statement that
 //!   `src/db/audit.rs` sends for one page of 50 filtered by FILTER (`workforce`, `actor` or
 //!   `time`, with the values benches/run.sh uses) and explains its execution RUNS times.
@@ -156,17 +159,18 @@ async fn long_poll(
     Ok(())
 }
 
-/// Prints the psql script of `audit-explain`. The statement comes from the service's own query
-/// builder, so the benchmark explains exactly what the API runs.
-fn audit_explain(filter: &str, runs: usize) -> anyhow::Result<()> {
+/// Returns the filter of one audit scenario and its parameters as SQL literals.
+fn audit_scenario(
+    filter: &str,
+) -> anyhow::Result<(workforce_service::db::audit::AuditFilter<'static>, String)> {
     use chrono::{DateTime, Utc};
-    use workforce_service::db::audit::{AuditFilter, list_query};
+    use workforce_service::db::audit::AuditFilter;
 
     let since: DateTime<Utc> = "2026-03-01T00:00:00Z".parse()?;
     let until: DateTime<Utc> = "2026-03-02T00:00:00Z".parse()?;
     // The API asks for one row more than the page, to know whether another page follows.
     let limit = 51;
-    let (audit_filter, parameters) = match filter {
+    Ok(match filter {
         "workforce" => (
             AuditFilter {
                 workforce_name: Some("wf-42"),
@@ -197,7 +201,43 @@ fn audit_explain(filter: &str, runs: usize) -> anyhow::Result<()> {
             ),
         ),
         other => anyhow::bail!("unknown audit filter {other}; use workforce, actor or time"),
-    };
+    })
+}
+
+/// Runs one audit scenario's statement through the service's own query function and prints
+/// "p50 p99" in milliseconds.
+async fn audit_direct(database_url: &str, filter: &str, runs: usize) -> anyhow::Result<()> {
+    use sqlx::Connection;
+
+    let mut connection = sqlx::PgConnection::connect(database_url).await?;
+    let mut latencies = Vec::with_capacity(runs);
+    for index in 0..runs + 20 {
+        let (audit_filter, _) = audit_scenario(filter)?;
+        let started = Instant::now();
+        let rows = workforce_service::db::audit::list(&mut connection, audit_filter).await?;
+        let elapsed = started.elapsed();
+        anyhow::ensure!(!rows.is_empty(), "the {filter} page is empty");
+        // The first runs warm the statement cache and the plan, as the API's would be.
+        if index >= 20 {
+            latencies.push(elapsed);
+        }
+    }
+    latencies.sort_unstable();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "{:.2} {:.2}",
+        ms(percentile(&latencies, 0.50)),
+        ms(percentile(&latencies, 0.99))
+    );
+    Ok(())
+}
+
+/// Prints the psql script of `audit-explain`. The statement comes from the service's own query
+/// builder, so the benchmark explains exactly what the API runs.
+fn audit_explain(filter: &str, runs: usize) -> anyhow::Result<()> {
+    use workforce_service::db::audit::list_query;
+
+    let (audit_filter, parameters) = audit_scenario(filter)?;
     println!(
         "prepare page as {};",
         list_query(&audit_filter).sql().as_str()
@@ -236,8 +276,11 @@ async fn main() -> anyhow::Result<()> {
             .await
         }
         ["audit-explain", filter, runs] => audit_explain(filter, runs.parse()?),
+        ["audit-direct", database_url, filter, runs] => {
+            audit_direct(database_url, filter, runs.parse()?).await
+        }
         _ => anyhow::bail!(
-            "usage: load post-change BASE_URL KEY DATABASE_URL COUNT\n       load long-poll BASE_URL KEY DATABASE_URL OPERATION_ID WAITERS SERVER_PID\n       load audit-explain workforce|actor|time RUNS"
+            "usage: load post-change BASE_URL KEY DATABASE_URL COUNT\n       load long-poll BASE_URL KEY DATABASE_URL OPERATION_ID WAITERS SERVER_PID\n       load audit-explain workforce|actor|time RUNS\n       load audit-direct DATABASE_URL workforce|actor|time RUNS"
         ),
     }
 }
