@@ -32,9 +32,17 @@ pub struct RunningService {
     tasks: JoinSet<()>,
     /// The in-process sandbox in sandbox mode, kept alive as long as the service.
     pub sandbox: Option<workforce_sandbox::SandboxHandle>,
+    /// Cancelled once the sync of every region at start has finished.
+    regions_synced: CancellationToken,
 }
 
 impl RunningService {
+    /// Waits until the records of every region have been synced with AWS once. Until then the
+    /// sync may add or remove workforce records.
+    pub async fn regions_synced(&self) {
+        self.regions_synced.cancelled().await;
+    }
+
     /// Stops accepting requests, lets in-flight requests and worker steps finish within
     /// `grace`, and releases the workers' leases.
     pub async fn shutdown(mut self, grace: Duration) {
@@ -179,9 +187,14 @@ pub async fn start(config: &ServeConfig, listener: TcpListener) -> anyhow::Resul
     }
     workers_running.store(config.workers > 0, Ordering::Relaxed);
 
+    let regions_synced = CancellationToken::new();
     {
         let (db, aws, regions) = (db.clone(), aws.clone(), regions.clone());
-        tasks.spawn(async move { crate::refresh::sync_regions(&db, &aws, &regions).await });
+        let synced = regions_synced.clone();
+        tasks.spawn(async move {
+            crate::refresh::sync_regions(&db, &aws, &regions).await;
+            synced.cancel();
+        });
     }
 
     let authenticator = build_authenticator(config, &db, &cache).await?;
@@ -213,6 +226,7 @@ pub async fn start(config: &ServeConfig, listener: TcpListener) -> anyhow::Resul
         shutdown,
         tasks,
         sandbox,
+        regions_synced,
     })
 }
 

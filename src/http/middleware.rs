@@ -1,9 +1,9 @@
 //! Middleware: one problem format for every error, and one access-log line per request.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -28,22 +28,20 @@ pub async fn method_not_allowed() -> Response {
     .into_response()
 }
 
-fn request_id(request: &Request) -> Option<String> {
-    request
-        .headers()
-        .get(REQUEST_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-}
-
 /// Marks an error response whose own body is meant for the client, such as a readiness report.
 #[derive(Debug, Clone, Copy)]
 pub struct KeepBody;
 
-/// Writes error responses as problems (see [`problem_details`]), then records the request in the
-/// access log and the metrics (see [`log_request`]). This is the outermost middleware, and one
-/// rather than two because each middleware costs an allocation per request.
-pub async fn observe(request: Request, next: Next) -> Response {
+/// Wraps every request as the outermost middleware. It gives the request an id unless the
+/// caller sent one, and ends it with a 503 after `timeout`. It writes error responses as
+/// problems (see [`problem_details`]), records the request in the access log and the metrics
+/// (see [`log_request`]), and returns the request id. These steps share one middleware because
+/// each middleware layer costs allocations on every request.
+pub async fn observe(
+    State(timeout): State<Duration>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
     let route = request
@@ -51,21 +49,33 @@ pub async fn observe(request: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let request_id = request_id(&request);
-    let mut response = next.run(request).await;
+    let request_id = match request.headers().get(REQUEST_ID_HEADER) {
+        Some(value) => value.clone(),
+        None => {
+            let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+            let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
+            let value = HeaderValue::from_str(id).expect("a UUID is a valid header value");
+            request
+                .headers_mut()
+                .insert(REQUEST_ID_HEADER, value.clone());
+            value
+        }
+    };
+    let id_text = request_id.to_str().unwrap_or_default();
+    let mut response = match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    };
     let status = response.status();
     if (status.is_client_error() || status.is_server_error())
         && response.extensions().get::<KeepBody>().is_none()
     {
-        response = problem_details(response, request_id.clone()).await;
+        response = problem_details(response, Some(id_text.to_owned())).await;
     }
-    log_request(
-        &method,
-        &route,
-        request_id.as_deref().unwrap_or_default(),
-        started,
-        &response,
-    );
+    log_request(&method, &route, id_text, started, &response);
+    response
+        .headers_mut()
+        .insert(REQUEST_ID_HEADER, request_id.clone());
     response
 }
 

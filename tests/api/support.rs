@@ -112,6 +112,9 @@ impl TestApp {
         let service = app::start(&cli.serve, listener)
             .await
             .expect("service starts");
+        // Tests that write workforce records directly must not race the sync at start, which
+        // removes records that AWS does not have.
+        service.regions_synced().await;
         let base_url = format!("http://{}", service.local_addr);
         let db = service.state.db.clone();
         // With an identity provider configured, no key is created at start; make one.
