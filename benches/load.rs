@@ -168,7 +168,7 @@ fn audit_scenario(
 
     let since: DateTime<Utc> = "2026-03-01T00:00:00Z".parse()?;
     let until: DateTime<Utc> = "2026-03-02T00:00:00Z".parse()?;
-    // The API asks for one row more than the page, to know whether another page follows.
+    // The API requests one row more than the page, to know whether another page follows.
     let limit = 51;
     Ok(match filter {
         "workforce" => (

@@ -152,11 +152,11 @@ impl ReadCache {
     }
 
     /// Removes the copies that a committed change made stale.
-    pub fn invalidate(&self, what: &Invalidation) {
+    pub fn invalidate(&self, invalidation: &Invalidation) {
         // The epoch moves first, so a reader that stores after this point finds it changed and
         // stores nothing.
         self.0.epoch.fetch_add(1, Ordering::SeqCst);
-        match what {
+        match invalidation {
             Invalidation::Workforce { region, name } => {
                 self.0
                     .workforces

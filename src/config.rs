@@ -178,9 +178,9 @@ pub struct ServeConfig {
     #[arg(long, env = "WORKFORCE_REFRESH_AFTER_SECONDS", default_value_t = 30)]
     pub refresh_after_seconds: u64,
 
-    /// Longest time in milliseconds that a cached API key, workforce or operation is served.
-    /// Copies are dropped as soon as PostgreSQL announces a change; this bounds how stale one
-    /// can be if an announcement were lost. 0 turns the cache off.
+    /// Maximum time in milliseconds that a cached API key, workforce or operation is served.
+    /// Copies are dropped as soon as PostgreSQL announces a change, so this limit matters only
+    /// if an announcement were lost. 0 turns the cache off.
     #[arg(long, env = "WORKFORCE_READ_CACHE_MAX_AGE_MS", default_value_t = 5_000)]
     pub read_cache_max_age_ms: u64,
 

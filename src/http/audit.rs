@@ -82,8 +82,9 @@ pub async fn list_audit_events(
     }))
 }
 
-/// A page of events ordered by id ends at an id; one ordered by time (a `since` or `until`
-/// filter) ends at a time and an id, written as `<id>@<microseconds since 1970>`.
+/// Encodes the end of a page. A page ordered by id ends at an id. A page ordered by time (a
+/// `since` or `until` filter) ends at a time and an id, written as
+/// `<id>@<microseconds since 1970>`.
 fn encode_cursor(event: &audit_store::AuditEventRow, by_time: bool) -> String {
     if by_time {
         pagination::encode(&format!(
