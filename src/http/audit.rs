@@ -53,6 +53,7 @@ pub async fn list_audit_events(
 ) -> Result<axum::Json<AuditEventListResponse>, ApiError> {
     let limit = pagination::limit(query.limit)?;
     pagination::check_workforce_filters(query.region.as_deref(), query.workforce_name.as_deref())?;
+    check_time_range(query.since, query.until)?;
     let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
     let rows = audit_store::list(
         &state.db,
@@ -80,6 +81,38 @@ pub async fn list_audit_events(
         items: page.into_iter().map(AuditEventResponse::from).collect(),
         next_cursor,
     }))
+}
+
+/// Checks that `since` and `until` are years 1 to 9999, which PostgreSQL stores, and that
+/// `since` is before `until`.
+fn check_time_range(
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+) -> Result<(), ApiError> {
+    use chrono::Datelike;
+
+    for (field, value) in [("since", since), ("until", until)] {
+        if let Some(value) = value
+            && !(1..=9999).contains(&value.year())
+        {
+            let error =
+                crate::domain::FieldError::new(field, "must be a time in the years 1 to 9999");
+            return Err(ApiError::BadRequest {
+                detail: format!("invalid query parameter {field}: {}", error.reason),
+                errors: vec![error],
+            });
+        }
+    }
+    if let (Some(since), Some(until)) = (since, until)
+        && since >= until
+    {
+        let error = crate::domain::FieldError::new("until", "must be later than since");
+        return Err(ApiError::BadRequest {
+            detail: format!("invalid query parameter until: {}", error.reason),
+            errors: vec![error],
+        });
+    }
+    Ok(())
 }
 
 /// Encodes the end of a page. A page ordered by id ends at an id. A page ordered by time (a

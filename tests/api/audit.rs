@@ -186,3 +186,29 @@ async fn pages_cover_every_event_once_in_order() {
     assert_eq!(by_time, expected);
     assert_eq!(by_time.len(), 8);
 }
+
+#[tokio::test]
+async fn time_range_out_of_bounds_is_rejected() {
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    let cases = [
+        ("since=-4713-01-01T00:00:00Z", "since"),
+        ("until=-0001-01-01T00:00:00Z", "until"),
+        (
+            "since=2030-01-01T00:00:00Z&until=2020-01-01T00:00:00Z",
+            "until",
+        ),
+    ];
+    for (query, field) in cases {
+        let (status, problem) = app.get(&format!("/v1/audit-events?{query}")).await;
+        assert_eq!(
+            status,
+            reqwest::StatusCode::BAD_REQUEST,
+            "{query}: {problem}"
+        );
+        assert_eq!(problem["errors"][0]["field"], field, "{query}: {problem}");
+    }
+}
