@@ -131,6 +131,8 @@ fn encode_cursor(event: &audit_store::AuditEventRow, by_time: bool) -> String {
 }
 
 fn decode_cursor(cursor: &str) -> Result<PagePosition, ApiError> {
+    use chrono::Datelike;
+
     let text = pagination::decode(cursor)?;
     let (id, micros) = match text.split_once('@') {
         Some((id, micros)) => (id, Some(micros)),
@@ -142,6 +144,7 @@ fn decode_cursor(cursor: &str) -> Result<PagePosition, ApiError> {
             m.parse()
                 .ok()
                 .and_then(DateTime::<Utc>::from_timestamp_micros)
+                .filter(|time| (1..=9999).contains(&time.year()))
                 .ok_or_else(pagination::invalid_cursor)
         })
         .transpose()?;

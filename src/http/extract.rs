@@ -1,8 +1,10 @@
 //! Extractors whose rejections are the API's own problem responses.
 
+use axum::extract::path::ErrorKind;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts};
+use axum::extract::{FromRequest, FromRequestParts, RawPathParams};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 
 use super::error::ApiError;
 use crate::domain::FieldError;
@@ -13,10 +15,100 @@ use crate::domain::FieldError;
 #[from_request(via(axum::Json), rejection(ApiError))]
 pub struct Json<T>(pub T);
 
-/// Path parameters, rejected as a problem.
-#[derive(Debug, FromRequestParts)]
-#[from_request(via(axum::extract::Path), rejection(ApiError))]
+/// Path parameters. A value that does not parse is rejected with a problem that names the
+/// parameter and what it must be.
+#[derive(Debug)]
 pub struct Path<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Path<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Path(value)),
+            Err(PathRejection::FailedToDeserializePathParams(error)) => {
+                // A single value, such as `Path<Uuid>`, fails without a key; the route has
+                // only one parameter then, so its name is the key.
+                let only_name = RawPathParams::from_request_parts(parts, state)
+                    .await
+                    .ok()
+                    .and_then(|params| {
+                        let mut names = params.iter().map(|(name, _)| name.to_owned());
+                        names.next().filter(|_| names.next().is_none())
+                    });
+                Err(path_problem(error.into_kind(), only_name))
+            }
+            Err(other) => Err(ApiError::BadRequest {
+                detail: format!("invalid path parameter: {}", other.body_text()),
+                errors: Vec::new(),
+            }),
+        }
+    }
+}
+
+/// Longest part of a rejected path value that a problem repeats.
+const MAX_ECHOED_VALUE_CHARS: usize = 64;
+
+fn path_problem(kind: ErrorKind, only_name: Option<String>) -> ApiError {
+    const UUID_REASON: &str = "must be a UUID such as 0b7e2c5e-3f4a-4d8e-9c1b-2a6f0e9d4c31";
+    let reason_for_type = |expected_type: &str| {
+        if expected_type.ends_with("Uuid") {
+            UUID_REASON.to_owned()
+        } else {
+            "is not a valid value for this route".to_owned()
+        }
+    };
+    let (name, value, reason) = match kind {
+        ErrorKind::ParseErrorAtKey {
+            key,
+            value,
+            expected_type,
+        } => (Some(key), value, reason_for_type(expected_type)),
+        ErrorKind::ParseError {
+            value,
+            expected_type,
+        }
+        | ErrorKind::ParseErrorAtIndex {
+            value,
+            expected_type,
+            ..
+        } => (only_name, value, reason_for_type(expected_type)),
+        ErrorKind::DeserializeError {
+            key,
+            value,
+            message,
+        } => {
+            let reason = if message.contains("UUID") {
+                UUID_REASON.to_owned()
+            } else {
+                "is not a valid value for this route".to_owned()
+            };
+            (Some(key), value, reason)
+        }
+        ErrorKind::InvalidUtf8InPathParam { key } => {
+            (Some(key), String::new(), "must be UTF-8 text".to_owned())
+        }
+        other => {
+            return ApiError::BadRequest {
+                detail: format!("invalid path parameter: {other}"),
+                errors: Vec::new(),
+            };
+        }
+    };
+    let name = name.unwrap_or_else(|| "path".to_owned());
+    let mut shown: String = value.chars().take(MAX_ECHOED_VALUE_CHARS).collect();
+    if shown.len() < value.len() {
+        shown.push_str("...");
+    }
+    ApiError::BadRequest {
+        detail: format!("invalid path parameter {name} '{shown}': {reason}"),
+        errors: vec![FieldError::new(name, reason)],
+    }
+}
 
 /// Query parameters, rejected as a problem.
 #[derive(Debug, FromRequestParts)]
@@ -67,15 +159,6 @@ impl From<JsonRejection> for ApiError {
                 detail: format!("the request body could not be read: {}", other.body_text()),
                 errors: Vec::new(),
             },
-        }
-    }
-}
-
-impl From<PathRejection> for ApiError {
-    fn from(rejection: PathRejection) -> Self {
-        ApiError::BadRequest {
-            detail: format!("invalid path parameter: {}", rejection.body_text()),
-            errors: Vec::new(),
         }
     }
 }

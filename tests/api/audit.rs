@@ -201,6 +201,11 @@ async fn time_range_out_of_bounds_is_rejected() {
             "since=2030-01-01T00:00:00Z&until=2020-01-01T00:00:00Z",
             "until",
         ),
+        // The cursor `5@-62135596800000001`: one microsecond before the year 1.
+        (
+            "since=2020-01-01T00:00:00Z&cursor=NUAtNjIxMzU1OTY4MDAwMDAwMDE",
+            "cursor",
+        ),
     ];
     for (query, field) in cases {
         let (status, problem) = app.get(&format!("/v1/audit-events?{query}")).await;

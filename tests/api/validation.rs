@@ -309,4 +309,18 @@ async fn path_parameters_are_validated() {
 
     let (status, problem) = app.get("/v1/operations/not-a-uuid").await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+    assert_eq!(problem["errors"][0]["field"], "id", "{problem}");
+    assert!(
+        problem["errors"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("UUID"),
+        "{problem}"
+    );
+
+    // A long value is not echoed whole.
+    let long = "x".repeat(3000);
+    let (status, problem) = app.get(&format!("/v1/operations/{long}")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+    assert!(problem["detail"].as_str().unwrap().len() < 200, "{problem}");
 }
