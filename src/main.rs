@@ -16,6 +16,13 @@ async fn main() -> anyhow::Result<()> {
         // The server logs a line per request; those are written in batches.
         let logs = BatchedStderr::start();
         init_tracing(cli.serve.log_format, logs.clone());
+        // Coloured lines for a terminal keep going through `tracing`.
+        if !std::io::stderr().is_terminal() {
+            workforce_service::telemetry::install_access_log(
+                logs.clone(),
+                matches!(cli.serve.log_format, LogFormat::Json),
+            );
+        }
         let default_hook = std::panic::take_hook();
         let on_panic = logs.clone();
         std::panic::set_hook(Box::new(move |info| {

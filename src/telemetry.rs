@@ -182,6 +182,22 @@ impl BatchedStderr {
         batched
     }
 
+    /// Adds a line written by `write_line` to the batch.
+    fn append(&self, write_line: impl FnOnce(&mut Vec<u8>)) {
+        let full = {
+            let mut lines = self
+                .0
+                .lines
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            write_line(&mut lines);
+            lines.len() >= LOG_BUFFER_BYTES
+        };
+        if full {
+            self.flush();
+        }
+    }
+
     /// Writes every collected line to standard error.
     pub fn flush(&self) {
         use std::io::Write;
@@ -216,19 +232,7 @@ pub struct BatchedLine<'a> {
 
 impl std::io::Write for BatchedLine<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let full = {
-            let mut lines = self
-                .target
-                .0
-                .lines
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            lines.extend_from_slice(buf);
-            lines.len() >= LOG_BUFFER_BYTES
-        };
-        if full {
-            self.target.flush();
-        }
+        self.target.append(|lines| lines.extend_from_slice(buf));
         Ok(buf.len())
     }
 
@@ -259,6 +263,282 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for BatchedStderr {
         BatchedLine {
             target: self,
             urgent: *meta.level() <= tracing::Level::WARN,
+        }
+    }
+}
+
+/// The access log line of one request.
+pub struct AccessLine<'a> {
+    pub method: &'a str,
+    pub route: &'a str,
+    pub status: u16,
+    pub duration: std::time::Duration,
+    pub request_id: &'a str,
+    pub actor: &'a str,
+}
+
+/// Writes access log lines straight into the batch, in the same layout as `tracing`'s text or
+/// JSON formatter.
+///
+/// `tracing`'s formatter took about 12% of the server's CPU per cached `GET` in a profile: it
+/// visits each field through `fmt::Debug` and formats the time through `fmt::Display`. This
+/// writer formats the few fields of the line directly.
+struct AccessLog {
+    sink: BatchedStderr,
+    json: bool,
+}
+
+static ACCESS_LOG: OnceLock<AccessLog> = OnceLock::new();
+
+/// The target that `tracing` would name for the access log; filters apply to it as before.
+const ACCESS_LOG_TARGET: &str = "workforce_service::http::middleware";
+
+/// Sends access log lines to `sink` from now on. Without this call, for example when the lines
+/// go to a terminal in colour, [`write_access_line`] returns false and the caller logs them
+/// through `tracing`.
+pub fn install_access_log(sink: BatchedStderr, json: bool) {
+    let _ = ACCESS_LOG.set(AccessLog { sink, json });
+}
+
+/// Writes `line` to the access log installed by [`install_access_log`]; returns false when
+/// none is installed. The caller checks first that the level is enabled.
+pub fn write_access_line(line: &AccessLine<'_>) -> bool {
+    let Some(log) = ACCESS_LOG.get() else {
+        return false;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    log.sink
+        .append(|out| format_access_line(out, line, log.json, now));
+    true
+}
+
+/// Writes the access log line of `line` at the time `now` (since 1970) to `out`.
+fn format_access_line(
+    out: &mut Vec<u8>,
+    line: &AccessLine<'_>,
+    json: bool,
+    now: std::time::Duration,
+) {
+    let micros = line.duration.as_micros();
+    if json {
+        out.extend_from_slice(b"{\"timestamp\":\"");
+        write_timestamp(out, now);
+        out.extend_from_slice(b"\",\"level\":\"INFO\",\"message\":\"request\",\"http.method\":");
+        write_json_string(out, line.method);
+        out.extend_from_slice(b",\"http.route\":");
+        write_json_string(out, line.route);
+        out.extend_from_slice(b",\"http.status\":");
+        write_decimal(out, u128::from(line.status));
+        out.extend_from_slice(b",\"duration_ms\":");
+        write_milliseconds(out, micros);
+        out.extend_from_slice(b",\"request_id\":");
+        write_json_string(out, line.request_id);
+        out.extend_from_slice(b",\"actor\":");
+        write_json_string(out, line.actor);
+        out.extend_from_slice(b",\"target\":\"");
+        out.extend_from_slice(ACCESS_LOG_TARGET.as_bytes());
+        out.extend_from_slice(b"\"}\n");
+    } else {
+        write_timestamp(out, now);
+        out.extend_from_slice(b"  INFO ");
+        out.extend_from_slice(ACCESS_LOG_TARGET.as_bytes());
+        out.extend_from_slice(b": request http.method=");
+        out.extend_from_slice(line.method.as_bytes());
+        out.extend_from_slice(b" http.route=");
+        out.extend_from_slice(line.route.as_bytes());
+        out.extend_from_slice(b" http.status=");
+        write_decimal(out, u128::from(line.status));
+        out.extend_from_slice(b" duration_ms=");
+        write_milliseconds(out, micros);
+        out.extend_from_slice(b" request_id=");
+        write_json_string(out, line.request_id);
+        out.extend_from_slice(b" actor=");
+        write_json_string(out, line.actor);
+        out.push(b'\n');
+    }
+}
+
+/// Writes `text` as a quoted JSON string. The text format quotes strings the same way.
+fn write_json_string(out: &mut Vec<u8>, text: &str) {
+    // Writing to a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, text);
+}
+
+fn write_decimal(out: &mut Vec<u8>, mut value: u128) {
+    let mut digits = [0u8; 39];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[start..]);
+}
+
+/// Writes microseconds as milliseconds with three decimals, such as `0.845`.
+fn write_milliseconds(out: &mut Vec<u8>, micros: u128) {
+    write_decimal(out, micros / 1000);
+    let fraction = (micros % 1000) as u16;
+    out.extend_from_slice(&[
+        b'.',
+        b'0' + (fraction / 100) as u8,
+        b'0' + (fraction / 10 % 10) as u8,
+        b'0' + (fraction % 10) as u8,
+    ]);
+}
+
+/// Writes a time as RFC 3339 in UTC with microseconds, such as `2026-12-05T02:55:17.145930Z`,
+/// the layout of `tracing`'s default timer.
+fn write_timestamp(out: &mut Vec<u8>, since_epoch: std::time::Duration) {
+    let seconds = since_epoch.as_secs();
+    let (year, month, day) = civil_date(seconds / 86_400);
+    let second_of_day = seconds % 86_400;
+    let year = year.min(9999);
+    out.extend_from_slice(&[
+        b'0' + (year / 1000) as u8,
+        b'0' + (year / 100 % 10) as u8,
+        b'0' + (year / 10 % 10) as u8,
+        b'0' + (year % 10) as u8,
+        b'-',
+    ]);
+    let mut two = |value: u64, separator: u8| {
+        out.extend_from_slice(&[
+            b'0' + (value / 10) as u8,
+            b'0' + (value % 10) as u8,
+            separator,
+        ]);
+    };
+    two(month, b'-');
+    two(day, b'T');
+    two(second_of_day / 3600, b':');
+    two(second_of_day / 60 % 60, b':');
+    two(second_of_day % 60, b'.');
+    let mut digits = [b'0'; 6];
+    let mut rest = since_epoch.subsec_micros();
+    for digit in digits.iter_mut().rev() {
+        *digit = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    out.extend_from_slice(&digits);
+    out.push(b'Z');
+}
+
+/// The year, month and day of a count of days since 1970-01-01, by Howard Hinnant's
+/// `civil_from_days` algorithm.
+fn civil_date(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let day_of_era = z % 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
+    let month = if shifted_month < 10 {
+        shifted_month + 3
+    } else {
+        shifted_month - 9
+    };
+    let year = year_of_era + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timestamp(since_epoch: std::time::Duration) -> String {
+        let mut out = Vec::new();
+        write_timestamp(&mut out, since_epoch);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn timestamps_match_chrono() {
+        use std::time::Duration;
+
+        assert_eq!(timestamp(Duration::ZERO), "1970-01-01T00:00:00.000000Z");
+        // Leap days, ends of years and centuries, and a time with every field above 9.
+        let seconds = [
+            951_782_400,   // 2000-02-29
+            1_709_164_799, // 2024-02-28T23:59:59
+            1_709_251_200, // 2024-03-01
+            4_102_444_800, // 2100-01-01
+            1_796_439_317, // 2026-12-05T02:55:17
+        ];
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let random = std::iter::repeat_with(|| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % 8_000_000_000
+        });
+        for second in seconds.into_iter().chain(random.take(10_000)) {
+            let time = Duration::new(second, 123_456_789);
+            let expected = chrono::DateTime::from_timestamp(second as i64, 123_456_789)
+                .unwrap()
+                .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+                .to_string();
+            assert_eq!(timestamp(time), expected, "{second}");
+        }
+    }
+
+    #[test]
+    fn access_lines_have_the_layout_of_tracing() {
+        let line = AccessLine {
+            method: "GET",
+            route: "/v1/operations/{id}",
+            status: 200,
+            duration: std::time::Duration::from_nanos(844_508),
+            request_id: "a\"b\\c",
+            actor: "admin",
+        };
+        let now = std::time::Duration::new(1_796_439_317, 145_930_000);
+        let mut text = Vec::new();
+        format_access_line(&mut text, &line, false, now);
+        assert_eq!(
+            String::from_utf8(text).unwrap(),
+            "2026-12-05T02:55:17.145930Z  INFO workforce_service::http::middleware: request \
+             http.method=GET http.route=/v1/operations/{id} http.status=200 duration_ms=0.844 \
+             request_id=\"a\\\"b\\\\c\" actor=\"admin\"\n"
+        );
+        let mut json = Vec::new();
+        format_access_line(&mut json, &line, true, now);
+        assert_eq!(json.last(), Some(&b'\n'));
+        let value: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!({
+                "timestamp": "2026-12-05T02:55:17.145930Z",
+                "level": "INFO",
+                "message": "request",
+                "http.method": "GET",
+                "http.route": "/v1/operations/{id}",
+                "http.status": 200,
+                "duration_ms": 0.844,
+                "request_id": "a\"b\\c",
+                "actor": "admin",
+                "target": "workforce_service::http::middleware",
+            })
+        );
+    }
+
+    #[test]
+    fn milliseconds_keep_three_decimals() {
+        for (micros, expected) in [
+            (0, "0.000"),
+            (845, "0.845"),
+            (12_005, "12.005"),
+            (1_000, "1.000"),
+        ] {
+            let mut out = Vec::new();
+            write_milliseconds(&mut out, micros);
+            assert_eq!(String::from_utf8(out).unwrap(), expected);
         }
     }
 }

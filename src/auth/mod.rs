@@ -12,10 +12,9 @@ mod rate_limit;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, MatchedPath, Request, State};
+use axum::extract::{FromRequestParts, MatchedPath, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
@@ -286,19 +285,21 @@ impl Authenticator {
 }
 
 /// Authenticates the request, applies the rate limit of its credential, checks the permission
-/// of the matched route, and stores the [`Authorized`] caller for the handler.
-pub async fn authenticate(
-    State(auth): State<Arc<Authenticator>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+/// of the matched route, and stores the [`Authorized`] caller in the request for the handler.
+///
+/// Returns the caller, or `None` for a public route, or the response that rejects the request.
+/// The HTTP middleware calls it for every request (see `crate::http::middleware::observe`).
+pub async fn authorize(
+    auth: &Authenticator,
+    request: &mut Request,
+) -> Result<Option<Authorized>, Response> {
     if auth.is_public(request.uri().path()) {
-        return next.run(request).await;
+        return Ok(None);
     }
     let route = request
         .extensions()
         .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
+        .map(|p| p.as_str())
         .unwrap_or_default();
     let token = request
         .headers()
@@ -310,18 +311,17 @@ pub async fn authenticate(
                 .or_else(|| value.strip_prefix("bearer "))
         })
         .map(str::trim)
-        .filter(|token| !token.is_empty())
-        .map(str::to_owned);
+        .filter(|token| !token.is_empty());
     let Some(token) = token else {
-        return ApiError::Unauthenticated {
+        return Err(ApiError::Unauthenticated {
             invalid_token: false,
         }
-        .into_response();
+        .into_response());
     };
-    let principal = match auth.authenticate(&token).await {
-        Ok(principal) => principal,
-        Err(error) => return error.into_response(),
-    };
+    let principal = auth
+        .authenticate(token)
+        .await
+        .map_err(IntoResponse::into_response)?;
     if let Some(limiter) = &auth.rate_limiter
         && let Err(retry_after) =
             limiter.check(&format!("{}:{}", principal.kind.as_str(), principal.actor))
@@ -338,18 +338,13 @@ pub async fn authenticate(
             header::RETRY_AFTER,
             HeaderValue::from_str(&seconds).expect("digits are a valid header"),
         );
-        return response;
+        return Err(response);
     }
-    let permission = permission_for(request.method(), &route);
+    let permission = permission_for(request.method(), route);
     let region = region_of(request.uri().path());
-    match principal.require(permission, region.as_ref()) {
-        Ok(authorized) => {
-            request.extensions_mut().insert(authorized.clone());
-            let mut response = next.run(request).await;
-            // The access log, outside this middleware, names the caller from the response.
-            response.extensions_mut().insert(authorized);
-            response
-        }
-        Err(error) => error.into_response(),
-    }
+    let authorized = principal
+        .require(permission, region.as_ref())
+        .map_err(IntoResponse::into_response)?;
+    request.extensions_mut().insert(authorized.clone());
+    Ok(Some(authorized))
 }

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -62,7 +62,7 @@ fn replay(status: i32, body: Vec<u8>, location: Option<String>) -> Response {
 }
 
 /// Applies idempotency keys to changes (`POST`, `PUT`, `DELETE` under `/v1/`).
-pub async fn idempotency(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub async fn apply(state: &AppState, request: Request, next: Next) -> Response {
     let is_change = matches!(
         *request.method(),
         Method::POST | Method::PUT | Method::DELETE
@@ -71,7 +71,7 @@ pub async fn idempotency(State(state): State<AppState>, request: Request, next: 
         return next.run(request).await;
     }
     // Boxed, so that the future of every other request stays small.
-    Box::pin(keyed_change(state, request, next)).await
+    Box::pin(keyed_change(state.clone(), request, next)).await
 }
 
 /// Handles a change that carries an idempotency key.

@@ -20,7 +20,6 @@ use axum::Router;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 use sqlx::PgPool;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::limit::RequestBodyLimitLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -347,44 +346,42 @@ pub fn app(
                 .try_it_out_enabled(true)
                 .persist_authorization(true),
         );
-    let mut router = api
+    let pipeline = Arc::new(middleware::RequestPipeline {
+        timeout: limits.request_timeout,
+        max_body_bytes: limits.max_body_bytes,
+        authenticator,
+        state: state.clone(),
+    });
+    let router = api
         .route("/metrics", axum::routing::get(health::metrics))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            idempotency::idempotency,
-        ))
         .with_state(state)
         .merge(swagger)
         .fallback(middleware::unknown_route)
         .method_not_allowed_fallback(middleware::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
-            // Shared, since the middleware's state is cloned for every request.
-            Arc::new(authenticator),
-            crate::auth::authenticate,
+            pipeline,
+            middleware::observe,
         ));
     let origins: Vec<HeaderValue> = cors_origins
         .iter()
         .filter_map(|origin| HeaderValue::from_str(origin.trim()).ok())
         .collect();
-    if !origins.is_empty() {
-        router = router.layer(
-            CorsLayer::new()
-                .allow_origin(AllowOrigin::list(origins))
-                .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
-                .allow_headers([
-                    header::AUTHORIZATION,
-                    header::CONTENT_TYPE,
-                    REQUEST_ID_HEADER,
-                    HeaderName::from_static("idempotency-key"),
-                    header::IF_MATCH,
-                ])
-                .expose_headers([header::LOCATION, header::ETAG, REQUEST_ID_HEADER]),
-        );
+    if origins.is_empty() {
+        return router;
     }
-    router
-        .layer(RequestBodyLimitLayer::new(limits.max_body_bytes))
-        .layer(axum::middleware::from_fn_with_state(
-            limits.request_timeout,
-            middleware::observe,
-        ))
+    // Outside the middleware, so that a browser's preflight request, which carries no
+    // credential, is answered without authentication.
+    router.layer(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                REQUEST_ID_HEADER,
+                HeaderName::from_static("idempotency-key"),
+                header::IF_MATCH,
+            ])
+            .expose_headers([header::LOCATION, header::ETAG, REQUEST_ID_HEADER]),
+    )
 }

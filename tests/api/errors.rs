@@ -176,6 +176,69 @@ async fn oversized_body_is_rejected() {
     );
 }
 
+/// A body sent in chunks declares no length, so the limit applies while it is read; with an
+/// idempotency key, the key's check reads it first.
+#[tokio::test]
+async fn oversized_chunked_body_is_rejected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    let (_, key) = workforce_service::auth::api_keys::create(
+        &app.db,
+        "chunked-caller",
+        workforce_service::auth::Role::Admin,
+        None,
+        None,
+    )
+    .await
+    .unwrap();
+    let body = format!("{{\"name\": \"{}\"}}", "a".repeat(200_000));
+    let address = app.base_url.trim_start_matches("http://").to_owned();
+    for idempotency_key in [None, Some("chunked-1")] {
+        let mut head = format!(
+            "POST /v1/regions/{REGION}/workforces HTTP/1.1\r\nhost: {address}\r\n\
+             authorization: Bearer {key}\r\ncontent-type: application/json\r\n\
+             transfer-encoding: chunked\r\nconnection: close\r\n"
+        );
+        if let Some(idempotency_key) = idempotency_key {
+            head.push_str(&format!("idempotency-key: {idempotency_key}\r\n"));
+        }
+        head.push_str("\r\n");
+        let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+        stream.write_all(head.as_bytes()).await.unwrap();
+        for chunk in body.as_bytes().chunks(16 * 1024) {
+            let sent = async {
+                stream
+                    .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+                    .await?;
+                stream.write_all(chunk).await?;
+                stream.write_all(b"\r\n").await
+            };
+            // The service may answer and close before the whole body is sent.
+            if sent.await.is_err() {
+                break;
+            }
+        }
+        let _ = stream.write_all(b"0\r\n\r\n").await;
+        let mut response = Vec::new();
+        let _ = stream.read_to_end(&mut response).await;
+        let response = String::from_utf8_lossy(&response);
+        assert!(
+            response.starts_with("HTTP/1.1 413"),
+            "{idempotency_key:?}: {response}"
+        );
+        assert!(
+            response.contains("application/problem+json"),
+            "{idempotency_key:?}: {response}"
+        );
+    }
+    assert_eq!(app.count_rows("operations").await, 0);
+}
+
 #[tokio::test]
 async fn request_id_is_generated_and_echoed() {
     let app = TestApp::spawn_with(TestOptions {
@@ -275,4 +338,61 @@ async fn metrics_describe_a_scenario() {
     ] {
         assert!(text.contains(expected), "missing {expected} in:\n{text}");
     }
+}
+
+/// A browser's preflight request carries no credential; it is answered for an allowed origin
+/// without authentication, and the API's answers, errors included, name the origin.
+#[tokio::test]
+async fn cors_preflight_needs_no_credential() {
+    let origin = "https://portal.example";
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        extra_args: vec![format!("--cors-allowed-origins={origin}")],
+        ..Default::default()
+    })
+    .await;
+    let anonymous = reqwest::Client::new();
+    let url = format!("{}/v1/workforces", app.base_url);
+    let preflight = anonymous
+        .request(reqwest::Method::OPTIONS, &url)
+        .header("origin", origin)
+        .header("access-control-request-method", "GET")
+        .header("access-control-request-headers", "authorization")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), StatusCode::OK);
+    assert_eq!(preflight.headers()["access-control-allow-origin"], origin);
+
+    let allowed = app
+        .client
+        .get(&url)
+        .header("origin", origin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(allowed.status(), StatusCode::OK);
+    assert_eq!(allowed.headers()["access-control-allow-origin"], origin);
+
+    let rejected = anonymous
+        .get(&url)
+        .header("origin", origin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rejected.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(rejected.headers()["access-control-allow-origin"], origin);
+
+    let other = anonymous
+        .request(reqwest::Method::OPTIONS, &url)
+        .header("origin", "https://elsewhere.example")
+        .header("access-control-request-method", "GET")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        other.headers().get("access-control-allow-origin").is_none(),
+        "{:?}",
+        other.headers()
+    );
 }
