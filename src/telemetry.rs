@@ -141,8 +141,12 @@ pub async fn refresh_gauges(db: &sqlx::PgPool) {
     }
 }
 
-/// Lines collected beyond this size are written at once by the thread that logs.
+/// Lines collected beyond this size wake the background thread to write them.
 const LOG_BUFFER_BYTES: usize = 256 * 1024;
+
+/// Lines collected beyond this size are written by the thread that logs, which bounds the
+/// memory of the batch when standard error is slower than the logging.
+const LOG_BUFFER_LIMIT_BYTES: usize = 8 * 1024 * 1024;
 
 /// How often the background thread writes the collected log lines.
 const LOG_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
@@ -150,14 +154,17 @@ const LOG_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_millis
 /// A log destination that collects lines in memory and writes them to standard error in batches,
 /// so that the access log line of each request costs no system call.
 ///
-/// A background thread writes the batch every 100 ms. Warnings and errors are written at once,
-/// with the lines before them, and [`BatchedStderr::flush`] writes the rest at exit. A process
-/// killed with SIGKILL loses at most the last 100 ms of informational lines.
+/// A background thread writes the batch every 100 ms, or sooner once it reaches 256 KiB, so that
+/// a request does not wait for the disk. Warnings and errors are written at once, with the lines
+/// before them, and [`BatchedStderr::flush`] writes the rest at exit. A process killed with
+/// SIGKILL loses at most the last 100 ms of informational lines.
 #[derive(Clone)]
 pub struct BatchedStderr(std::sync::Arc<LogBuffer>);
 
 struct LogBuffer {
     lines: std::sync::Mutex<Vec<u8>>,
+    /// Wakes the background thread when the batch reaches [`LOG_BUFFER_BYTES`].
+    batch_full: std::sync::Condvar,
     /// Held while a batch is written, so that batches reach standard error in order.
     writing: std::sync::Mutex<()>,
 }
@@ -167,6 +174,7 @@ impl BatchedStderr {
     pub fn start() -> Self {
         let batched = Self(std::sync::Arc::new(LogBuffer {
             lines: std::sync::Mutex::new(Vec::with_capacity(64 * 1024)),
+            batch_full: std::sync::Condvar::new(),
             writing: std::sync::Mutex::new(()),
         }));
         let flusher = batched.clone();
@@ -174,7 +182,7 @@ impl BatchedStderr {
             .name("log-flush".into())
             .spawn(move || {
                 loop {
-                    std::thread::sleep(LOG_FLUSH_INTERVAL);
+                    flusher.wait_for_batch();
                     flusher.flush();
                 }
             })
@@ -182,19 +190,38 @@ impl BatchedStderr {
         batched
     }
 
+    /// Waits until the flush interval has passed or the batch is full.
+    fn wait_for_batch(&self) {
+        let lines = self
+            .0
+            .lines
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _waited = self
+            .0
+            .batch_full
+            .wait_timeout_while(lines, LOG_FLUSH_INTERVAL, |lines| {
+                lines.len() < LOG_BUFFER_BYTES
+            })
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+    }
+
     /// Adds a line written by `write_line` to the batch.
     fn append(&self, write_line: impl FnOnce(&mut Vec<u8>)) {
-        let full = {
+        let (before, after) = {
             let mut lines = self
                 .0
                 .lines
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let before = lines.len();
             write_line(&mut lines);
-            lines.len() >= LOG_BUFFER_BYTES
+            (before, lines.len())
         };
-        if full {
+        if after >= LOG_BUFFER_LIMIT_BYTES {
             self.flush();
+        } else if before < LOG_BUFFER_BYTES && after >= LOG_BUFFER_BYTES {
+            self.0.batch_full.notify_one();
         }
     }
 

@@ -108,6 +108,22 @@ async fn canary_secrets_appear_nowhere() {
         logs.contains("submitted change to SageMaker"),
         "the capture saw the service's logs"
     );
+    // The access log line of the creation, as JSON with the caller's name.
+    let created_line = logs
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|line| line["message"] == "request" && line["http.method"] == "POST");
+    let created_line = created_line.expect("an access log line of the POST");
+    assert_eq!(created_line["http.status"], 202, "{created_line}");
+    assert_eq!(
+        created_line["http.route"], "/v1/regions/{region}/workforces",
+        "{created_line}"
+    );
+    assert_eq!(created_line["actor"], "canary-caller", "{created_line}");
+    assert!(
+        created_line["duration_ms"].as_f64().is_some(),
+        "{created_line}"
+    );
 
     for (name, secret) in [
         ("first OIDC secret", first_secret),
