@@ -341,6 +341,16 @@ pub fn write_access_line(line: &AccessLine<'_>) -> bool {
     true
 }
 
+/// One field value of an access log line.
+enum FieldValue<'a> {
+    /// Text that the text format writes as it is, as `tracing` does for `Display` fields.
+    Plain(&'a str),
+    /// Text that both formats quote.
+    Quoted(&'a str),
+    Number(u16),
+    Milliseconds(u128),
+}
+
 /// Writes the access log line of `line` at the time `now` (since 1970) to `out`.
 fn format_access_line(
     out: &mut Vec<u8>,
@@ -348,41 +358,49 @@ fn format_access_line(
     json: bool,
     now: std::time::Duration,
 ) {
-    let micros = line.duration.as_micros();
+    let fields = [
+        ("http.method", FieldValue::Plain(line.method)),
+        ("http.route", FieldValue::Plain(line.route)),
+        ("http.status", FieldValue::Number(line.status)),
+        (
+            "duration_ms",
+            FieldValue::Milliseconds(line.duration.as_micros()),
+        ),
+        ("request_id", FieldValue::Quoted(line.request_id)),
+        ("actor", FieldValue::Quoted(line.actor)),
+    ];
     if json {
         out.extend_from_slice(b"{\"timestamp\":\"");
         write_timestamp(out, now);
-        out.extend_from_slice(b"\",\"level\":\"INFO\",\"message\":\"request\",\"http.method\":");
-        write_json_string(out, line.method);
-        out.extend_from_slice(b",\"http.route\":");
-        write_json_string(out, line.route);
-        out.extend_from_slice(b",\"http.status\":");
-        write_decimal(out, u128::from(line.status));
-        out.extend_from_slice(b",\"duration_ms\":");
-        write_milliseconds(out, micros);
-        out.extend_from_slice(b",\"request_id\":");
-        write_json_string(out, line.request_id);
-        out.extend_from_slice(b",\"actor\":");
-        write_json_string(out, line.actor);
-        out.extend_from_slice(b",\"target\":\"");
-        out.extend_from_slice(ACCESS_LOG_TARGET.as_bytes());
-        out.extend_from_slice(b"\"}\n");
+        out.extend_from_slice(b"\",\"level\":\"INFO\",\"message\":\"request\"");
     } else {
         write_timestamp(out, now);
         out.extend_from_slice(b"  INFO ");
         out.extend_from_slice(ACCESS_LOG_TARGET.as_bytes());
-        out.extend_from_slice(b": request http.method=");
-        out.extend_from_slice(line.method.as_bytes());
-        out.extend_from_slice(b" http.route=");
-        out.extend_from_slice(line.route.as_bytes());
-        out.extend_from_slice(b" http.status=");
-        write_decimal(out, u128::from(line.status));
-        out.extend_from_slice(b" duration_ms=");
-        write_milliseconds(out, micros);
-        out.extend_from_slice(b" request_id=");
-        write_json_string(out, line.request_id);
-        out.extend_from_slice(b" actor=");
-        write_json_string(out, line.actor);
+        out.extend_from_slice(b": request");
+    }
+    for (name, value) in fields {
+        if json {
+            out.extend_from_slice(b",\"");
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b"\":");
+        } else {
+            out.push(b' ');
+            out.extend_from_slice(name.as_bytes());
+            out.push(b'=');
+        }
+        match value {
+            FieldValue::Plain(text) if !json => out.extend_from_slice(text.as_bytes()),
+            FieldValue::Plain(text) | FieldValue::Quoted(text) => write_json_string(out, text),
+            FieldValue::Number(number) => write_decimal(out, u128::from(number)),
+            FieldValue::Milliseconds(micros) => write_milliseconds(out, micros),
+        }
+    }
+    if json {
+        out.extend_from_slice(b",\"target\":\"");
+        out.extend_from_slice(ACCESS_LOG_TARGET.as_bytes());
+        out.extend_from_slice(b"\"}\n");
+    } else {
         out.push(b'\n');
     }
 }
