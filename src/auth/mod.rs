@@ -12,7 +12,7 @@ mod rate_limit;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, MatchedPath, Request};
+use axum::extract::{FromRequestParts, MatchedPath, RawPathParams, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -198,11 +198,19 @@ pub fn permission_for(method: &Method, route: &str) -> Permission {
     }
 }
 
-/// Returns the region of a `/v1/regions/{region}/...` path, if it is one.
-fn region_of(path: &str) -> Option<Region> {
-    let rest = path.strip_prefix("/v1/regions/")?;
-    let region = rest.split('/').next()?;
-    Region::parse("region", region).ok()
+/// Returns the route's `region` path parameter, percent-decoded as the handler reads it.
+///
+/// Reading the raw path instead would let `us%2Deast%2D1` pass the check as no region and
+/// reach the handler as us-east-1.
+async fn region_of(request: &mut Request) -> Option<Region> {
+    let (mut parts, body) = std::mem::take(request).into_parts();
+    let params = RawPathParams::from_request_parts(&mut parts, &())
+        .await
+        .ok();
+    *request = Request::from_parts(parts, body);
+    let params = params?;
+    let (_, value) = params.iter().find(|(name, _)| *name == "region")?;
+    Region::parse("region", value).ok()
 }
 
 /// Checks credentials against the API key table and, when configured, the identity provider.
@@ -341,7 +349,7 @@ pub async fn authorize(
         return Err(response);
     }
     let permission = permission_for(request.method(), route);
-    let region = region_of(request.uri().path());
+    let region = region_of(request).await;
     let authorized = principal
         .require(permission, region.as_ref())
         .map_err(IntoResponse::into_response)?;

@@ -250,6 +250,17 @@ async fn operator_limited_to_regions() {
     )
     .await;
     assert_eq!(east.status(), StatusCode::FORBIDDEN);
+    // The handler reads the decoded path, so the check must too: `%2D` is `-`.
+    let encoded_east = send(
+        &client,
+        &app,
+        &Method::POST,
+        "/v1/regions/us%2Deast%2D1/workforces",
+        &Some(cognito_workforce("east")),
+    )
+    .await;
+    assert_eq!(encoded_east.status(), StatusCode::FORBIDDEN);
+    assert_eq!(app.count_rows("operations").await, 0);
     let west = send(
         &client,
         &app,
