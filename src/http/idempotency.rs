@@ -70,6 +70,13 @@ pub async fn apply(state: &AppState, request: Request, next: Next) -> Response {
     if !is_change || !request.headers().contains_key(IDEMPOTENCY_KEY) {
         return next.run(request).await;
     }
+    // A stored response is replayed, and this one carries a new API key, which the service
+    // keeps only as a hash.
+    if request.method() == Method::POST && request.uri().path() == "/v1/api-keys" {
+        return invalid_key(
+            "is not accepted when creating an API key, because the response carries the new key, which is never stored; send the request without it",
+        );
+    }
     // Boxed, so that the future of every other request stays small.
     Box::pin(keyed_change(state.clone(), request, next)).await
 }

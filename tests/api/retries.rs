@@ -221,3 +221,33 @@ async fn if_match_guards_changes() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::ACCEPTED);
 }
+
+/// A replayed response is stored, and the response of an API key's creation carries the key,
+/// which must never be stored.
+#[tokio::test]
+async fn idempotency_key_rejected_for_api_key_creation() {
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    let (status, _, problem) = send_with_key(
+        &app,
+        Method::POST,
+        "/v1/api-keys",
+        "key-creation-1",
+        Some(json!({"name": "portal", "role": "viewer"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+    assert_eq!(
+        problem["errors"][0]["field"], "Idempotency-Key",
+        "{problem}"
+    );
+    let created: i64 = sqlx::query_scalar("select count(*) from api_keys where name = 'portal'")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(created, 0);
+    assert_eq!(app.count_rows("idempotency_keys").await, 0);
+}
