@@ -67,7 +67,8 @@ pub fn is_unique_violation(error: &sqlx::Error, constraint: &str) -> bool {
     }
 }
 
-/// Returns true when `error` means the database cannot be reached right now.
+/// Returns true when `error` means the database cannot be reached right now, or cancelled the
+/// statement (57014, which an administrator's cancel or a statement timeout causes).
 pub fn is_unavailable(error: &sqlx::Error) -> bool {
     matches!(
         error,
@@ -75,5 +76,5 @@ pub fn is_unavailable(error: &sqlx::Error) -> bool {
             | sqlx::Error::Io(_)
             | sqlx::Error::PoolClosed
             | sqlx::Error::Tls(_)
-    ) || matches!(error, sqlx::Error::Database(db) if db.code().is_some_and(|code| code.starts_with("57P") || code.starts_with("08")))
+    ) || matches!(error, sqlx::Error::Database(db) if db.code().is_some_and(|code| code.starts_with("57P") || code.starts_with("08") || code == "57014"))
 }

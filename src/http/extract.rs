@@ -110,10 +110,40 @@ fn path_problem(kind: ErrorKind, only_name: Option<String>) -> ApiError {
     }
 }
 
-/// Query parameters, rejected as a problem.
-#[derive(Debug, FromRequestParts)]
-#[from_request(via(axum::extract::Query), rejection(ApiError))]
+/// Query parameters, rejected as a problem. A value with a NUL character is rejected too,
+/// because PostgreSQL cannot store it in text.
+#[derive(Debug)]
 pub struct Query<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Query<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        if let Some(name) = parts.uri.query().and_then(parameter_with_nul) {
+            let name: String = name.chars().take(MAX_ECHOED_VALUE_CHARS).collect();
+            let reason = "must not contain a NUL character (%00)";
+            return Err(ApiError::BadRequest {
+                detail: format!("invalid query parameter {name}: {reason}"),
+                errors: vec![FieldError::new(name, reason)],
+            });
+        }
+        let axum::extract::Query(value) =
+            axum::extract::Query::<T>::from_request_parts(parts, state).await?;
+        Ok(Query(value))
+    }
+}
+
+/// Returns the name of the first query parameter whose value has an encoded NUL character.
+fn parameter_with_nul(query: &str) -> Option<&str> {
+    query.split('&').find_map(|pair| {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        value.contains("%00").then_some(name)
+    })
+}
 
 /// Splits serde's "path: message" text into a field error, where a path is present.
 fn field_error_from(text: &str) -> Vec<FieldError> {

@@ -217,3 +217,25 @@ async fn time_range_out_of_bounds_is_rejected() {
         assert_eq!(problem["errors"][0]["field"], field, "{query}: {problem}");
     }
 }
+
+#[tokio::test]
+async fn nul_in_filter_is_rejected() {
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    for (query, field) in [
+        ("action=%00", "action"),
+        ("actor=a%00b", "actor"),
+        ("limit=5&outcome=%00", "outcome"),
+    ] {
+        let (status, problem) = app.get(&format!("/v1/audit-events?{query}")).await;
+        assert_eq!(
+            status,
+            reqwest::StatusCode::BAD_REQUEST,
+            "{query}: {problem}"
+        );
+        assert_eq!(problem["errors"][0]["field"], field, "{query}: {problem}");
+    }
+}

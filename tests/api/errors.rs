@@ -396,3 +396,28 @@ async fn cors_preflight_needs_no_credential() {
         other.headers()
     );
 }
+
+/// A statement cancelled by a timeout or an administrator is a 503 condition, not a bug.
+#[tokio::test]
+async fn cancelled_statement_counts_as_unavailable() {
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    let mut connection = app.db.acquire().await.unwrap();
+    let error = sqlx::raw_sql("set statement_timeout = 1; select pg_sleep(1)")
+        .execute(&mut *connection)
+        .await
+        .unwrap_err();
+    let code = error
+        .as_database_error()
+        .and_then(|db| db.code())
+        .map(|code| code.into_owned());
+    assert_eq!(code.as_deref(), Some("57014"), "{error}");
+    assert!(workforce_service::db::is_unavailable(&error));
+    sqlx::raw_sql("reset statement_timeout")
+        .execute(&mut *connection)
+        .await
+        .unwrap();
+}
