@@ -69,7 +69,11 @@ pub async fn observe(
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let request_id = match request.headers().get(REQUEST_ID_HEADER) {
+    let sent_id = request
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .filter(|value| is_usable_request_id(value));
+    let request_id = match sent_id {
         Some(value) => value.clone(),
         None => {
             let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
@@ -99,6 +103,15 @@ pub async fn observe(
         .headers_mut()
         .insert(REQUEST_ID_HEADER, request_id.clone());
     response
+}
+
+/// Longest request id taken from a caller; ids are stored with operations and audit events.
+const MAX_REQUEST_ID_BYTES: usize = 128;
+
+/// Returns whether a caller's request id is kept: 1 to 128 visible ASCII characters. Any other
+/// value is replaced by a new id.
+fn is_usable_request_id(value: &HeaderValue) -> bool {
+    !value.is_empty() && value.len() <= MAX_REQUEST_ID_BYTES && value.to_str().is_ok()
 }
 
 impl RequestPipeline {

@@ -421,3 +421,43 @@ async fn cancelled_statement_counts_as_unavailable() {
         .await
         .unwrap();
 }
+
+/// Request ids are stored with operations and audit events, so an empty, overlong or
+/// non-ASCII id sent by a caller is replaced by a new one.
+#[tokio::test]
+async fn unusable_request_id_is_replaced() {
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    let long = "r".repeat(129);
+    let non_ascii = reqwest::header::HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap();
+    let cases = [
+        reqwest::header::HeaderValue::from_static(""),
+        reqwest::header::HeaderValue::from_str(&long).unwrap(),
+        non_ascii,
+    ];
+    for sent in cases {
+        let response = app
+            .client
+            .get(format!("{}/v1/workforces", app.base_url))
+            .header("x-request-id", sent.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let echoed = response.headers()["x-request-id"].clone();
+        assert_ne!(echoed, sent);
+        assert_eq!(echoed.len(), 36, "{echoed:?}");
+    }
+    let kept = "r".repeat(128);
+    let response = app
+        .client
+        .get(format!("{}/v1/workforces", app.base_url))
+        .header("x-request-id", kept.as_str())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-request-id"], kept.as_str());
+}
