@@ -73,7 +73,10 @@ impl Region {
         } else {
             Err(FieldError::new(
                 field,
-                format!("'{value}' is not an AWS region code; expected a value such as us-east-1"),
+                format!(
+                    "'{}' is not an AWS region code; expected a value such as us-east-1",
+                    truncate_for_message(value)
+                ),
             ))
         }
     }

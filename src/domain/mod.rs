@@ -11,6 +11,7 @@ mod operation;
 mod tags;
 
 pub use auth::{CognitoConfig, OidcConfig, OidcFields, OidcSecret, OidcSettings, oidc_fields};
+pub(crate) use ids::truncate_for_message;
 pub use ids::{Region, SecurityGroupId, SubnetId, VpcId, WorkforceName};
 pub use network::{
     Cidr, IpAddressType, MAX_CIDRS, MAX_SECURITY_GROUPS, MAX_SUBNETS, SourceIpConfig, VpcConfig,

@@ -50,9 +50,6 @@ where
     }
 }
 
-/// Longest part of a rejected path value that a problem repeats.
-const MAX_ECHOED_VALUE_CHARS: usize = 64;
-
 fn path_problem(kind: ErrorKind, only_name: Option<String>) -> ApiError {
     const UUID_REASON: &str = "must be a UUID such as 0b7e2c5e-3f4a-4d8e-9c1b-2a6f0e9d4c31";
     let reason_for_type = |expected_type: &str| {
@@ -100,10 +97,7 @@ fn path_problem(kind: ErrorKind, only_name: Option<String>) -> ApiError {
         }
     };
     let name = name.unwrap_or_else(|| "path".to_owned());
-    let mut shown: String = value.chars().take(MAX_ECHOED_VALUE_CHARS).collect();
-    if shown.len() < value.len() {
-        shown.push_str("...");
-    }
+    let shown = crate::domain::truncate_for_message(&value);
     ApiError::BadRequest {
         detail: format!("invalid path parameter {name} '{shown}': {reason}"),
         errors: vec![FieldError::new(name, reason)],
@@ -124,7 +118,7 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         if let Some(name) = parts.uri.query().and_then(parameter_with_nul) {
-            let name: String = name.chars().take(MAX_ECHOED_VALUE_CHARS).collect();
+            let name = crate::domain::truncate_for_message(name);
             let reason = "must not contain a NUL character (%00)";
             return Err(ApiError::BadRequest {
                 detail: format!("invalid query parameter {name}: {reason}"),

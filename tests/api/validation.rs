@@ -297,6 +297,15 @@ async fn path_parameters_are_validated() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
     assert_eq!(problem["errors"][0]["field"], "region");
 
+    // A long value is not echoed whole; 40,000 characters made the problem too large to send.
+    let long_region = "x".repeat(40_000);
+    let (status, problem) = app
+        .get(&format!("/v1/regions/{long_region}/workforces/labelers"))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+    assert_eq!(problem["errors"][0]["field"], "region");
+    assert!(problem.to_string().len() < 1000, "{problem}");
+
     let (status, problem) = app.get("/v1/regions/eu-west-3/workforces/labelers").await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{problem}");
     assert!(problem["detail"].as_str().unwrap().contains("us-east-1"));
