@@ -187,6 +187,12 @@ fn problem_for_status(status: StatusCode, body: &[u8]) -> Problem {
             "Request timed out",
             "the request took longer than this service allows; retry, and check the operation list before repeating a change",
         ),
+        StatusCode::NOT_FOUND => Problem::new(
+            status,
+            "not-found",
+            "Not found",
+            "nothing is served at this path; see /docs for the routes of this API",
+        ),
         status if status.is_server_error() => Problem::new(
             status,
             "internal-error",

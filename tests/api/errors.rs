@@ -311,6 +311,11 @@ async fn docs_and_openapi_are_served() {
         !page.contains("cdn."),
         "the docs page must not load from a CDN"
     );
+
+    // A missing docs asset is a not-found problem, not a bad request.
+    let (status, problem) = app.get("/docs/missing-asset.js").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{problem}");
+    assert_eq!(problem["type"], "/problems/not-found", "{problem}");
 }
 
 #[tokio::test]
