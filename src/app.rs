@@ -83,6 +83,15 @@ fn parse_regions(values: &[String]) -> anyhow::Result<Vec<Region>> {
 /// and runs the workers until [`RunningService::shutdown`].
 pub async fn start(config: &ServeConfig, listener: TcpListener) -> anyhow::Result<RunningService> {
     let regions = parse_regions(&config.regions)?;
+    // tower-http's origin list panics on a wildcard, and a wildcard would let any site call
+    // the API with a credential a user pasted into it.
+    anyhow::ensure!(
+        !config
+            .cors_allowed_origins
+            .iter()
+            .any(|origin| origin.trim() == "*"),
+        "--cors-allowed-origins does not accept '*'; list each portal origin, such as https://portal.example.com"
+    );
     let db = crate::db::connect(&config.database_url, config.database_max_connections).await?;
 
     let (endpoint, sandbox) = match config.mode {

@@ -466,3 +466,24 @@ async fn unusable_request_id_is_replaced() {
         .unwrap();
     assert_eq!(response.headers()["x-request-id"], kept.as_str());
 }
+
+#[tokio::test]
+async fn wildcard_cors_origin_stops_start() {
+    use clap::Parser;
+
+    let cli = workforce_service::config::Cli::parse_from([
+        "workforce-service",
+        "--mode=sandbox",
+        &format!("--database-url={}/wfs_test_unused", server_url()),
+        "--cors-allowed-origins=https://portal.example,*",
+    ]);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let error = workforce_service::app::start(&cli.serve, listener)
+        .await
+        .err()
+        .expect("a wildcard origin is rejected");
+    assert!(
+        error.to_string().contains("--cors-allowed-origins"),
+        "{error}"
+    );
+}

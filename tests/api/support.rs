@@ -23,7 +23,7 @@ pub const SG_1: &str = "sg-0a10000000000001a";
 pub const SG_2: &str = "sg-0a10000000000002a";
 pub const REGION: &str = "us-east-1";
 
-fn server_url() -> String {
+pub fn server_url() -> String {
     std::env::var("TEST_DATABASE_SERVER_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
 }
