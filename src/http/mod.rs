@@ -382,6 +382,12 @@ pub fn app(
                 HeaderName::from_static("idempotency-key"),
                 header::IF_MATCH,
             ])
-            .expose_headers([header::LOCATION, header::ETAG, REQUEST_ID_HEADER]),
+            .expose_headers([
+                header::LOCATION,
+                header::ETAG,
+                header::RETRY_AFTER,
+                REQUEST_ID_HEADER,
+                HeaderName::from_static("idempotency-replayed"),
+            ]),
     )
 }

@@ -378,6 +378,19 @@ async fn cors_preflight_needs_no_credential() {
         .unwrap();
     assert_eq!(allowed.status(), StatusCode::OK);
     assert_eq!(allowed.headers()["access-control-allow-origin"], origin);
+    let exposed = allowed.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    for name in [
+        "location",
+        "etag",
+        "retry-after",
+        "x-request-id",
+        "idempotency-replayed",
+    ] {
+        assert!(exposed.contains(name), "{name} in {exposed}");
+    }
 
     let rejected = anonymous
         .get(&url)
