@@ -31,8 +31,8 @@ where
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(value)) => Ok(Path(value)),
             Err(PathRejection::FailedToDeserializePathParams(error)) => {
-                // A single value, such as `Path<Uuid>`, fails without a key; the route has
-                // only one parameter then, so its name is the key.
+                // A single value, such as `Path<Uuid>`, fails without a key. The route then
+                // has only one parameter, so its name is the key.
                 let only_name = RawPathParams::from_request_parts(parts, state)
                     .await
                     .ok()
