@@ -167,16 +167,27 @@ async fn keyed_change(state: AppState, request: Request, next: Next) -> Response
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    // Frees the key if the request ends without a response to store: a server error, or the
+    // request's timeout, which drops this future.
+    let mut claim = Claim {
+        db: state.db.clone(),
+        caller: caller.clone(),
+        key: key.clone(),
+        held: true,
+    };
     let response = next
         .run(Request::from_parts(parts, Body::from(bytes)))
         .await;
     let status = response.status();
     if status.is_server_error() {
-        if let Err(error) = idempotency::release(&state.db, &caller, &key).await {
-            tracing::warn!(error = %error, "failed to free an idempotency key after a server error");
+        // Freed before the response, so that an immediate retry runs again. On a failure the
+        // claim retries in the background.
+        if idempotency::release(&state.db, &caller, &key).await.is_ok() {
+            claim.held = false;
         }
         return response;
     }
+    claim.held = false;
     let (mut response_parts, body) = response.into_parts();
     let body = axum::body::to_bytes(body, MAX_BODY_BYTES)
         .await
@@ -203,4 +214,43 @@ async fn keyed_change(state: AppState, request: Request, next: Next) -> Response
     }
     response_parts.headers.remove(header::CONTENT_LENGTH);
     Response::from_parts(response_parts, Body::from(body))
+}
+
+/// A claimed key whose request has no stored response yet. Dropping it while `held` frees the
+/// key in the background, so that a repeat runs again instead of waiting for the lock to expire.
+struct Claim {
+    db: sqlx::PgPool,
+    caller: String,
+    key: String,
+    held: bool,
+}
+
+/// Attempts to free a key after a failed request, a second apart.
+const RELEASE_ATTEMPTS: u32 = 3;
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if !self.held {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (db, caller, key) = (
+            self.db.clone(),
+            std::mem::take(&mut self.caller),
+            std::mem::take(&mut self.key),
+        );
+        runtime.spawn(async move {
+            for attempt in 1..=RELEASE_ATTEMPTS {
+                match idempotency::release(&db, &caller, &key).await {
+                    Ok(()) => return,
+                    Err(error) if attempt == RELEASE_ATTEMPTS => {
+                        tracing::warn!(error = %error, caller, key, "failed to free an idempotency key after a failed request, so it stays claimed until its lock expires");
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+                }
+            }
+        });
+    }
 }

@@ -251,3 +251,34 @@ async fn idempotency_key_rejected_for_api_key_creation() {
     assert_eq!(created, 0);
     assert_eq!(app.count_rows("idempotency_keys").await, 0);
 }
+
+/// A request that times out has no response to replay, so its key is freed and a repeat runs
+/// again instead of waiting for the key's lock to expire.
+#[tokio::test]
+async fn idempotency_key_freed_after_timeout() {
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        extra_args: vec!["--request-timeout-seconds=1".to_owned()],
+        ..Default::default()
+    })
+    .await;
+    let body = json!({
+        "name": "slow",
+        "cognito_config": {"user_pool": "us-east-1_AbC123", "client_id": "portal"}
+    });
+    let path = format!("/v1/regions/{REGION}/workforces");
+    // Holding a lock on the workforces table keeps the creation waiting past the timeout.
+    let mut blocker = app.db.begin().await.unwrap();
+    sqlx::query("lock table workforces in access exclusive mode")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let (status, _, problem) =
+        send_with_key(&app, Method::POST, &path, "slow-1", Some(body.clone())).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{problem}");
+    blocker.rollback().await.unwrap();
+
+    let (status, _, created) = send_with_key(&app, Method::POST, &path, "slow-1", Some(body)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{created}");
+    assert_eq!(app.count_rows("operations").await, 1);
+}
