@@ -407,7 +407,7 @@ fn format_access_line(
 
 /// Writes `text` as a quoted JSON string. The text format quotes strings the same way.
 fn write_json_string(out: &mut Vec<u8>, text: &str) {
-    // Writing to a Vec cannot fail.
+    // A string always serializes, and `Vec`'s `io::Write` never returns an error.
     let _ = serde_json::to_writer(&mut *out, text);
 }
 
@@ -443,6 +443,7 @@ fn write_timestamp(out: &mut Vec<u8>, since_epoch: std::time::Duration) {
     let seconds = since_epoch.as_secs();
     let (year, month, day) = civil_date(seconds / 86_400);
     let second_of_day = seconds % 86_400;
+
     let year = year.min(9999);
     out.extend_from_slice(&[
         b'0' + (year / 1000) as u8,
@@ -451,6 +452,7 @@ fn write_timestamp(out: &mut Vec<u8>, since_epoch: std::time::Duration) {
         b'0' + (year % 10) as u8,
         b'-',
     ]);
+
     let mut two = |value: u64, separator: u8| {
         out.extend_from_slice(&[
             b'0' + (value / 10) as u8,
@@ -463,6 +465,7 @@ fn write_timestamp(out: &mut Vec<u8>, since_epoch: std::time::Duration) {
     two(second_of_day / 3600, b':');
     two(second_of_day / 60 % 60, b':');
     two(second_of_day % 60, b'.');
+
     let mut digits = [b'0'; 6];
     let mut rest = since_epoch.subsec_micros();
     for digit in digits.iter_mut().rev() {
@@ -473,8 +476,8 @@ fn write_timestamp(out: &mut Vec<u8>, since_epoch: std::time::Duration) {
     out.push(b'Z');
 }
 
-/// The year, month and day of a count of days since 1970-01-01, by Howard Hinnant's
-/// `civil_from_days` algorithm.
+/// Returns the year, month and day, in the Gregorian calendar, of a count of days since
+/// 1970-01-01. The tests compare it with chrono.
 fn civil_date(days: u64) -> (u64, u64, u64) {
     let z = days + 719_468;
     let era = z / 146_097;

@@ -97,9 +97,9 @@ fn path_problem(kind: ErrorKind, only_name: Option<String>) -> ApiError {
         }
     };
     let name = name.unwrap_or_else(|| "path".to_owned());
-    let shown = crate::domain::truncate_for_message(&value);
+    let echoed_value = crate::domain::truncate_for_message(&value);
     ApiError::BadRequest {
-        detail: format!("invalid path parameter {name} '{shown}': {reason}"),
+        detail: format!("invalid path parameter {name} '{echoed_value}': {reason}"),
         errors: vec![FieldError::new(name, reason)],
     }
 }

@@ -173,7 +173,7 @@ async fn keyed_change(state: AppState, request: Request, next: Next) -> Response
         db: state.db.clone(),
         caller: caller.clone(),
         key: key.clone(),
-        held: true,
+        release_on_drop: true,
     };
     let response = next
         .run(Request::from_parts(parts, Body::from(bytes)))
@@ -183,11 +183,11 @@ async fn keyed_change(state: AppState, request: Request, next: Next) -> Response
         // Freed before the response, so that an immediate retry runs again. On a failure the
         // claim retries in the background.
         if idempotency::release(&state.db, &caller, &key).await.is_ok() {
-            claim.held = false;
+            claim.release_on_drop = false;
         }
         return response;
     }
-    claim.held = false;
+    claim.release_on_drop = false;
     let (mut response_parts, body) = response.into_parts();
     let body = axum::body::to_bytes(body, MAX_BODY_BYTES)
         .await
@@ -216,13 +216,14 @@ async fn keyed_change(state: AppState, request: Request, next: Next) -> Response
     Response::from_parts(response_parts, Body::from(body))
 }
 
-/// A claimed key whose request has no stored response yet. Dropping it while `held` frees the
-/// key in the background, so that a repeat runs again instead of waiting for the lock to expire.
+/// A claimed key whose request has no stored response yet. Dropping it while
+/// `release_on_drop` is set frees the key in the background, so that a repeat runs again
+/// instead of waiting for the lock to expire.
 struct Claim {
     db: sqlx::PgPool,
     caller: String,
     key: String,
-    held: bool,
+    release_on_drop: bool,
 }
 
 /// Attempts to free a key after a failed request, a second apart.
@@ -230,7 +231,7 @@ const RELEASE_ATTEMPTS: u32 = 3;
 
 impl Drop for Claim {
     fn drop(&mut self) {
-        if !self.held {
+        if !self.release_on_drop {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {

@@ -34,8 +34,7 @@ pub async fn method_not_allowed() -> Response {
 #[derive(Debug, Clone, Copy)]
 pub struct KeepBody;
 
-/// What the request middleware needs: the limits, the authenticator and the state that the
-/// idempotency check uses.
+/// The limits, the authenticator and the application state that the request middleware uses.
 pub struct RequestPipeline {
     pub timeout: Duration,
     pub max_body_bytes: usize,
@@ -105,7 +104,7 @@ pub async fn observe(
     response
 }
 
-/// Longest request id taken from a caller; ids are stored with operations and audit events.
+/// Maximum length of a caller's request id, which is stored with operations and audit events.
 const MAX_REQUEST_ID_BYTES: usize = 128;
 
 /// Returns whether a caller's request id is kept: 1 to 128 visible ASCII characters. Any other

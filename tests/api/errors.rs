@@ -176,8 +176,8 @@ async fn oversized_body_is_rejected() {
     );
 }
 
-/// A body sent in chunks declares no length, so the limit applies while it is read; with an
-/// idempotency key, the key's check reads it first.
+/// A body sent in chunks declares no length, so the limit applies while it is read. With an
+/// idempotency key, the key's check reads the body first.
 #[tokio::test]
 async fn oversized_chunked_body_is_rejected() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -218,7 +218,7 @@ async fn oversized_chunked_body_is_rejected() {
                 stream.write_all(chunk).await?;
                 stream.write_all(b"\r\n").await
             };
-            // The service may answer and close before the whole body is sent.
+            // The service may respond and close before the whole body is sent.
             if sent.await.is_err() {
                 break;
             }
@@ -345,8 +345,8 @@ async fn metrics_describe_a_scenario() {
     }
 }
 
-/// A browser's preflight request carries no credential; it is answered for an allowed origin
-/// without authentication, and the API's answers, errors included, name the origin.
+/// A browser's preflight request carries no credential, so the service responds to it for an
+/// allowed origin without authentication. Every response, errors included, names the origin.
 #[tokio::test]
 async fn cors_preflight_needs_no_credential() {
     let origin = "https://portal.example";
@@ -469,15 +469,15 @@ async fn unusable_request_id_is_replaced() {
         assert_ne!(echoed, sent);
         assert_eq!(echoed.len(), 36, "{echoed:?}");
     }
-    let kept = "r".repeat(128);
+    let accepted_id = "r".repeat(128);
     let response = app
         .client
         .get(format!("{}/v1/workforces", app.base_url))
-        .header("x-request-id", kept.as_str())
+        .header("x-request-id", accepted_id.as_str())
         .send()
         .await
         .unwrap();
-    assert_eq!(response.headers()["x-request-id"], kept.as_str());
+    assert_eq!(response.headers()["x-request-id"], accepted_id.as_str());
 }
 
 #[tokio::test]

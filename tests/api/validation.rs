@@ -297,7 +297,8 @@ async fn path_parameters_are_validated() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
     assert_eq!(problem["errors"][0]["field"], "region");
 
-    // A long value is not echoed whole; 40,000 characters made the problem too large to send.
+    // A long value is not echoed whole. Echoed in full, 40,000 characters made the problem too
+    // large to rewrite, and it lost its errors entry.
     let long_region = "x".repeat(40_000);
     let (status, problem) = app
         .get(&format!("/v1/regions/{long_region}/workforces/labelers"))
