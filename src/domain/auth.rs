@@ -201,12 +201,15 @@ impl OidcConfig {
         }
         for (key, value) in params {
             let entry_field = format!("{params_field}.{key}");
-            let key_ok = key.chars().count() <= 512 && !key.contains(['\n', '\r']);
-            let value_ok = value.chars().count() <= 512 && !value.contains(['\n', '\r']);
-            if !key_ok || !value_ok {
+            // The model allows `.*`, which excludes line breaks. Other control characters are
+            // turned away too: PostgreSQL cannot store a NUL in the operation's JSON, and the
+            // rest have no place in a URL query parameter.
+            let text_ok =
+                |text: &str| text.chars().count() <= 512 && !text.contains(char::is_control);
+            if !text_ok(key) || !text_ok(value) {
                 violations.push(
                     entry_field,
-                    "keys and values must have at most 512 characters and no line breaks",
+                    "keys and values must have at most 512 characters and no control characters such as line breaks or NUL",
                 );
                 ok = false;
             }
@@ -385,6 +388,35 @@ mod tests {
                 &mut violations
             )
             .is_none()
+        );
+    }
+
+    #[test]
+    fn oidc_extra_params_reject_control_characters() {
+        for (key, value) in [
+            ("k", "a\u{0}b"),
+            ("k\u{0}", "v"),
+            ("k", "line\nbreak"),
+            ("k", "tab\t"),
+        ] {
+            let params = BTreeMap::from([(key.to_owned(), value.to_owned())]);
+            let mut violations = Violations::default();
+            let parsed = OidcConfig::parse(
+                "o",
+                oidc_fields("https://idp.example.com", None, &params),
+                &mut violations,
+            );
+            assert!(parsed.is_none(), "{key:?}={value:?}");
+        }
+        let params = BTreeMap::from([("prompt".to_owned(), "login consent".to_owned())]);
+        let mut violations = Violations::default();
+        assert!(
+            OidcConfig::parse(
+                "o",
+                oidc_fields("https://idp.example.com", None, &params),
+                &mut violations
+            )
+            .is_some()
         );
     }
 

@@ -63,12 +63,15 @@ async fn hostile_requests_change_nothing() {
     let many_subnets: Vec<String> = (0..100_000).map(|i| format!("subnet-{i:x}")).collect();
     let huge_array = json!({"name": "labelers", "cognito_config": {"user_pool": "us-east-1_AbC123", "client_id": "portal"},
                             "vpc_config": {"vpc_id": VPC, "security_group_ids": [SG_1], "subnets": many_subnets}});
+    let mut nul_param = oidc_config("s3cret");
+    nul_param["authentication_request_extra_params"] = json!({"prompt": "login\u{0}"});
     let cases: Vec<(&str, reqwest::RequestBuilder)> = vec![
         ("oversized body", json_body(format!("{{\"name\": \"{}\"}}", "a".repeat(300_000)))),
         ("deeply nested JSON", json_body(nested)),
         ("array of 100,000 subnets", json_body(huge_array.to_string())),
         ("invalid UTF-8 body", app.client.post(&create).header("content-type", "application/json").body(vec![b'{', 0xff, 0xfe, b'}'])),
         ("NUL byte in a name", json_body(json!({"name": "lab\u{0}elers", "cognito_config": {"user_pool": "us-east-1_AbC123", "client_id": "portal"}}).to_string())),
+        ("NUL byte in an OIDC parameter", json_body(json!({"name": "labelers", "oidc_config": nul_param}).to_string())),
         ("number as a name", json_body(r#"{"name": 12, "cognito_config": {"user_pool": "us-east-1_AbC123", "client_id": "portal"}}"#.to_owned())),
         ("SQL in a name", json_body(json!({"name": "x'; drop table workforces; --", "cognito_config": {"user_pool": "us-east-1_AbC123", "client_id": "portal"}}).to_string())),
         ("Cyrillic look-alike in a name", json_body(json!({"name": "lаbelers", "cognito_config": {"user_pool": "us-east-1_AbC123", "client_id": "portal"}}).to_string())),
