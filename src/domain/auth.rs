@@ -202,8 +202,7 @@ impl OidcConfig {
         for (key, value) in params {
             let entry_field = format!("{params_field}.{key}");
             // The model allows `.*`, which excludes line breaks. Other control characters are
-            // turned away too: PostgreSQL cannot store a NUL in the operation's JSON, and the
-            // rest have no place in a URL query parameter.
+            // rejected too, because PostgreSQL cannot store a NUL in the operation's JSON.
             let text_ok =
                 |text: &str| text.chars().count() <= 512 && !text.contains(char::is_control);
             if !text_ok(key) || !text_ok(value) {
@@ -392,7 +391,7 @@ mod tests {
     }
 
     #[test]
-    fn oidc_extra_params_reject_control_characters() {
+    fn extra_params_reject_control_characters() {
         for (key, value) in [
             ("k", "a\u{0}b"),
             ("k\u{0}", "v"),
