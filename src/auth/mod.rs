@@ -203,14 +203,22 @@ pub fn permission_for(method: &Method, route: &str) -> Permission {
 /// Reading the raw path instead would let `us%2Deast%2D1` pass the check as no region and
 /// reach the handler as us-east-1.
 async fn region_of(request: &mut Request) -> Option<Region> {
+    let value = path_parameter(request, "region").await?;
+    Region::parse("region", &value).ok()
+}
+
+/// Returns one percent-decoded path parameter of the matched route.
+async fn path_parameter(request: &mut Request, name: &str) -> Option<String> {
     let (mut parts, body) = std::mem::take(request).into_parts();
     let params = RawPathParams::from_request_parts(&mut parts, &())
         .await
         .ok();
     *request = Request::from_parts(parts, body);
     let params = params?;
-    let (_, value) = params.iter().find(|(name, _)| *name == "region")?;
-    Region::parse("region", value).ok()
+    params
+        .iter()
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value.to_owned())
 }
 
 /// Checks credentials against the API key table and, when configured, the identity provider.
@@ -292,15 +300,32 @@ impl Authenticator {
     }
 }
 
+/// A rejected request: the response, and the caller's name when the credential was valid but
+/// not allowed (403) or over its rate limit (429), for the access log.
+pub struct Rejection {
+    pub response: Response,
+    pub actor: Option<String>,
+}
+
+impl From<ApiError> for Rejection {
+    fn from(error: ApiError) -> Self {
+        Self {
+            response: error.into_response(),
+            actor: None,
+        }
+    }
+}
+
 /// Authenticates the request, applies the rate limit of its credential, checks the permission
 /// of the matched route, and stores the [`Authorized`] caller in the request for the handler.
+/// A change that the caller's role or regions do not allow is recorded in the audit log.
 ///
-/// Returns the caller, or `None` for a public route, or the response that rejects the request.
+/// Returns the caller, or `None` for a public route, or the rejection.
 /// The HTTP middleware calls it for every request (see `crate::http::middleware::observe`).
 pub async fn authorize(
     auth: &Authenticator,
     request: &mut Request,
-) -> Result<Option<Authorized>, Response> {
+) -> Result<Option<Authorized>, Rejection> {
     if auth.is_public(request.uri().path()) {
         return Ok(None);
     }
@@ -324,12 +349,9 @@ pub async fn authorize(
         return Err(ApiError::Unauthenticated {
             invalid_token: false,
         }
-        .into_response());
+        .into());
     };
-    let principal = auth
-        .authenticate(token)
-        .await
-        .map_err(IntoResponse::into_response)?;
+    let principal = auth.authenticate(token).await?;
     if let Some(limiter) = &auth.rate_limiter
         && let Err(retry_after) =
             limiter.check(&format!("{}:{}", principal.kind.as_str(), principal.actor))
@@ -346,13 +368,83 @@ pub async fn authorize(
             header::RETRY_AFTER,
             HeaderValue::from_str(&seconds).expect("digits are a valid header"),
         );
-        return Err(response);
+        return Err(Rejection {
+            response,
+            actor: Some(principal.actor),
+        });
     }
     let permission = permission_for(request.method(), route);
     let region = region_of(request).await;
-    let authorized = principal
-        .require(permission, region.as_ref())
-        .map_err(IntoResponse::into_response)?;
-    request.extensions_mut().insert(authorized.clone());
-    Ok(Some(authorized))
+    match principal.require(permission, region.as_ref()) {
+        Ok(authorized) => {
+            request.extensions_mut().insert(authorized.clone());
+            Ok(Some(authorized))
+        }
+        Err(error) => {
+            if matches!(permission, Permission::Change | Permission::ManageKeys) {
+                let workforce_name = path_parameter(request, "name").await;
+                let request_id = request
+                    .headers()
+                    .get(crate::http::REQUEST_ID_HEADER)
+                    .and_then(|value| value.to_str().ok())
+                    .map(str::to_owned);
+                let detail = serde_json::json!({
+                    "method": request.method().as_str(),
+                    "route": request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()),
+                    "reason": error.to_string(),
+                });
+                let denied = DeniedChange {
+                    principal: &principal,
+                    region: region.as_ref(),
+                    workforce_name: workforce_name.as_deref(),
+                    request_id: request_id.as_deref(),
+                    detail,
+                };
+                denied.record(&auth.db).await;
+            }
+            Err(Rejection {
+                response: error.into_response(),
+                actor: Some(principal.actor),
+            })
+        }
+    }
+}
+
+/// A change that the caller's role or regions did not allow.
+struct DeniedChange<'a> {
+    principal: &'a Principal,
+    region: Option<&'a Region>,
+    workforce_name: Option<&'a str>,
+    request_id: Option<&'a str>,
+    /// The method, the route and the reason of the rejection.
+    detail: serde_json::Value,
+}
+
+impl DeniedChange<'_> {
+    /// Records the attempt as an `access.denied` event. A failed write is logged, and the
+    /// request is rejected all the same.
+    async fn record(self, db: &sqlx::PgPool) {
+        let written = async {
+            let mut connection = db.acquire().await?;
+            crate::db::audit::insert(
+                &mut connection,
+                crate::db::audit::NewAuditEvent {
+                    actor: &self.principal.actor,
+                    actor_kind: self.principal.kind.as_str(),
+                    action: "access.denied",
+                    outcome: "denied",
+                    region: self.region.map(Region::as_str),
+                    workforce_name: self.workforce_name,
+                    request_id: self.request_id,
+                    detail: Some(self.detail),
+                    ..Default::default()
+                },
+            )
+            .await
+        }
+        .await;
+        if let Err(error) = written {
+            tracing::error!(request_id = self.request_id, actor = %self.principal.actor, error = %error, "failed to record a denied change in the audit log");
+        }
+    }
 }

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::error::{ApiError, ErrorCause, PROBLEM_CONTENT_TYPE, Problem};
 use super::{AppState, REQUEST_ID_HEADER};
-use crate::auth::{Authenticator, Authorized};
+use crate::auth::Authenticator;
 
 /// Largest error body that is rewritten; problem bodies are far smaller.
 const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
@@ -85,7 +85,7 @@ pub async fn observe(
         }
     };
     let id_text = request_id.to_str().unwrap_or_default();
-    let (mut response, caller) =
+    let (mut response, actor) =
         match tokio::time::timeout(pipeline.timeout, pipeline.admit(request, next)).await {
             Ok(answered) => answered,
             Err(_) => (StatusCode::SERVICE_UNAVAILABLE.into_response(), None),
@@ -96,7 +96,7 @@ pub async fn observe(
     {
         response = problem_details(response, Some(id_text.to_owned())).await;
     }
-    let actor = caller.as_ref().map_or("anonymous", |c| c.actor.as_str());
+    let actor = actor.as_deref().unwrap_or("anonymous");
     log_request(&method, &route, id_text, actor, started, &response);
     response
         .headers_mut()
@@ -115,8 +115,8 @@ fn is_usable_request_id(value: &HeaderValue) -> bool {
 
 impl RequestPipeline {
     /// Applies the body limit, authentication and idempotency keys, then runs the handler.
-    /// Returns the response and the authorized caller, if there is one.
-    async fn admit(&self, mut request: Request, next: Next) -> (Response, Option<Authorized>) {
+    /// Returns the response and the caller's name, if the credential was valid.
+    async fn admit(&self, mut request: Request, next: Next) -> (Response, Option<String>) {
         // The size limit, as tower-http's `RequestBodyLimit` applies it: a declared length
         // over the limit is rejected at once, and any other body fails when it is read past
         // the limit.
@@ -132,10 +132,10 @@ impl RequestPipeline {
         request = request.map(|body| Body::new(http_body_util::Limited::new(body, limit)));
         let caller = match crate::auth::authorize(&self.authenticator, &mut request).await {
             Ok(caller) => caller,
-            Err(rejection) => return (rejection, None),
+            Err(rejection) => return (rejection.response, rejection.actor),
         };
         let response = super::idempotency::apply(&self.state, request, next).await;
-        (response, caller)
+        (response, caller.map(|caller| caller.actor))
     }
 }
 

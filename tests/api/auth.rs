@@ -261,6 +261,33 @@ async fn operator_limited_to_regions() {
     .await;
     assert_eq!(encoded_east.status(), StatusCode::FORBIDDEN);
     assert_eq!(app.count_rows("operations").await, 0);
+    // Both attempts are in the audit log, with the caller, the region and the request id.
+    let denied: Vec<(
+        String,
+        String,
+        Option<String>,
+        Option<String>,
+        serde_json::Value,
+    )> = sqlx::query_as(
+        "select actor, outcome, region, request_id, detail from audit_events
+              where action = 'access.denied' order by id",
+    )
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(denied.len(), 2, "{denied:?}");
+    for (actor, outcome, region, request_id, detail) in &denied {
+        assert_eq!(actor, "west-operator");
+        assert_eq!(outcome, "denied");
+        assert_eq!(region.as_deref(), Some("us-east-1"));
+        assert!(request_id.is_some());
+        assert_eq!(detail["method"], "POST");
+        assert_eq!(detail["route"], "/v1/regions/{region}/workforces");
+    }
+    assert_eq!(
+        denied[0].3.as_deref(),
+        east.headers()["x-request-id"].to_str().ok()
+    );
     let west = send(
         &client,
         &app,

@@ -1,7 +1,7 @@
 //! Secrets never leave the request that carried them: an OIDC client secret and an API key are
 //! looked for in the logs, in every table and in every response of a full scenario.
 
-use reqwest::Method;
+use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 use crate::support::*;
@@ -80,6 +80,22 @@ async fn canary_secrets_appear_nowhere() {
     .await;
     send(Method::GET, "/v1/audit-events?limit=200".into(), None).await;
     send(Method::GET, "/v1/api-keys".into(), None).await;
+    // A caller without the role: its access line still names it.
+    let (_, viewer_key) = workforce_service::auth::api_keys::create(
+        &app.db,
+        "canary-viewer",
+        workforce_service::auth::Role::Viewer,
+        None,
+        None,
+    )
+    .await
+    .unwrap();
+    let forbidden = client_with_key(&viewer_key)
+        .delete(format!("{base_url}{workforce}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forbidden.status(), StatusCode::FORBIDDEN);
     let deleted = send(Method::DELETE, workforce.clone(), None).await;
     app.wait_for_operation(deleted["id"].as_str().unwrap())
         .await;
@@ -124,6 +140,12 @@ async fn canary_secrets_appear_nowhere() {
         created_line["duration_ms"].as_f64().is_some(),
         "{created_line}"
     );
+    let forbidden_line = logs
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|line| line["message"] == "request" && line["http.status"] == 403);
+    let forbidden_line = forbidden_line.expect("an access log line of the forbidden DELETE");
+    assert_eq!(forbidden_line["actor"], "canary-viewer", "{forbidden_line}");
 
     for (name, secret) in [
         ("first OIDC secret", first_secret),
