@@ -40,7 +40,15 @@ pub struct RequestPipeline {
     pub max_body_bytes: usize,
     pub authenticator: Authenticator,
     pub state: AppState,
+    /// Set when a layer, such as CORS, sits between [`observe`] and the routes. The body limit,
+    /// authentication and idempotency then run in [`admission`], inside that layer.
+    pub separate_admission: bool,
 }
+
+/// The name of the caller of a request, passed from [`admission`] to [`observe`] for the
+/// access log.
+#[derive(Clone)]
+struct CallerName(String);
 
 /// Wraps every request as the only middleware of the API, in this order:
 ///
@@ -85,11 +93,22 @@ pub async fn observe(
         }
     };
     let id_text = request_id.to_str().unwrap_or_default();
-    let (mut response, actor) =
-        match tokio::time::timeout(pipeline.timeout, pipeline.admit(request, next)).await {
-            Ok(answered) => answered,
-            Err(_) => (StatusCode::SERVICE_UNAVAILABLE.into_response(), None),
-        };
+    let handled = async {
+        if pipeline.separate_admission {
+            let response = next.run(request).await;
+            let actor = response
+                .extensions()
+                .get::<CallerName>()
+                .map(|c| c.0.clone());
+            (response, actor)
+        } else {
+            pipeline.admit(request, next).await
+        }
+    };
+    let (mut response, actor) = match tokio::time::timeout(pipeline.timeout, handled).await {
+        Ok(answered) => answered,
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE.into_response(), None),
+    };
     let status = response.status();
     if (status.is_client_error() || status.is_server_error())
         && response.extensions().get::<KeepBody>().is_none()
@@ -101,6 +120,20 @@ pub async fn observe(
     response
         .headers_mut()
         .insert(REQUEST_ID_HEADER, request_id.clone());
+    response
+}
+
+/// Applies the body limit, authentication and idempotency keys when a layer sits between them
+/// and [`observe`] (see [`RequestPipeline::separate_admission`]).
+pub async fn admission(
+    State(pipeline): State<Arc<RequestPipeline>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (mut response, actor) = pipeline.admit(request, next).await;
+    if let Some(actor) = actor {
+        response.extensions_mut().insert(CallerName(actor));
+    }
     response
 }
 

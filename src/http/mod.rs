@@ -346,49 +346,57 @@ pub fn app(
                 .try_it_out_enabled(true)
                 .persist_authorization(true),
         );
+    let origins: Vec<HeaderValue> = cors_origins
+        .iter()
+        .filter_map(|origin| HeaderValue::from_str(origin.trim()).ok())
+        .collect();
     let pipeline = Arc::new(middleware::RequestPipeline {
         timeout: limits.request_timeout,
         max_body_bytes: limits.max_body_bytes,
         authenticator,
         state: state.clone(),
+        separate_admission: !origins.is_empty(),
     });
     let router = api
         .route("/metrics", axum::routing::get(health::metrics))
         .with_state(state)
         .merge(swagger)
         .fallback(middleware::unknown_route)
-        .method_not_allowed_fallback(middleware::method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(
+        .method_not_allowed_fallback(middleware::method_not_allowed);
+    if origins.is_empty() {
+        return router.layer(axum::middleware::from_fn_with_state(
             pipeline,
             middleware::observe,
         ));
-    let origins: Vec<HeaderValue> = cors_origins
-        .iter()
-        .filter_map(|origin| HeaderValue::from_str(origin.trim()).ok())
-        .collect();
-    if origins.is_empty() {
-        return router;
     }
-    // Outside the middleware, so that the CORS layer responds to a browser's preflight request,
-    // which carries no credential, before authentication.
-    // NOTE: those preflight responses get no access log line, metric or request id.
-    router.layer(
-        CorsLayer::new()
-            .allow_origin(AllowOrigin::list(origins))
-            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
-            .allow_headers([
-                header::AUTHORIZATION,
-                header::CONTENT_TYPE,
-                REQUEST_ID_HEADER,
-                HeaderName::from_static("idempotency-key"),
-                header::IF_MATCH,
-            ])
-            .expose_headers([
-                header::LOCATION,
-                header::ETAG,
-                header::RETRY_AFTER,
-                REQUEST_ID_HEADER,
-                HeaderName::from_static("idempotency-replayed"),
-            ]),
-    )
+    // With CORS, the CORS layer sits between the access log and authentication. So it responds
+    // to a browser's preflight request, which carries no credential, and the preflight is still
+    // logged and counted. Every response, a 401 included, gets its CORS headers.
+    let cors = CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            REQUEST_ID_HEADER,
+            HeaderName::from_static("idempotency-key"),
+            header::IF_MATCH,
+        ])
+        .expose_headers([
+            header::LOCATION,
+            header::ETAG,
+            header::RETRY_AFTER,
+            REQUEST_ID_HEADER,
+            HeaderName::from_static("idempotency-replayed"),
+        ]);
+    router
+        .layer(axum::middleware::from_fn_with_state(
+            pipeline.clone(),
+            middleware::admission,
+        ))
+        .layer(cors)
+        .layer(axum::middleware::from_fn_with_state(
+            pipeline,
+            middleware::observe,
+        ))
 }

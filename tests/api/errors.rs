@@ -368,6 +368,22 @@ async fn cors_preflight_needs_no_credential() {
         .unwrap();
     assert_eq!(preflight.status(), StatusCode::OK);
     assert_eq!(preflight.headers()["access-control-allow-origin"], origin);
+    // The preflight passes through the access log and the metrics like any request.
+    assert!(preflight.headers().contains_key("x-request-id"));
+    let metrics = anonymous
+        .get(format!("{}/metrics", app.base_url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            r#"http_requests_total{method="OPTIONS",route="/v1/workforces",status="200"} 1"#
+        ),
+        "{metrics}"
+    );
 
     let allowed = app
         .client
@@ -400,6 +416,8 @@ async fn cors_preflight_needs_no_credential() {
         .unwrap();
     assert_eq!(rejected.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(rejected.headers()["access-control-allow-origin"], origin);
+    let problem: Value = rejected.json().await.unwrap();
+    assert!(problem["request_id"].is_string(), "{problem}");
 
     let other = anonymous
         .request(reqwest::Method::OPTIONS, &url)
