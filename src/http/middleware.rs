@@ -58,7 +58,8 @@ struct CallerName(String);
 /// 4. Authenticates and authorizes the caller (see [`crate::auth::authorize`]).
 /// 5. Applies idempotency keys (see [`super::idempotency`]).
 /// 6. Writes error responses as problems (see [`problem_details`]).
-/// 7. Records the request in the access log and the metrics (see [`log_request`]).
+/// 7. Records the request in the access log and the metrics (see [`log_request`]), with status
+///    499 when the client closes the connection first.
 /// 8. Returns the request id.
 ///
 /// These steps share one middleware because each layer costs a cloned service, allocations
@@ -93,6 +94,13 @@ pub async fn observe(
         }
     };
     let id_text = request_id.to_str().unwrap_or_default();
+    let mut unfinished = Unfinished {
+        method: &method,
+        route: &route,
+        request_id: id_text,
+        started,
+        finished: false,
+    };
     let handled = async {
         if pipeline.separate_admission {
             let response = next.run(request).await;
@@ -116,7 +124,20 @@ pub async fn observe(
         response = problem_details(response, Some(id_text.to_owned())).await;
     }
     let actor = actor.as_deref().unwrap_or("anonymous");
-    log_request(&method, &route, id_text, actor, started, &response);
+    let cause = response
+        .extensions()
+        .get::<ErrorCause>()
+        .map(|c| c.0.as_str());
+    unfinished.finished = true;
+    log_request(
+        &method,
+        &route,
+        id_text,
+        actor,
+        started,
+        status.as_u16(),
+        cause,
+    );
     response
         .headers_mut()
         .insert(REQUEST_ID_HEADER, request_id.clone());
@@ -251,6 +272,36 @@ fn problem_for_status(status: StatusCode, body: &[u8]) -> Problem {
     }
 }
 
+/// Status logged for a request whose client closed the connection before the response, as
+/// nginx logs it.
+const CLIENT_CLOSED_REQUEST: u16 = 499;
+
+/// A request in progress. When the client closes the connection, hyper drops the request's
+/// future, and the drop logs the request with status 499.
+struct Unfinished<'a> {
+    method: &'a axum::http::Method,
+    route: &'a str,
+    request_id: &'a str,
+    started: Instant,
+    finished: bool,
+}
+
+impl Drop for Unfinished<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            log_request(
+                self.method,
+                self.route,
+                self.request_id,
+                "unknown",
+                self.started,
+                CLIENT_CLOSED_REQUEST,
+                None,
+            );
+        }
+    }
+}
+
 /// Logs one line per request: method, matched route, status, duration and request id, and for
 /// 5xx responses the cause that the response body does not show.
 fn log_request(
@@ -259,16 +310,12 @@ fn log_request(
     request_id: &str,
     actor: &str,
     started: Instant,
-    response: &Response,
+    status: u16,
+    cause: Option<&str>,
 ) {
-    let status = response.status().as_u16();
     let duration = started.elapsed();
     crate::telemetry::record_http_request(method.as_str(), route, status, duration.as_secs_f64());
     let duration_ms = duration.as_secs_f64() * 1000.0;
-    let cause = response
-        .extensions()
-        .get::<ErrorCause>()
-        .map(|c| c.0.as_str());
     if let Some(cause) = cause {
         tracing::error!(http.method = %method, http.route = %route, http.status = status, duration_ms, request_id, error = cause, "request failed");
     } else if tracing::enabled!(tracing::Level::INFO) {

@@ -156,3 +156,36 @@ async fn waiters_hold_no_database_connection() {
         assert_eq!(operation["aws_status"], "Initializing", "{operation}");
     }
 }
+
+/// A client that gives up on a wait closes its connection. The request is still counted, with
+/// the status 499 that nginx uses for a request closed by its client.
+#[tokio::test]
+async fn abandoned_wait_is_counted() {
+    let app = spawn_without_workers().await;
+    let id = pending_operation(&app).await;
+    let error = app
+        .client
+        .get(format!("{}/v1/operations/{id}?wait=10", app.base_url))
+        .timeout(Duration::from_millis(300))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(error.is_timeout(), "{error}");
+
+    let counted = r#"http_requests_total{method="GET",route="/v1/operations/{id}",status="499"} 1"#;
+    let mut metrics = String::new();
+    for _ in 0..50 {
+        let response = app
+            .client
+            .get(format!("{}/metrics", app.base_url))
+            .send()
+            .await
+            .unwrap();
+        metrics = response.text().await.unwrap();
+        if metrics.contains(counted) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no request counted with status 499:\n{metrics}");
+}
