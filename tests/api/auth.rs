@@ -262,13 +262,15 @@ async fn operator_limited_to_regions() {
     assert_eq!(encoded_east.status(), StatusCode::FORBIDDEN);
     assert_eq!(app.count_rows("operations").await, 0);
     // Both attempts are in the audit log, with the caller, the region and the request id.
-    let denied: Vec<(
+    // The columns: actor, outcome, region, request id and detail.
+    type DeniedEvent = (
         String,
         String,
         Option<String>,
         Option<String>,
         serde_json::Value,
-    )> = sqlx::query_as(
+    );
+    let denied: Vec<DeniedEvent> = sqlx::query_as(
         "select actor, outcome, region, request_id, detail from audit_events
               where action = 'access.denied' order by id",
     )
