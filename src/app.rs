@@ -220,6 +220,7 @@ pub async fn start(config: &ServeConfig, listener: TcpListener) -> anyhow::Resul
     let local_addr = listener.local_addr()?;
     let serve_shutdown = shutdown.clone();
     tasks.spawn(async move {
+        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move { serve_shutdown.cancelled().await })
             .await;
@@ -346,6 +347,8 @@ async fn build_authenticator(
         jwt: jwt.map(|settings| Arc::new(JwtVerifier::new(settings))),
         rate_limiter: (config.rate_limit_per_minute > 0)
             .then(|| Arc::new(RateLimiter::new(config.rate_limit_per_minute))),
+        lookup_limiter: (config.key_lookups_per_minute > 0)
+            .then(|| Arc::new(RateLimiter::new(config.key_lookups_per_minute))),
         public_prefixes: Arc::new(public_prefixes),
     })
 }

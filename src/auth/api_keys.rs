@@ -44,6 +44,17 @@ pub fn generate_key() -> String {
     format!("{KEY_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes))
 }
 
+/// Returns whether `token` has the form of a generated key: the prefix and 43 characters of
+/// URL-safe base64. Any other token is rejected without a database lookup.
+pub fn is_well_formed(token: &str) -> bool {
+    token.strip_prefix(KEY_PREFIX).is_some_and(|rest| {
+        rest.len() == 43
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    })
+}
+
 pub fn hash_key(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
@@ -150,6 +161,21 @@ pub async fn count_usable(executor: impl PgExecutor<'_>) -> Result<i64, sqlx::Er
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_generated_forms_are_well_formed() {
+        assert!(is_well_formed(&generate_key()));
+        let key = generate_key();
+        for malformed in [
+            KEY_PREFIX.to_owned(),
+            format!("{key}x"),
+            key[..key.len() - 1].to_owned(),
+            format!("{}!", &key[..key.len() - 1]),
+            key.replacen(KEY_PREFIX, "abc_", 1),
+        ] {
+            assert!(!is_well_formed(&malformed), "{malformed}");
+        }
+    }
 
     #[test]
     fn generated_keys_are_distinct_and_long() {

@@ -10,16 +10,17 @@ pub mod jwt;
 mod rate_limit;
 
 use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, MatchedPath, RawPathParams, Request};
+use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, RawPathParams, Request};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{Method, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::Region;
-use crate::http::error::{ApiError, Problem};
+use crate::http::error::ApiError;
 pub use rate_limit::RateLimiter;
 
 /// A caller's role, which decides its permissions.
@@ -229,6 +230,8 @@ pub struct Authenticator {
     pub cache: crate::cache::ReadCache,
     pub jwt: Option<Arc<jwt::JwtVerifier>>,
     pub rate_limiter: Option<Arc<RateLimiter>>,
+    /// Database lookups of uncached API keys per client address.
+    pub lookup_limiter: Option<Arc<RateLimiter>>,
     /// Path prefixes served without credentials.
     pub public_prefixes: Arc<Vec<String>>,
 }
@@ -243,13 +246,30 @@ impl Authenticator {
 
     /// Finds an API key by its hash, from the cache when a copy is there. Unknown keys are not
     /// cached, so a new key works at once; expiry is checked by the caller on every request.
+    /// A lookup in the database counts against the client address's lookup limit.
     async fn find_api_key(
         &self,
         token: &str,
-    ) -> Result<Option<Arc<api_keys::ApiKeyRow>>, sqlx::Error> {
+        client: Option<IpAddr>,
+    ) -> Result<Option<Arc<api_keys::ApiKeyRow>>, ApiError> {
+        if !api_keys::is_well_formed(token) {
+            return Ok(None);
+        }
         let hash = api_keys::hash_key(token);
         if let Some(row) = self.cache.api_key(&hash) {
             return Ok(Some(row));
+        }
+        if let (Some(limiter), Some(client)) = (&self.lookup_limiter, client)
+            && let Err(retry_after) = limiter.check(&client.to_string())
+        {
+            tracing::warn!(client = %client, "too many lookups of uncached API keys from one address");
+            return Err(ApiError::RateLimited {
+                detail: format!(
+                    "this address sent too many unknown or new API keys; retry in {} seconds",
+                    retry_after.as_secs().max(1)
+                ),
+                retry_after,
+            });
         }
         let ticket = self.cache.ticket();
         let Some(row) = api_keys::find_by_hash(&self.db, &hash).await? else {
@@ -260,9 +280,13 @@ impl Authenticator {
         Ok(Some(row))
     }
 
-    async fn authenticate(&self, token: &str) -> Result<Principal, ApiError> {
+    async fn authenticate(
+        &self,
+        token: &str,
+        client: Option<IpAddr>,
+    ) -> Result<Principal, ApiError> {
         if token.starts_with(api_keys::KEY_PREFIX) {
-            let row = self.find_api_key(token).await?;
+            let row = self.find_api_key(token, client).await?;
             let row = row.filter(|row| row.is_usable(chrono::Utc::now())).ok_or(
                 ApiError::Unauthenticated {
                     invalid_token: true,
@@ -351,25 +375,24 @@ pub async fn authorize(
         }
         .into());
     };
-    let principal = auth.authenticate(token).await?;
+    let client = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.ip());
+    let principal = auth.authenticate(token, client).await?;
     if let Some(limiter) = &auth.rate_limiter
         && let Err(retry_after) =
             limiter.check(&format!("{}:{}", principal.kind.as_str(), principal.actor))
     {
-        let mut response = Problem::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate-limited",
-                "Too many requests",
-                format!("this credential sent more requests than its rate limit allows; retry in {} seconds", retry_after.as_secs().max(1)),
-            )
-            .into_response();
-        let seconds = retry_after.as_secs().max(1).to_string();
-        response.headers_mut().insert(
-            header::RETRY_AFTER,
-            HeaderValue::from_str(&seconds).expect("digits are a valid header"),
-        );
+        let limited = ApiError::RateLimited {
+            detail: format!(
+                "this credential sent more requests than its rate limit allows; retry in {} seconds",
+                retry_after.as_secs().max(1)
+            ),
+            retry_after,
+        };
         return Err(Rejection {
-            response,
+            response: limited.into_response(),
             actor: Some(principal.actor),
         });
     }

@@ -114,6 +114,12 @@ pub enum ApiError {
     /// AWS could not be read (throttling, a server error, a timeout or denied access).
     #[error("AWS unavailable: {0}")]
     AwsUnavailable(String),
+    /// The caller sent more requests than a limit allows. `retry_after` is the wait before a retry.
+    #[error("rate limited: {detail}")]
+    RateLimited {
+        detail: String,
+        retry_after: std::time::Duration,
+    },
     /// The database cannot be reached; the client may retry shortly.
     #[error("service unavailable: {0}")]
     Unavailable(String),
@@ -231,6 +237,12 @@ impl IntoResponse for ApiError {
                 "AWS unavailable",
                 "EC2 could not be read to check the VPC configuration (throttling, an AWS server error or denied access); nothing was changed, retry later",
             ),
+            Self::RateLimited { detail, .. } => Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "Too many requests",
+                detail.clone(),
+            ),
             Self::Unavailable(_) => Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "service-unavailable",
@@ -262,6 +274,13 @@ impl IntoResponse for ApiError {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static(challenge),
+            );
+        }
+        if let Self::RateLimited { retry_after, .. } = &self {
+            let seconds = retry_after.as_secs().max(1).to_string();
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_str(&seconds).expect("digits are a valid header"),
             );
         }
         if matches!(self, Self::Unavailable(_)) {

@@ -581,6 +581,45 @@ async fn rate_limit_answers_429() {
     );
 }
 
+/// Unknown keys from one address are looked up in the database only up to the lookup limit;
+/// a key already in the cache keeps working.
+#[tokio::test]
+async fn unknown_keys_hit_lookup_limit() {
+    let options = TestOptions {
+        workers: 0,
+        extra_args: vec!["--key-lookups-per-minute=3".to_owned()],
+        ..Default::default()
+    };
+    let app = TestApp::spawn_with(options).await;
+    let url = format!("{}/v1/workforces", app.base_url);
+    // The admin key's first use is a lookup too; afterwards it comes from the cache.
+    let first = app.client.get(&url).send().await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let unknown = api_keys::generate_key();
+        let response = client_with_key(&unknown).get(&url).send().await.unwrap();
+        statuses.push(response.status());
+        if response.status() == StatusCode::TOO_MANY_REQUESTS {
+            assert!(response.headers().contains_key("retry-after"));
+        }
+    }
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::UNAUTHORIZED,
+            StatusCode::UNAUTHORIZED,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+    // A malformed key is rejected without a lookup, so it still gets 401.
+    let malformed = client_with_key("wfs_short").get(&url).send().await.unwrap();
+    assert_eq!(malformed.status(), StatusCode::UNAUTHORIZED);
+    let cached = app.client.get(&url).send().await.unwrap();
+    assert_eq!(cached.status(), StatusCode::OK);
+}
+
 #[tokio::test]
 async fn public_endpoints_can_require_credentials() {
     let options = TestOptions {
