@@ -404,7 +404,10 @@ pub async fn authorize(
             Ok(Some(authorized))
         }
         Err(error) => {
-            if matches!(permission, Permission::Change | Permission::ManageKeys) {
+            let is_change = matches!(permission, Permission::Change | Permission::ManageKeys)
+                && request.method() != Method::GET
+                && request.method() != Method::HEAD;
+            if is_change {
                 let workforce_name = path_parameter(request, "name").await;
                 let request_id = request
                     .headers()

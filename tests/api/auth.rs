@@ -130,6 +130,7 @@ async fn every_route_checks_every_role() {
         ..Default::default()
     })
     .await;
+    let mut denied_changes = 0;
     for role in [Role::Viewer, Role::Operator, Role::Auditor, Role::Admin] {
         let (_, key) =
             api_keys::create(&app.db, &format!("key-{}", role.as_str()), role, None, None)
@@ -145,10 +146,20 @@ async fn every_route_checks_every_role() {
                 );
             } else {
                 assert_eq!(status, StatusCode::FORBIDDEN, "{role:?} {method} {path}");
+                if method != Method::GET && matches!(needs, Needs::Change | Needs::Admin) {
+                    denied_changes += 1;
+                }
             }
         }
     }
     assert_eq!(app.count_rows("operations").await, 0);
+    // Forbidden changes are audited. Forbidden reads, such as a VPC check, are not.
+    let audited: i64 =
+        sqlx::query_scalar("select count(*) from audit_events where action = 'access.denied'")
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(audited, denied_changes);
 }
 
 #[tokio::test]
