@@ -399,24 +399,21 @@ mod tests {
             ("k", "tab\t"),
         ] {
             let params = BTreeMap::from([(key.to_owned(), value.to_owned())]);
-            let mut violations = Violations::default();
-            let parsed = OidcConfig::parse(
-                "o",
-                oidc_fields("https://idp.example.com", None, &params),
-                &mut violations,
-            );
-            assert!(parsed.is_none(), "{key:?}={value:?}");
+            assert!(!params_are_valid(&params), "{key:?}={value:?}");
         }
         let params = BTreeMap::from([("prompt".to_owned(), "login consent".to_owned())]);
+        assert!(params_are_valid(&params));
+    }
+
+    /// Returns whether an OIDC configuration with these extra parameters is valid.
+    fn params_are_valid(params: &BTreeMap<String, String>) -> bool {
         let mut violations = Violations::default();
-        assert!(
-            OidcConfig::parse(
-                "o",
-                oidc_fields("https://idp.example.com", None, &params),
-                &mut violations
-            )
-            .is_some()
-        );
+        OidcConfig::parse(
+            "o",
+            oidc_fields("https://idp.example.com", None, params),
+            &mut violations,
+        )
+        .is_some()
     }
 
     #[test]
