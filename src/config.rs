@@ -280,11 +280,11 @@ pub struct ServeConfig {
     #[arg(long, env = "WORKFORCE_RATE_LIMIT_PER_MINUTE", default_value_t = 1_200)]
     pub rate_limit_per_minute: u32,
 
-    /// Database lookups of API keys that are not cached, per client address and minute (0
-    /// turns the limit off). It bounds the database work that unknown keys can cause. Behind a
-    /// proxy, all clients share the proxy's address.
-    #[arg(long, env = "WORKFORCE_KEY_LOOKUPS_PER_MINUTE", default_value_t = 120)]
-    pub key_lookups_per_minute: u32,
+    /// Lookups of unknown API keys per client address and minute (0 turns the limit off).
+    /// Beyond it, keys that this process has not found before get 429 without a database
+    /// lookup. Behind a proxy, all clients share the proxy's address.
+    #[arg(long, env = "WORKFORCE_UNKNOWN_KEYS_PER_MINUTE", default_value_t = 120)]
+    pub unknown_keys_per_minute: u32,
 
     /// Browser origins allowed to call the API (CORS), comma-separated; none by default.
     #[arg(long, env = "WORKFORCE_CORS_ALLOWED_ORIGINS", value_delimiter = ',')]

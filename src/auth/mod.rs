@@ -230,8 +230,12 @@ pub struct Authenticator {
     pub cache: crate::cache::ReadCache,
     pub jwt: Option<Arc<jwt::JwtVerifier>>,
     pub rate_limiter: Option<Arc<RateLimiter>>,
-    /// Database lookups of uncached API keys per client address.
+    /// Lookups of unknown API keys per client address.
     pub lookup_limiter: Option<Arc<RateLimiter>>,
+    /// Hashes of the API keys found in the database by this process. Their lookups never count
+    /// against the lookup limit, so a valid key keeps working when its cached copy expires
+    /// while its address is over the limit. The set grows only with real keys.
+    pub known_keys: Arc<std::sync::Mutex<std::collections::HashSet<[u8; 32]>>>,
     /// Path prefixes served without credentials.
     pub public_prefixes: Arc<Vec<String>>,
 }
@@ -246,7 +250,10 @@ impl Authenticator {
 
     /// Finds an API key by its hash, from the cache when a copy is there. Unknown keys are not
     /// cached, so a new key works at once; expiry is checked by the caller on every request.
-    /// A lookup in the database counts against the client address's lookup limit.
+    ///
+    /// A key that is not found counts against its client address's lookup limit. Once the
+    /// address is over it, keys that this process has not found before get 429 without a
+    /// lookup.
     async fn find_api_key(
         &self,
         token: &str,
@@ -259,13 +266,18 @@ impl Authenticator {
         if let Some(row) = self.cache.api_key(&hash) {
             return Ok(Some(row));
         }
-        if let (Some(limiter), Some(client)) = (&self.lookup_limiter, client)
-            && let Err(retry_after) = limiter.check(&client.to_string())
+        let limit = self
+            .lookup_limiter
+            .as_ref()
+            .zip(client)
+            .map(|(limiter, client)| (limiter, client.to_string()));
+        if let Some((limiter, address)) = &limit
+            && let Err(retry_after) = limiter.peek(address)
+            && !self.is_known_key(&hash)
         {
-            tracing::warn!(client = %client, "too many lookups of uncached API keys from one address");
             return Err(ApiError::RateLimited {
                 detail: format!(
-                    "this address sent too many unknown or new API keys; retry in {} seconds",
+                    "this address sent too many unknown API keys; retry in {} seconds",
                     retry_after.as_secs().max(1)
                 ),
                 retry_after,
@@ -273,11 +285,26 @@ impl Authenticator {
         }
         let ticket = self.cache.ticket();
         let Some(row) = api_keys::find_by_hash(&self.db, &hash).await? else {
+            if let Some((limiter, address)) = &limit {
+                // The result does not matter: the next lookup from this address checks it.
+                let _ = limiter.check(address);
+            }
             return Ok(None);
         };
+        self.known_keys
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(hash);
         let row = Arc::new(row);
         self.cache.store_api_key(ticket, hash, row.clone());
         Ok(Some(row))
+    }
+
+    fn is_known_key(&self, hash: &[u8; 32]) -> bool {
+        self.known_keys
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(hash)
     }
 
     async fn authenticate(

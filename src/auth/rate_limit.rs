@@ -22,6 +22,23 @@ impl RateLimiter {
         }
     }
 
+    /// Returns whether `key` has a token left, or how long to wait for the next one, without
+    /// taking it.
+    pub fn peek(&self, key: &str) -> Result<(), Duration> {
+        let capacity = f64::from(self.per_minute);
+        let per_second = capacity / 60.0;
+        let buckets = self.buckets.lock().expect("rate limiter lock");
+        let Some((tokens, at)) = buckets.get(key) else {
+            return Ok(());
+        };
+        let tokens = (tokens + at.elapsed().as_secs_f64() * per_second).min(capacity);
+        if tokens >= 1.0 {
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - tokens) / per_second))
+        }
+    }
+
     /// Takes one token for `key`, or returns how long to wait for the next one.
     pub fn check(&self, key: &str) -> Result<(), Duration> {
         let capacity = f64::from(self.per_minute);
@@ -48,6 +65,17 @@ impl RateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn peek_takes_no_token() {
+        let limiter = RateLimiter::new(2);
+        assert!(limiter.peek("a").is_ok());
+        assert!(limiter.check("a").is_ok());
+        assert!(limiter.peek("a").is_ok());
+        assert!(limiter.peek("a").is_ok());
+        assert!(limiter.check("a").is_ok());
+        assert!(limiter.peek("a").is_err());
+    }
 
     #[test]
     fn bucket_allows_burst_then_limits() {

@@ -592,23 +592,26 @@ async fn rate_limit_answers_429() {
     );
 }
 
-/// Unknown keys from one address are looked up in the database only up to the lookup limit;
-/// a key already in the cache keeps working.
+/// An address that sent too many unknown keys gets 429 for keys the service has not found
+/// before, without a lookup, while keys it has found keep working. The read cache is off, so
+/// the admin key is looked up on every request.
 #[tokio::test]
 async fn unknown_keys_hit_lookup_limit() {
     let options = TestOptions {
         workers: 0,
-        extra_args: vec!["--key-lookups-per-minute=3".to_owned()],
+        extra_args: vec![
+            "--unknown-keys-per-minute=3".to_owned(),
+            "--read-cache-max-age-ms=0".to_owned(),
+        ],
         ..Default::default()
     };
     let app = TestApp::spawn_with(options).await;
     let url = format!("{}/v1/workforces", app.base_url);
-    // The admin key's first use is a lookup too; afterwards it comes from the cache.
     let first = app.client.get(&url).send().await.unwrap();
     assert_eq!(first.status(), StatusCode::OK);
 
     let mut statuses = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..4 {
         let unknown = api_keys::generate_key();
         let response = client_with_key(&unknown).get(&url).send().await.unwrap();
         statuses.push(response.status());
@@ -621,14 +624,23 @@ async fn unknown_keys_hit_lookup_limit() {
         [
             StatusCode::UNAUTHORIZED,
             StatusCode::UNAUTHORIZED,
+            StatusCode::UNAUTHORIZED,
             StatusCode::TOO_MANY_REQUESTS
         ]
     );
     // A malformed key is rejected without a lookup, so it still gets 401.
     let malformed = client_with_key("wfs_short").get(&url).send().await.unwrap();
     assert_eq!(malformed.status(), StatusCode::UNAUTHORIZED);
-    let cached = app.client.get(&url).send().await.unwrap();
-    assert_eq!(cached.status(), StatusCode::OK);
+    for _ in 0..3 {
+        let known = app.client.get(&url).send().await.unwrap();
+        assert_eq!(known.status(), StatusCode::OK);
+    }
+    // A key this process has never found waits, like an unknown one, until the limit refills.
+    let (_, new_key) = api_keys::create(&app.db, "late-viewer", Role::Viewer, None, None)
+        .await
+        .unwrap();
+    let late = client_with_key(&new_key).get(&url).send().await.unwrap();
+    assert_eq!(late.status(), StatusCode::TOO_MANY_REQUESTS);
 }
 
 #[tokio::test]
