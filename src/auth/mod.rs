@@ -431,11 +431,17 @@ pub async fn authorize(
             Ok(Some(authorized))
         }
         Err(error) => {
+            // Unknown routes are not audited: nothing there could have changed.
             let is_change = matches!(permission, Permission::Change | Permission::ManageKeys)
                 && request.method() != Method::GET
-                && request.method() != Method::HEAD;
+                && request.method() != Method::HEAD
+                && request.extensions().get::<MatchedPath>().is_some();
             if is_change {
-                let workforce_name = path_parameter(request, "name").await;
+                // The name comes from the caller and the table keeps every row forever, so
+                // only a bounded copy without control characters is stored.
+                let workforce_name = path_parameter(request, "name").await.map(|name| {
+                    crate::domain::truncate_for_message(&name.replace(char::is_control, "\u{fffd}"))
+                });
                 let request_id = request
                     .headers()
                     .get(crate::http::REQUEST_ID_HEADER)
@@ -484,6 +490,7 @@ impl DeniedChange<'_> {
                 crate::db::audit::NewAuditEvent {
                     actor: &self.principal.actor,
                     actor_kind: self.principal.kind.as_str(),
+                    actor_role: self.principal.roles.last().map(|role| role.as_str()),
                     action: "access.denied",
                     outcome: "denied",
                     region: self.region.map(Region::as_str),

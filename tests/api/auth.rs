@@ -301,6 +301,27 @@ async fn operator_limited_to_regions() {
         denied[0].3.as_deref(),
         east.headers()["x-request-id"].to_str().ok()
     );
+
+    // Names from the path are stored bounded and without control characters, and every
+    // denied change is recorded, whatever its name.
+    let long_name = "n".repeat(5_000);
+    for name in [long_name.as_str(), "a%00b"] {
+        let path = format!("/v1/regions/us-east-1/workforces/{name}");
+        let response = send(&client, &app, &Method::DELETE, &path, &None).await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{name}");
+    }
+    let names: Vec<(String, Option<String>)> = sqlx::query_as(
+        "select workforce_name, actor_role from audit_events
+          where action = 'access.denied' and workforce_name is not null order by id",
+    )
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(names[0].0.starts_with("nnn"));
+    assert!(names[0].0.chars().count() <= 65, "{}", names[0].0);
+    assert_eq!(names[1].0, "a\u{fffd}b");
+    assert_eq!(names[1].1.as_deref(), Some("operator"));
     let west = send(
         &client,
         &app,
