@@ -40,8 +40,9 @@ pub struct RequestPipeline {
     pub max_body_bytes: usize,
     pub authenticator: Authenticator,
     pub state: AppState,
-    /// Set when a layer, such as CORS, sits between [`observe`] and the routes. The body limit,
-    /// authentication and idempotency then run in [`admission`], inside that layer.
+    /// Set when a layer, such as CORS, sits between [`observe`] and the routes. The timeout,
+    /// the body limit, authentication and idempotency then run in [`admission`], inside that
+    /// layer.
     pub separate_admission: bool,
 }
 
@@ -53,7 +54,7 @@ struct CallerName(String);
 /// Wraps every request as the only middleware of the API, in this order:
 ///
 /// 1. Gives the request an id unless the caller sent one.
-/// 2. Ends it with a 503 after the timeout.
+/// 2. Ends it with a 503 after the timeout (see [`RequestPipeline::admit_in_time`]).
 /// 3. Rejects a body over the size limit (see [`RequestPipeline::admit`]).
 /// 4. Authenticates and authorizes the caller (see [`crate::auth::authorize`]).
 /// 5. Applies idempotency keys (see [`super::idempotency`]).
@@ -101,21 +102,15 @@ pub async fn observe(
         started,
         finished: false,
     };
-    let handled = async {
-        if pipeline.separate_admission {
-            let response = next.run(request).await;
-            let actor = response
-                .extensions()
-                .get::<CallerName>()
-                .map(|c| c.0.clone());
-            (response, actor)
-        } else {
-            pipeline.admit(request, next).await
-        }
-    };
-    let (mut response, actor) = match tokio::time::timeout(pipeline.timeout, handled).await {
-        Ok(answered) => answered,
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE.into_response(), None),
+    let (mut response, actor) = if pipeline.separate_admission {
+        let response = next.run(request).await;
+        let actor = response
+            .extensions()
+            .get::<CallerName>()
+            .map(|c| c.0.clone());
+        (response, actor)
+    } else {
+        pipeline.admit_in_time(request, next).await
     };
     let status = response.status();
     if (status.is_client_error() || status.is_server_error())
@@ -144,14 +139,14 @@ pub async fn observe(
     response
 }
 
-/// Applies the body limit, authentication and idempotency keys when a layer sits between them
-/// and [`observe`] (see [`RequestPipeline::separate_admission`]).
+/// Applies the timeout, the body limit, authentication and idempotency keys when a layer sits
+/// between them and [`observe`] (see [`RequestPipeline::separate_admission`]).
 pub async fn admission(
     State(pipeline): State<Arc<RequestPipeline>>,
     request: Request,
     next: Next,
 ) -> Response {
-    let (mut response, actor) = pipeline.admit(request, next).await;
+    let (mut response, actor) = pipeline.admit_in_time(request, next).await;
     if let Some(actor) = actor {
         response.extensions_mut().insert(CallerName(actor));
     }
@@ -168,6 +163,15 @@ fn is_usable_request_id(value: &HeaderValue) -> bool {
 }
 
 impl RequestPipeline {
+    /// Runs [`Self::admit`] and ends the request with a 503 after the timeout. In the layer
+    /// next to the routes, the CORS layer, when there is one, adds its headers to that 503.
+    async fn admit_in_time(&self, request: Request, next: Next) -> (Response, Option<String>) {
+        match tokio::time::timeout(self.timeout, self.admit(request, next)).await {
+            Ok(answered) => answered,
+            Err(_) => (StatusCode::SERVICE_UNAVAILABLE.into_response(), None),
+        }
+    }
+
     /// Applies the body limit, authentication and idempotency keys, then runs the handler.
     /// Returns the response and the caller's name, if the credential was valid.
     async fn admit(&self, mut request: Request, next: Next) -> (Response, Option<String>) {

@@ -352,7 +352,10 @@ async fn cors_preflight_needs_no_credential() {
     let origin = "https://portal.example";
     let app = TestApp::spawn_with(TestOptions {
         workers: 0,
-        extra_args: vec![format!("--cors-allowed-origins={origin}")],
+        extra_args: vec![
+            format!("--cors-allowed-origins={origin}"),
+            "--request-timeout-seconds=1".to_owned(),
+        ],
         ..Default::default()
     })
     .await;
@@ -418,6 +421,24 @@ async fn cors_preflight_needs_no_credential() {
     assert_eq!(rejected.headers()["access-control-allow-origin"], origin);
     let problem: Value = rejected.json().await.unwrap();
     assert!(problem["request_id"].is_string(), "{problem}");
+
+    // A request that runs past the timeout: its 503 names the origin too, so that the portal
+    // can read it.
+    let mut blocker = app.db.begin().await.unwrap();
+    sqlx::query("lock table workforces in access exclusive mode")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let timed_out = app
+        .client
+        .get(&url)
+        .header("origin", origin)
+        .send()
+        .await
+        .unwrap();
+    blocker.rollback().await.unwrap();
+    assert_eq!(timed_out.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(timed_out.headers()["access-control-allow-origin"], origin);
 
     let other = anonymous
         .request(reqwest::Method::OPTIONS, &url)
