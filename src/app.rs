@@ -79,6 +79,27 @@ fn parse_regions(values: &[String]) -> anyhow::Result<Vec<Region>> {
     Ok(regions)
 }
 
+/// Returns whether `value` is a browser origin as the `Origin` header sends it: `http://` or
+/// `https://`, then a host of letters, digits, dots and hyphens, and an optional port.
+fn is_origin(value: &str) -> bool {
+    let Some(authority) = value
+        .strip_prefix("https://")
+        .or_else(|| value.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    let (host, port) = authority
+        .split_once(':')
+        .map_or((authority, None), |(host, port)| (host, Some(port)));
+    !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        && port.is_none_or(|port| {
+            (1..=5).contains(&port.len()) && port.bytes().all(|b| b.is_ascii_digit())
+        })
+}
+
 /// Connects to the database and AWS (or starts the sandbox), then serves the API on `listener`
 /// and runs the workers until [`RunningService::shutdown`].
 pub async fn start(config: &ServeConfig, listener: TcpListener) -> anyhow::Result<RunningService> {
@@ -92,6 +113,13 @@ pub async fn start(config: &ServeConfig, listener: TcpListener) -> anyhow::Resul
             .any(|origin| origin.trim() == "*"),
         "--cors-allowed-origins does not accept '*'; list each portal origin, such as https://portal.example.com"
     );
+    for origin in &config.cors_allowed_origins {
+        anyhow::ensure!(
+            is_origin(origin.trim()),
+            "--cors-allowed-origins: '{}' is not an origin; write the scheme, host and optional port with no path or trailing slash, such as https://portal.example.com",
+            origin.trim()
+        );
+    }
     let db = crate::db::connect(&config.database_url, config.database_max_connections).await?;
 
     let (endpoint, sandbox) = match config.mode {

@@ -520,22 +520,29 @@ async fn unusable_request_id_is_replaced() {
 }
 
 #[tokio::test]
-async fn wildcard_cors_origin_stops_start() {
+async fn invalid_cors_origins_stop_start() {
     use clap::Parser;
 
-    let cli = workforce_service::config::Cli::parse_from([
-        "workforce-service",
-        "--mode=sandbox",
-        &format!("--database-url={}/wfs_test_unused", server_url()),
-        "--cors-allowed-origins=https://portal.example,*",
-    ]);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let error = workforce_service::app::start(&cli.serve, listener)
-        .await
-        .err()
-        .expect("a wildcard origin is rejected");
-    assert!(
-        error.to_string().contains("--cors-allowed-origins"),
-        "{error}"
-    );
+    for origin in [
+        "*",
+        "https://portal.example/",
+        "https://portal.example/app",
+        "portal.example",
+    ] {
+        let cli = workforce_service::config::Cli::parse_from([
+            "workforce-service",
+            "--mode=sandbox",
+            &format!("--database-url={}/wfs_test_unused", server_url()),
+            &format!("--cors-allowed-origins=https://portal.example,{origin}"),
+        ]);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let error = workforce_service::app::start(&cli.serve, listener)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{origin} is rejected"));
+        assert!(
+            error.to_string().contains("--cors-allowed-origins"),
+            "{origin}: {error}"
+        );
+    }
 }
