@@ -200,7 +200,10 @@ impl OidcConfig {
             ok = false;
         }
         for (key, value) in params {
-            let entry_field = format!("{params_field}.{key}");
+            // The key comes from the caller: its name in the error is bounded and shows
+            // control characters as U+FFFD.
+            let shown_key = truncate_for_message(&key.replace(char::is_control, "\u{fffd}"));
+            let entry_field = format!("{params_field}.{shown_key}");
             // The model allows `.*`, which excludes line breaks. Other control characters are
             // rejected too, because PostgreSQL cannot store a NUL in the operation's JSON.
             let text_ok =
@@ -403,6 +406,17 @@ mod tests {
         }
         let params = BTreeMap::from([("prompt".to_owned(), "login consent".to_owned())]);
         assert!(params_are_valid(&params));
+
+        // The error names the entry without the control character.
+        let params = BTreeMap::from([("k\u{85}".to_owned(), "v".to_owned())]);
+        let mut violations = Violations::default();
+        let fields = oidc_fields("https://idp.example.com", None, &params);
+        assert!(OidcConfig::parse("o", fields, &mut violations).is_none());
+        let errors = violations.into_errors();
+        assert_eq!(
+            errors[0].field,
+            "o.authentication_request_extra_params.k\u{fffd}"
+        );
     }
 
     /// Returns whether an OIDC configuration with these extra parameters is valid.
