@@ -439,19 +439,27 @@ pub async fn authorize(
             if is_change {
                 // The name comes from the caller and the table keeps every row forever, so
                 // only a bounded copy without control characters is stored.
-                let workforce_name = path_parameter(request, "name").await.map(|name| {
-                    crate::domain::truncate_for_message(&name.replace(char::is_control, "\u{fffd}"))
-                });
+                let bounded = |value: String| {
+                    crate::domain::truncate_for_message(
+                        &value.replace(char::is_control, "\u{fffd}"),
+                    )
+                };
+                let workforce_name = path_parameter(request, "name").await.map(bounded);
+                // The API key routes name their target by id.
+                let target_id = path_parameter(request, "id").await.map(bounded);
                 let request_id = request
                     .headers()
                     .get(crate::http::REQUEST_ID_HEADER)
                     .and_then(|value| value.to_str().ok())
                     .map(str::to_owned);
-                let detail = serde_json::json!({
+                let mut detail = serde_json::json!({
                     "method": request.method().as_str(),
                     "route": request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()),
                     "reason": error.to_string(),
                 });
+                if let Some(id) = target_id {
+                    detail["id"] = id.into();
+                }
                 let denied = DeniedChange {
                     principal: &principal,
                     region: region.as_ref(),
@@ -475,7 +483,7 @@ struct DeniedChange<'a> {
     region: Option<&'a Region>,
     workforce_name: Option<&'a str>,
     request_id: Option<&'a str>,
-    /// The method, the route and the reason of the rejection.
+    /// The method, the route, the reason of the rejection, and the id from the path if any.
     detail: serde_json::Value,
 }
 

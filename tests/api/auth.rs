@@ -160,6 +160,18 @@ async fn every_route_checks_every_role() {
             .await
             .unwrap();
     assert_eq!(audited, denied_changes);
+    // A denied key revocation names the key's id.
+    let ids: Vec<Option<String>> = sqlx::query_scalar(
+        "select detail->>'id' from audit_events
+          where action = 'access.denied' and detail->>'route' = '/v1/api-keys/{id}'",
+    )
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    assert!(!ids.is_empty());
+    for id in ids {
+        assert_eq!(id, Some(uuid::Uuid::nil().to_string()));
+    }
 }
 
 #[tokio::test]
