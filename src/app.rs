@@ -79,25 +79,30 @@ fn parse_regions(values: &[String]) -> anyhow::Result<Vec<Region>> {
     Ok(regions)
 }
 
-/// Returns whether `value` is a browser origin as the `Origin` header sends it: `http://` or
-/// `https://`, then a host of letters, digits, dots and hyphens, and an optional port.
+/// Returns whether `value` is a browser origin exactly as the `Origin` header sends it, because
+/// the CORS layer compares the bytes. That is `http://` or `https://`, a lower-case host of
+/// letters, digits, dots and hyphens, and a port only when it is not the scheme's default.
 fn is_origin(value: &str) -> bool {
-    let Some(authority) = value
-        .strip_prefix("https://")
-        .or_else(|| value.strip_prefix("http://"))
-    else {
-        return false;
+    let (authority, default_port) = match value.split_once("://") {
+        Some(("https", authority)) => (authority, "443"),
+        Some(("http", authority)) => (authority, "80"),
+        _ => return false,
     };
     let (host, port) = authority
         .split_once(':')
         .map_or((authority, None), |(host, port)| (host, Some(port)));
-    !host.is_empty()
+    let host_ok = !host.is_empty()
         && host
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
-        && port.is_none_or(|port| {
-            (1..=5).contains(&port.len()) && port.bytes().all(|b| b.is_ascii_digit())
-        })
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        && !host.starts_with(['.', '-'])
+        && !host.ends_with(['.', '-']);
+    let port_ok = port.is_none_or(|port| {
+        port != default_port
+            && !port.starts_with('0')
+            && port.parse::<u16>().is_ok_and(|number| number > 0)
+    });
+    host_ok && port_ok
 }
 
 /// Connects to the database and AWS (or starts the sandbox), then serves the API on `listener`
@@ -116,7 +121,7 @@ pub async fn start(config: &ServeConfig, listener: TcpListener) -> anyhow::Resul
     for origin in &config.cors_allowed_origins {
         anyhow::ensure!(
             is_origin(origin.trim()),
-            "--cors-allowed-origins: '{}' is not an origin; write the scheme, host and optional port with no path or trailing slash, such as https://portal.example.com",
+            "--cors-allowed-origins: '{}' is not an origin; write the scheme, the lower-case host and a port only if it is not the default, with no path or trailing slash, such as https://portal.example.com",
             origin.trim()
         );
     }
@@ -424,4 +429,33 @@ async fn bootstrap_admin_key(db: &sqlx::PgPool, path: &std::path::Path) -> anyho
     writeln!(file, "{key}")?;
     tracing::warn!(key.name = %name, key.file = %path.display(), "created an admin API key for sandbox mode; send it as Authorization: Bearer <key>");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_origin;
+
+    #[test]
+    fn origins_match_what_browsers_send() {
+        for origin in [
+            "https://portal.example.com",
+            "http://localhost:5173",
+            "https://10.0.0.7:8443",
+        ] {
+            assert!(is_origin(origin), "{origin}");
+        }
+        for origin in [
+            "https://portal.example.com/",
+            "https://PORTAL.example.com",
+            "https://portal.example.com:443",
+            "http://portal.example.com:80",
+            "https://portal.example.com:0",
+            "https://portal.example.com:0443",
+            "https://-portal.example.com",
+            "ftp://portal.example.com",
+            "*",
+        ] {
+            assert!(!is_origin(origin), "{origin}");
+        }
+    }
 }

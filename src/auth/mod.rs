@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, RawPathParams, Request};
+use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Request};
 use axum::http::request::Parts;
 use axum::http::{Method, header};
 use axum::response::{IntoResponse, Response};
@@ -203,23 +203,28 @@ pub fn permission_for(method: &Method, route: &str) -> Permission {
 ///
 /// Reading the raw path instead would let `us%2Deast%2D1` pass the check as no region and
 /// reach the handler as us-east-1.
-async fn region_of(request: &mut Request) -> Option<Region> {
-    let value = path_parameter(request, "region").await?;
+fn region_of(request: &Request) -> Option<Region> {
+    let value = path_parameter(request, "region")?;
     Region::parse("region", &value).ok()
 }
 
-/// Returns one percent-decoded path parameter of the matched route.
-async fn path_parameter(request: &mut Request, name: &str) -> Option<String> {
-    let (mut parts, body) = std::mem::take(request).into_parts();
-    let params = RawPathParams::from_request_parts(&mut parts, &())
-        .await
-        .ok();
-    *request = Request::from_parts(parts, body);
-    let params = params?;
-    params
-        .iter()
-        .find(|(key, _)| *key == name)
-        .map(|(_, value)| value.to_owned())
+/// Returns one path parameter of the matched route, percent-decoded, with invalid UTF-8 as
+/// U+FFFD. axum's extractors decode all parameters together, so one bad value hides the others.
+fn path_parameter(request: &Request, name: &str) -> Option<String> {
+    let template = request.extensions().get::<MatchedPath>()?.as_str();
+    let mut segments = request.uri().path().split('/');
+    for part in template.split('/') {
+        let segment = segments.next()?;
+        if part
+            .strip_prefix('{')
+            .and_then(|rest| rest.strip_suffix('}'))
+            == Some(name)
+        {
+            let decoded = percent_encoding::percent_decode_str(segment).decode_utf8_lossy();
+            return Some(decoded.into_owned());
+        }
+    }
+    None
 }
 
 /// Checks credentials against the API key table and, when configured, the identity provider.
@@ -271,9 +276,11 @@ impl Authenticator {
             .as_ref()
             .zip(client)
             .map(|(limiter, client)| (limiter, client.to_string()));
+        // A key not found before takes a token before its lookup, so that requests sent at
+        // once cannot all pass the check, and gets it back if it is found.
+        let limit = limit.filter(|_| !self.is_known_key(&hash));
         if let Some((limiter, address)) = &limit
-            && let Err(retry_after) = limiter.peek(address)
-            && !self.is_known_key(&hash)
+            && let Err(retry_after) = limiter.check(address)
         {
             return Err(ApiError::RateLimited {
                 detail: format!(
@@ -284,11 +291,13 @@ impl Authenticator {
             });
         }
         let ticket = self.cache.ticket();
-        let Some(row) = api_keys::find_by_hash(&self.db, &hash).await? else {
-            if let Some((limiter, address)) = &limit {
-                // The result does not matter: the next lookup from this address checks it.
-                let _ = limiter.check(address);
-            }
+        let found = api_keys::find_by_hash(&self.db, &hash).await;
+        if let Some((limiter, address)) = &limit
+            && !matches!(found, Ok(None))
+        {
+            limiter.refund(address);
+        }
+        let Some(row) = found? else {
             return Ok(None);
         };
         self.known_keys
@@ -424,7 +433,7 @@ pub async fn authorize(
         });
     }
     let permission = permission_for(request.method(), route);
-    let region = region_of(request).await;
+    let region = region_of(request);
     match principal.require(permission, region.as_ref()) {
         Ok(authorized) => {
             request.extensions_mut().insert(authorized.clone());
@@ -444,9 +453,9 @@ pub async fn authorize(
                         &value.replace(char::is_control, "\u{fffd}"),
                     )
                 };
-                let workforce_name = path_parameter(request, "name").await.map(bounded);
+                let workforce_name = path_parameter(request, "name").map(bounded);
                 // The API key routes name their target by id.
-                let target_id = path_parameter(request, "id").await.map(bounded);
+                let target_id = path_parameter(request, "id").map(bounded);
                 let request_id = request
                     .headers()
                     .get(crate::http::REQUEST_ID_HEADER)

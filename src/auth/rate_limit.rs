@@ -22,20 +22,12 @@ impl RateLimiter {
         }
     }
 
-    /// Returns whether `key` has a token left, or how long to wait for the next one, without
-    /// taking it.
-    pub fn peek(&self, key: &str) -> Result<(), Duration> {
+    /// Returns a token that [`Self::check`] took for `key`, up to the bucket's capacity.
+    pub fn refund(&self, key: &str) {
         let capacity = f64::from(self.per_minute);
-        let per_second = capacity / 60.0;
-        let buckets = self.buckets.lock().expect("rate limiter lock");
-        let Some((tokens, at)) = buckets.get(key) else {
-            return Ok(());
-        };
-        let tokens = (tokens + at.elapsed().as_secs_f64() * per_second).min(capacity);
-        if tokens >= 1.0 {
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64((1.0 - tokens) / per_second))
+        let mut buckets = self.buckets.lock().expect("rate limiter lock");
+        if let Some((tokens, _)) = buckets.get_mut(key) {
+            *tokens = (*tokens + 1.0).min(capacity);
         }
     }
 
@@ -67,14 +59,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn peek_takes_no_token() {
-        let limiter = RateLimiter::new(2);
-        assert!(limiter.peek("a").is_ok());
+    fn refund_returns_a_token() {
+        let limiter = RateLimiter::new(1);
         assert!(limiter.check("a").is_ok());
-        assert!(limiter.peek("a").is_ok());
-        assert!(limiter.peek("a").is_ok());
+        assert!(limiter.check("a").is_err());
+        limiter.refund("a");
         assert!(limiter.check("a").is_ok());
-        assert!(limiter.peek("a").is_err());
     }
 
     #[test]

@@ -204,10 +204,14 @@ impl OidcConfig {
             // control characters as U+FFFD.
             let shown_key = truncate_for_message(&key.replace(char::is_control, "\u{fffd}"));
             let entry_field = format!("{params_field}.{shown_key}");
-            // The model allows `.*`, which excludes line breaks. Other control characters are
-            // rejected too, because PostgreSQL cannot store a NUL in the operation's JSON.
-            let text_ok =
-                |text: &str| text.chars().count() <= 512 && !text.contains(char::is_control);
+            // The model allows `.*`, which excludes line breaks, U+2028 and U+2029 among them.
+            // Other control characters are rejected too, because PostgreSQL cannot store a NUL
+            // in the operation's JSON.
+            let text_ok = |text: &str| {
+                text.chars().count() <= 512
+                    && !text
+                        .contains(|c: char| c.is_control() || c == '\u{2028}' || c == '\u{2029}')
+            };
             if !text_ok(key) || !text_ok(value) {
                 violations.push(
                     entry_field,
@@ -400,6 +404,7 @@ mod tests {
             ("k\u{0}", "v"),
             ("k", "line\nbreak"),
             ("k", "tab\t"),
+            ("k", "line\u{2028}separator"),
         ] {
             let params = BTreeMap::from([(key.to_owned(), value.to_owned())]);
             assert!(!params_are_valid(&params), "{key:?}={value:?}");

@@ -204,7 +204,7 @@ fn cidrs_schema() -> utoipa::openapi::Array {
 }
 
 /// Builds the schema of the extra OIDC authentication parameters: at most 10 entries whose keys
-/// and values have at most 512 characters and no control characters.
+/// and values have at most 512 characters and no control characters or line separators.
 fn extra_params_schema() -> utoipa::openapi::Object {
     use utoipa::openapi::{ObjectBuilder, Type};
 
@@ -212,7 +212,7 @@ fn extra_params_schema() -> utoipa::openapi::Object {
         ObjectBuilder::new()
             .schema_type(Type::String)
             .max_length(Some(512))
-            .pattern(Some(r"^[^\u0000-\u001f\u007f-\u009f]*$"))
+            .pattern(Some(r"^[^\u0000-\u001f\u007f-\u009f\u2028\u2029]*$"))
     };
     ObjectBuilder::new()
         .schema_type(Type::Object)

@@ -317,7 +317,7 @@ async fn operator_limited_to_regions() {
     // Names from the path are stored bounded and without control characters, and every
     // denied change is recorded, whatever its name.
     let long_name = "n".repeat(5_000);
-    for name in [long_name.as_str(), "a%00b"] {
+    for name in [long_name.as_str(), "a%00b", "c%FFd"] {
         let path = format!("/v1/regions/us-east-1/workforces/{name}");
         let response = send(&client, &app, &Method::DELETE, &path, &None).await;
         assert_eq!(response.status(), StatusCode::FORBIDDEN, "{name}");
@@ -329,11 +329,13 @@ async fn operator_limited_to_regions() {
     .fetch_all(&app.db)
     .await
     .unwrap();
-    assert_eq!(names.len(), 2, "{names:?}");
+    assert_eq!(names.len(), 3, "{names:?}");
     assert!(names[0].0.starts_with("nnn"));
     assert!(names[0].0.chars().count() <= 65, "{}", names[0].0);
     assert_eq!(names[1].0, "a\u{fffd}b");
     assert_eq!(names[1].1.as_deref(), Some("operator"));
+    // Invalid UTF-8 in the name does not hide the region, so the region check still applies.
+    assert_eq!(names[2].0, "c\u{fffd}d");
     let west = send(
         &client,
         &app,
@@ -674,6 +676,35 @@ async fn unknown_keys_hit_lookup_limit() {
         .unwrap();
     let late = client_with_key(&new_key).get(&url).send().await.unwrap();
     assert_eq!(late.status(), StatusCode::TOO_MANY_REQUESTS);
+}
+
+/// Unknown keys sent at once cannot all pass the limit before the first of them counts.
+#[tokio::test]
+async fn unknown_key_burst_respects_limit() {
+    let options = TestOptions {
+        workers: 0,
+        extra_args: vec!["--unknown-keys-per-minute=3".to_owned()],
+        ..Default::default()
+    };
+    let app = TestApp::spawn_with(options).await;
+    let url = format!("{}/v1/workforces", app.base_url);
+    let mut requests = tokio::task::JoinSet::new();
+    for _ in 0..30 {
+        let client = client_with_key(&api_keys::generate_key());
+        let url = url.clone();
+        requests.spawn(async move { client.get(&url).send().await.unwrap().status() });
+    }
+    let statuses = requests.join_all().await;
+    let looked_up = statuses
+        .iter()
+        .filter(|status| **status == StatusCode::UNAUTHORIZED)
+        .count();
+    let limited = statuses
+        .iter()
+        .filter(|status| **status == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert_eq!(looked_up, 3, "{statuses:?}");
+    assert_eq!(limited, 27, "{statuses:?}");
 }
 
 #[tokio::test]

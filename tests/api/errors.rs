@@ -528,6 +528,10 @@ async fn invalid_cors_origins_stop_start() {
         "https://portal.example/",
         "https://portal.example/app",
         "portal.example",
+        "https://Portal.example",
+        "https://portal.example:443",
+        "https://portal.example:99999",
+        "https://portal.example.",
     ] {
         let cli = workforce_service::config::Cli::parse_from([
             "workforce-service",
