@@ -380,7 +380,7 @@ async fn build_authenticator(
         jwt: jwt.map(|settings| Arc::new(JwtVerifier::new(settings))),
         rate_limiter: (config.rate_limit_per_minute > 0)
             .then(|| Arc::new(RateLimiter::new(config.rate_limit_per_minute))),
-        lookup_limiter: (config.unknown_keys_per_minute > 0)
+        unknown_key_limiter: (config.unknown_keys_per_minute > 0)
             .then(|| Arc::new(RateLimiter::new(config.unknown_keys_per_minute))),
         known_keys: Arc::default(),
         public_prefixes: Arc::new(public_prefixes),

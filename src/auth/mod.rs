@@ -235,8 +235,8 @@ pub struct Authenticator {
     pub cache: crate::cache::ReadCache,
     pub jwt: Option<Arc<jwt::JwtVerifier>>,
     pub rate_limiter: Option<Arc<RateLimiter>>,
-    /// Lookups of unknown API keys per client address.
-    pub lookup_limiter: Option<Arc<RateLimiter>>,
+    /// The limit on unknown API keys per client address.
+    pub unknown_key_limiter: Option<Arc<RateLimiter>>,
     /// Hashes of the API keys found in the database by this process. Their lookups never count
     /// against the lookup limit, so a valid key keeps working when its cached copy expires
     /// while its address is over the limit. The set grows only with real keys.
@@ -272,12 +272,12 @@ impl Authenticator {
             return Ok(Some(row));
         }
         let limit = self
-            .lookup_limiter
+            .unknown_key_limiter
             .as_ref()
             .zip(client)
             .map(|(limiter, client)| (limiter, client.to_string()));
         // A key not found before takes a token before its lookup, so that requests sent at
-        // once cannot all pass the check, and gets it back if it is found.
+        // once cannot all pass the check. The token comes back unless the key is missing.
         let limit = limit.filter(|_| !self.is_known_key(&hash));
         if let Some((limiter, address)) = &limit
             && let Err(retry_after) = limiter.check(address)
@@ -440,19 +440,15 @@ pub async fn authorize(
             Ok(Some(authorized))
         }
         Err(error) => {
-            // Unknown routes and methods that no route accepts are not audited: nothing there
-            // could have changed.
+            // Unknown routes and methods that no route accepts are not audited, because nothing
+            // there could have changed.
             let is_change = matches!(permission, Permission::Change | Permission::ManageKeys)
                 && [Method::POST, Method::PUT, Method::DELETE].contains(request.method())
                 && request.extensions().get::<MatchedPath>().is_some();
             if is_change {
-                // The name comes from the caller and the table keeps every row forever, so
-                // only a bounded copy without control characters is stored.
-                let bounded = |value: String| {
-                    crate::domain::truncate_for_message(
-                        &value.replace(char::is_control, "\u{fffd}"),
-                    )
-                };
+                // The name comes from the caller and the table keeps every row forever, so only
+                // a bounded copy is stored, with control characters shown as U+FFFD.
+                let bounded = |value: String| crate::domain::truncate_for_message(&value);
                 let workforce_name = path_parameter(request, "name").map(bounded);
                 // The API key routes name their target by id.
                 let target_id = path_parameter(request, "id").map(bounded);

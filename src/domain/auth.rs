@@ -200,13 +200,12 @@ impl OidcConfig {
             ok = false;
         }
         for (key, value) in params {
-            // The key comes from the caller: its name in the error is bounded and shows
-            // control characters as U+FFFD.
-            let shown_key = truncate_for_message(&key.replace(char::is_control, "\u{fffd}"));
+            // The key comes from the caller, so the error shows a bounded copy.
+            let shown_key = truncate_for_message(key);
             let entry_field = format!("{params_field}.{shown_key}");
-            // The model allows `.*`, which excludes line breaks, U+2028 and U+2029 among them.
-            // Other control characters are rejected too, because PostgreSQL cannot store a NUL
-            // in the operation's JSON.
+            // The model allows `.*`, and in Java's regex syntax `.` matches no line terminator,
+            // U+2028 and U+2029 among them. Other control characters are rejected too, because
+            // PostgreSQL cannot store a NUL in the operation's JSON.
             let text_ok = |text: &str| {
                 text.chars().count() <= 512
                     && !text

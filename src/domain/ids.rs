@@ -129,14 +129,16 @@ fn parse_ec2_id(
     }
 }
 
-/// Shortens a rejected value so that an error message stays readable.
+/// Shortens a value from a caller to 64 characters and an ellipsis, and shows its control
+/// characters as U+FFFD, so that an error message or an audit event stays readable and bounded.
 pub(crate) fn truncate_for_message(value: &str) -> String {
     const MAX_CHARS: usize = 64;
-    if value.chars().count() <= MAX_CHARS {
-        value.to_owned()
-    } else {
-        let head: String = value.chars().take(MAX_CHARS).collect();
+    let shown = |c: char| if c.is_control() { '\u{fffd}' } else { c };
+    let head: String = value.chars().take(MAX_CHARS).map(shown).collect();
+    if value.chars().nth(MAX_CHARS).is_some() {
         format!("{head}…")
+    } else {
+        head
     }
 }
 
@@ -161,6 +163,16 @@ impl SecurityGroupId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn message_copy_is_bounded_and_printable() {
+        assert_eq!(truncate_for_message("us-east-1"), "us-east-1");
+        assert_eq!(truncate_for_message("a\u{0}b\u{85}"), "a\u{fffd}b\u{fffd}");
+        let exact = "x".repeat(64);
+        assert_eq!(truncate_for_message(&exact), exact);
+        let long = truncate_for_message(&"y".repeat(65));
+        assert_eq!(long, format!("{}…", "y".repeat(64)));
+    }
 
     #[test]
     fn workforce_name_accepts_model_examples() {

@@ -163,8 +163,8 @@ fn is_usable_request_id(value: &HeaderValue) -> bool {
 }
 
 impl RequestPipeline {
-    /// Runs [`Self::admit`] and ends the request with a 503 after the timeout. In the layer
-    /// next to the routes, the CORS layer, when there is one, adds its headers to that 503.
+    /// Runs [`Self::admit`] and ends the request with a 503 after the timeout. Run from
+    /// [`admission`], inside the CORS layer, that 503 gets the CORS headers.
     async fn admit_in_time(&self, request: Request, next: Next) -> (Response, Option<String>) {
         match tokio::time::timeout(self.timeout, self.admit(request, next)).await {
             Ok(answered) => answered,

@@ -314,8 +314,8 @@ async fn operator_limited_to_regions() {
         east.headers()["x-request-id"].to_str().ok()
     );
 
-    // Names from the path are stored bounded and without control characters, and every
-    // denied change is recorded, whatever its name.
+    // Names from the path are stored cut to 64 characters, with control characters shown as
+    // U+FFFD, and every denied change is recorded, whatever its name.
     let long_name = "n".repeat(5_000);
     for name in [long_name.as_str(), "a%00b", "c%FFd"] {
         let path = format!("/v1/regions/us-east-1/workforces/{name}");

@@ -388,13 +388,8 @@ async fn cors_preflight_needs_no_credential() {
         "{metrics}"
     );
 
-    let allowed = app
-        .client
-        .get(&url)
-        .header("origin", origin)
-        .send()
-        .await
-        .unwrap();
+    let from_portal = |client: &reqwest::Client| client.get(&url).header("origin", origin);
+    let allowed = from_portal(&app.client).send().await.unwrap();
     assert_eq!(allowed.status(), StatusCode::OK);
     assert_eq!(allowed.headers()["access-control-allow-origin"], origin);
     let exposed = allowed.headers()["access-control-expose-headers"]
@@ -411,31 +406,20 @@ async fn cors_preflight_needs_no_credential() {
         assert!(exposed.contains(name), "{name} in {exposed}");
     }
 
-    let rejected = anonymous
-        .get(&url)
-        .header("origin", origin)
-        .send()
-        .await
-        .unwrap();
+    let rejected = from_portal(&anonymous).send().await.unwrap();
     assert_eq!(rejected.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(rejected.headers()["access-control-allow-origin"], origin);
     let problem: Value = rejected.json().await.unwrap();
     assert!(problem["request_id"].is_string(), "{problem}");
 
-    // A request that runs past the timeout: its 503 names the origin too, so that the portal
-    // can read it.
+    // A request that runs past the timeout gets a 503 that names the origin too, so that the
+    // portal can read it.
     let mut blocker = app.db.begin().await.unwrap();
     sqlx::query("lock table workforces in access exclusive mode")
         .execute(&mut *blocker)
         .await
         .unwrap();
-    let timed_out = app
-        .client
-        .get(&url)
-        .header("origin", origin)
-        .send()
-        .await
-        .unwrap();
+    let timed_out = from_portal(&app.client).send().await.unwrap();
     blocker.rollback().await.unwrap();
     assert_eq!(timed_out.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(timed_out.headers()["access-control-allow-origin"], origin);
@@ -543,7 +527,7 @@ async fn invalid_cors_origins_stop_start() {
         let error = workforce_service::app::start(&cli.serve, listener)
             .await
             .err()
-            .unwrap_or_else(|| panic!("{origin} is rejected"));
+            .unwrap_or_else(|| panic!("the start accepted the origin {origin}"));
         assert!(
             error.to_string().contains("--cors-allowed-origins"),
             "{origin}: {error}"

@@ -80,7 +80,7 @@ async fn canary_secrets_appear_nowhere() {
     .await;
     send(Method::GET, "/v1/audit-events?limit=200".into(), None).await;
     send(Method::GET, "/v1/api-keys".into(), None).await;
-    // A caller without the role: its access line still names it.
+    // The access line of a caller without the role still names the caller.
     let (_, viewer_key) = workforce_service::auth::api_keys::create(
         &app.db,
         "canary-viewer",
