@@ -1,6 +1,6 @@
 //! Middleware: one problem format for every error, and one access-log line per request.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -46,10 +46,17 @@ pub struct RequestPipeline {
     pub separate_admission: bool,
 }
 
-/// The name of the caller of a request, passed from [`admission`] to [`observe`] for the
-/// access log.
-#[derive(Clone)]
-struct CallerName(String);
+/// The name of a request's caller, set when the credential is found valid and read by
+/// [`observe`] for the access log. It is shared, so that a request that times out or that the
+/// client abandons is still logged with its caller.
+#[derive(Clone, Default)]
+struct Caller(Arc<OnceLock<String>>);
+
+impl Caller {
+    fn name(&self) -> &str {
+        self.0.get().map_or("anonymous", String::as_str)
+    }
+}
 
 /// Wraps every request as the only middleware of the API, in this order:
 ///
@@ -95,22 +102,20 @@ pub async fn observe(
         }
     };
     let id_text = request_id.to_str().unwrap_or_default();
+    let caller = Caller::default();
     let mut unfinished = Unfinished {
         method: &method,
         route: &route,
         request_id: id_text,
+        caller: &caller,
         started,
         finished: false,
     };
-    let (mut response, actor) = if pipeline.separate_admission {
-        let response = next.run(request).await;
-        let actor = response
-            .extensions()
-            .get::<CallerName>()
-            .map(|c| c.0.clone());
-        (response, actor)
+    let mut response = if pipeline.separate_admission {
+        request.extensions_mut().insert(caller.clone());
+        next.run(request).await
     } else {
-        pipeline.admit_in_time(request, next).await
+        pipeline.admit_in_time(request, next, &caller).await
     };
     let status = response.status();
     if (status.is_client_error() || status.is_server_error())
@@ -118,7 +123,6 @@ pub async fn observe(
     {
         response = problem_details(response, Some(id_text.to_owned())).await;
     }
-    let actor = actor.as_deref().unwrap_or("anonymous");
     let cause = response
         .extensions()
         .get::<ErrorCause>()
@@ -128,7 +132,7 @@ pub async fn observe(
         &method,
         &route,
         id_text,
-        actor,
+        caller.name(),
         started,
         status.as_u16(),
         cause,
@@ -146,11 +150,12 @@ pub async fn admission(
     request: Request,
     next: Next,
 ) -> Response {
-    let (mut response, actor) = pipeline.admit_in_time(request, next).await;
-    if let Some(actor) = actor {
-        response.extensions_mut().insert(CallerName(actor));
-    }
-    response
+    let caller = request
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .unwrap_or_default();
+    pipeline.admit_in_time(request, next, &caller).await
 }
 
 /// Maximum length of a caller's request id, which is stored with operations and audit events.
@@ -165,16 +170,16 @@ fn is_usable_request_id(value: &HeaderValue) -> bool {
 impl RequestPipeline {
     /// Runs [`Self::admit`] and ends the request with a 503 after the timeout. Run from
     /// [`admission`], inside the CORS layer, that 503 gets the CORS headers.
-    async fn admit_in_time(&self, request: Request, next: Next) -> (Response, Option<String>) {
-        match tokio::time::timeout(self.timeout, self.admit(request, next)).await {
-            Ok(answered) => answered,
-            Err(_) => (StatusCode::SERVICE_UNAVAILABLE.into_response(), None),
+    async fn admit_in_time(&self, request: Request, next: Next, caller: &Caller) -> Response {
+        match tokio::time::timeout(self.timeout, self.admit(request, next, caller)).await {
+            Ok(response) => response,
+            Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
         }
     }
 
     /// Applies the body limit, authentication and idempotency keys, then runs the handler.
-    /// Returns the response and the caller's name, if the credential was valid.
-    async fn admit(&self, mut request: Request, next: Next) -> (Response, Option<String>) {
+    /// Records the caller's name in `caller` as soon as the credential is found valid.
+    async fn admit(&self, mut request: Request, next: Next, caller: &Caller) -> Response {
         // The size limit, as tower-http's `RequestBodyLimit` applies it: a declared length
         // over the limit is rejected at once, and any other body fails when it is read past
         // the limit.
@@ -184,16 +189,24 @@ impl RequestPipeline {
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.parse::<u64>().ok());
         if declared.is_some_and(|length| length > self.max_body_bytes as u64) {
-            return (StatusCode::PAYLOAD_TOO_LARGE.into_response(), None);
+            return StatusCode::PAYLOAD_TOO_LARGE.into_response();
         }
         let limit = self.max_body_bytes;
         request = request.map(|body| Body::new(http_body_util::Limited::new(body, limit)));
-        let caller = match crate::auth::authorize(&self.authenticator, &mut request).await {
-            Ok(caller) => caller,
-            Err(rejection) => return (rejection.response, rejection.actor),
-        };
-        let response = super::idempotency::apply(&self.state, request, next).await;
-        (response, caller.map(|caller| caller.actor))
+        match crate::auth::authorize(&self.authenticator, &mut request).await {
+            Ok(authorized) => {
+                if let Some(authorized) = authorized {
+                    let _ = caller.0.set(authorized.actor);
+                }
+            }
+            Err(rejection) => {
+                if let Some(actor) = rejection.actor {
+                    let _ = caller.0.set(actor);
+                }
+                return rejection.response;
+            }
+        }
+        super::idempotency::apply(&self.state, request, next).await
     }
 }
 
@@ -286,6 +299,7 @@ struct Unfinished<'a> {
     method: &'a axum::http::Method,
     route: &'a str,
     request_id: &'a str,
+    caller: &'a Caller,
     started: Instant,
     finished: bool,
 }
@@ -297,7 +311,7 @@ impl Drop for Unfinished<'_> {
                 self.method,
                 self.route,
                 self.request_id,
-                "unknown",
+                self.caller.name(),
                 self.started,
                 CLIENT_CLOSED_REQUEST,
                 None,

@@ -96,6 +96,23 @@ async fn canary_secrets_appear_nowhere() {
         .await
         .unwrap();
     assert_eq!(forbidden.status(), StatusCode::FORBIDDEN);
+    // So does the line of a request that the client abandons. The lock keeps the audit query
+    // waiting until the client's timeout closes the connection.
+    let mut lock = app.db.begin().await.unwrap();
+    sqlx::query("lock table audit_events in access exclusive mode")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let abandoned = client
+        .get(format!("{base_url}/v1/audit-events"))
+        .timeout(std::time::Duration::from_millis(300))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(abandoned.is_timeout(), "{abandoned}");
+    // The server notices the closed connection after a short delay, so the lock is held until then.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    lock.rollback().await.unwrap();
     let deleted = send(Method::DELETE, workforce.clone(), None).await;
     app.wait_for_operation(deleted["id"].as_str().unwrap())
         .await;
@@ -146,6 +163,12 @@ async fn canary_secrets_appear_nowhere() {
         .find(|line| line["message"] == "request" && line["http.status"] == 403);
     let forbidden_line = forbidden_line.expect("an access log line of the forbidden DELETE");
     assert_eq!(forbidden_line["actor"], "canary-viewer", "{forbidden_line}");
+    let abandoned_line = logs
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|line| line["message"] == "request" && line["http.status"] == 499);
+    let abandoned_line = abandoned_line.expect("an access log line of the abandoned request");
+    assert_eq!(abandoned_line["actor"], "canary-caller", "{abandoned_line}");
 
     for (name, secret) in [
         ("first OIDC secret", first_secret),
