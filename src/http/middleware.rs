@@ -320,6 +320,11 @@ impl Drop for Unfinished<'_> {
     }
 }
 
+/// The methods that RFC 9110 and RFC 5789 define.
+const STANDARD_METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
+
 /// Logs one line per request: method, matched route, status, duration and request id, and for
 /// 5xx responses the cause that the response body does not show.
 fn log_request(
@@ -332,13 +337,23 @@ fn log_request(
     cause: Option<&str>,
 ) {
     let duration = started.elapsed();
-    crate::telemetry::record_http_request(method.as_str(), route, status, duration.as_secs_f64());
+    // Any token is a valid method. Methods outside the standard ones share the metrics label
+    // "other", and the log shows at most 64 characters of them, so that a client cannot add a
+    // metrics series or a line of any length with each request.
+    let shown_method;
+    let (label, method) = if STANDARD_METHODS.contains(&method.as_str()) {
+        (method.as_str(), method.as_str())
+    } else {
+        shown_method = crate::domain::truncate_for_message(method.as_str());
+        ("other", shown_method.as_str())
+    };
+    crate::telemetry::record_http_request(label, route, status, duration.as_secs_f64());
     let duration_ms = duration.as_secs_f64() * 1000.0;
     if let Some(cause) = cause {
         tracing::error!(http.method = %method, http.route = %route, http.status = status, duration_ms, request_id, error = cause, "request failed");
     } else if tracing::enabled!(tracing::Level::INFO) {
         let line = crate::telemetry::AccessLine {
-            method: method.as_str(),
+            method,
             route,
             status,
             duration,

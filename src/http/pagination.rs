@@ -15,12 +15,14 @@ pub fn encode(position: &str) -> String {
     URL_SAFE_NO_PAD.encode(position)
 }
 
-/// Decodes a cursor made by [`encode`]; anything else is a 400 naming `cursor`.
+/// Decodes a cursor made by [`encode`]; anything else is a 400 naming `cursor`. A NUL is
+/// rejected here because PostgreSQL does not accept it in text.
 pub fn decode(cursor: &str) -> Result<String, ApiError> {
     URL_SAFE_NO_PAD
         .decode(cursor)
         .ok()
         .and_then(|bytes| String::from_utf8(bytes).ok())
+        .filter(|text| !text.contains('\0'))
         .ok_or_else(invalid_cursor)
 }
 

@@ -86,6 +86,8 @@ async fn hostile_requests_change_nothing() {
         ("SQL in a path segment", app.client.get(format!("{base}/v1/regions/{REGION}/workforces/x'%20or%201=1--"))),
         ("SQL in a query parameter", app.client.get(format!("{base}/v1/operations?workforce_name=x'%20or%201=1--"))),
         ("SQL in a cursor", app.client.get(format!("{base}/v1/audit-events?cursor=1%20or%201=1"))),
+        // "us-east-1\n\0": the form of a workforce cursor, with a NUL as the name.
+        ("NUL byte in a cursor", app.client.get(format!("{base}/v1/workforces?cursor=dXMtZWFzdC0xCgA"))),
         ("look-alike region", app.client.get(format!("{base}/v1/regions/us-еast-1/workforces"))),
         ("10 KB idempotency key", app.client.post(&create).header("idempotency-key", "k".repeat(10_000)).json(&cognito_workforce("labelers"))),
         ("invalid If-Match", app.client.delete(&workforce).header("if-match", "\"not-a-revision\"")),
@@ -96,4 +98,35 @@ async fn hostile_requests_change_nothing() {
     for table in ["workforces", "operations", "audit_events"] {
         assert_eq!(app.count_rows(table).await, 0, "{table} has rows");
     }
+}
+
+/// Every token is a valid HTTP method. Methods that no standard defines share one metrics
+/// label, so that a client cannot add series to `/metrics` without end.
+#[tokio::test]
+async fn invented_methods_share_one_metrics_label() {
+    let app = TestApp::spawn().await;
+    let padding = "X".repeat(2_000);
+    for i in 0..20 {
+        let method = reqwest::Method::from_bytes(format!("{padding}{i}").as_bytes()).unwrap();
+        let response = app
+            .client
+            .request(method, format!("{}/healthz", app.base_url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    }
+
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.base_url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!metrics.contains("XXXX"), "an invented method is a label");
+    let counted = r#"http_requests_total{method="other",route="/healthz",status="405"} 20"#;
+    assert!(metrics.contains(counted), "{counted} not in:\n{metrics}");
 }
