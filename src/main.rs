@@ -81,6 +81,14 @@ async fn manage_api_keys(database_url: &str, command: ApiKeyCommand) -> anyhow::
         } => {
             workforce_service::http::api_keys::validate_key_name(&name)
                 .map_err(|e| anyhow::anyhow!("invalid --name: {}", e.reason))?;
+            let region_errors = workforce_service::http::api_keys::check_key_regions(
+                role,
+                regions.as_deref(),
+                None,
+            );
+            if let Some(error) = region_errors.first() {
+                anyhow::bail!("invalid --regions: {} {}", error.field, error.reason);
+            }
             let expires_at = expires_in_days
                 .map(|days| chrono::Utc::now() + chrono::Duration::days(i64::from(days)));
             let (row, key) =

@@ -25,7 +25,8 @@ pub struct CreateApiKeyRequest {
     #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub name: String,
     pub role: Role,
-    /// Regions an operator key may change; all when omitted.
+    /// Regions an operator key may change, each a region that the service manages; all when
+    /// omitted. Keys of other roles take no list.
     #[serde(default)]
     #[schema(schema_with = key_regions_schema)]
     pub regions: Option<Vec<String>>,
@@ -108,6 +109,56 @@ pub fn validate_key_name(name: &str) -> Result<(), FieldError> {
     }
 }
 
+/// Checks the region list of a new key: only operator keys take one, it names each region
+/// once, and with `managed`, only regions that this service manages.
+pub fn check_key_regions(
+    role: Role,
+    regions: Option<&[String]>,
+    managed: Option<&[Region]>,
+) -> Vec<FieldError> {
+    let Some(regions) = regions else {
+        return Vec::new();
+    };
+    if role != Role::Operator {
+        return vec![FieldError::new(
+            "regions",
+            format!(
+                "applies only to operator keys; omit it for a {} key",
+                role.as_str()
+            ),
+        )];
+    }
+    if regions.is_empty() {
+        return vec![FieldError::new(
+            "regions",
+            "must list at least one region; omit it to allow every region",
+        )];
+    }
+    let mut errors = Vec::new();
+    for (index, region) in regions.iter().enumerate() {
+        let field = format!("regions[{index}]");
+        match Region::parse(&field, region) {
+            Err(error) => errors.push(error),
+            Ok(_) if regions[..index].contains(region) => {
+                errors.push(FieldError::new(field, "is listed twice"));
+            }
+            Ok(parsed) if managed.is_some_and(|managed| !managed.contains(&parsed)) => {
+                let managed = managed.unwrap_or_default();
+                let names: Vec<&str> = managed.iter().map(Region::as_str).collect();
+                errors.push(FieldError::new(
+                    field,
+                    format!(
+                        "is not a region that this service manages ({})",
+                        names.join(", ")
+                    ),
+                ));
+            }
+            Ok(_) => {}
+        }
+    }
+    errors
+}
+
 async fn audit_key_event(
     state: &AppState,
     authorized: &Authorized,
@@ -143,7 +194,7 @@ async fn audit_key_event(
     responses(
         (status = 201, description = "Created; the key is in `api_key`", body = CreatedApiKeyResponse),
         (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "A key with this name exists", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A key with this name exists or was revoked", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The body is not sent as application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid field values", body = Problem, content_type = "application/problem+json"),
     )
@@ -157,11 +208,11 @@ pub async fn create_api_key(
     if let Err(error) = validate_key_name(&request.name) {
         errors.push(error);
     }
-    for (index, region) in request.regions.iter().flatten().enumerate() {
-        if let Err(error) = Region::parse(&format!("regions[{index}]"), region) {
-            errors.push(error);
-        }
-    }
+    errors.extend(check_key_regions(
+        request.role,
+        request.regions.as_deref(),
+        Some(&state.regions),
+    ));
     if request.expires_at.is_some_and(|at| at <= Utc::now()) {
         errors.push(FieldError::new("expires_at", "must be in the future"));
     }
@@ -179,13 +230,10 @@ pub async fn create_api_key(
     let (row, key) = match created {
         Ok(created) => created,
         Err(error) if crate::db::is_unique_violation(&error, key_store::NAME_UNIQUE) => {
-            return Err(ApiError::Conflict {
-                detail: format!(
-                    "an API key named '{}' exists; choose another name or revoke it first",
-                    request.name
-                ),
-                operation_id: None,
-            });
+            return Err(ApiError::NameInUse(format!(
+                "an API key named '{}' exists or existed; names of revoked keys stay reserved, so choose another name",
+                request.name
+            )));
         }
         Err(error) => return Err(error.into()),
     };

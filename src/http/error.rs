@@ -101,6 +101,9 @@ pub enum ApiError {
         detail: String,
         operation_id: Option<Uuid>,
     },
+    /// A name that must be unique, such as an API key's, is taken.
+    #[error("name in use: {0}")]
+    NameInUse(String),
     /// The `If-Match` precondition no longer holds.
     #[error("precondition failed: {0}")]
     PreconditionFailed(String),
@@ -199,6 +202,12 @@ impl IntoResponse for ApiError {
                 problem.operation_id = *operation_id;
                 problem
             }
+            Self::NameInUse(detail) => Problem::new(
+                StatusCode::CONFLICT,
+                "name-in-use",
+                "Name in use",
+                detail.clone(),
+            ),
             Self::PreconditionFailed(detail) => Problem::new(
                 StatusCode::PRECONDITION_FAILED,
                 "precondition-failed",

@@ -426,6 +426,78 @@ async fn admin_manages_keys_through_api() {
             .status(),
         StatusCode::UNAUTHORIZED
     );
+    // The name of a revoked key stays reserved, and the problem says so.
+    let (status, _, reused) = app
+        .request(
+            Method::POST,
+            "/v1/api-keys",
+            Some(json!({"name": "portal", "role": "viewer"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{reused}");
+    assert_eq!(reused["type"], "/problems/name-in-use", "{reused}");
+    assert!(
+        reused["detail"].as_str().unwrap().contains("revoked"),
+        "{reused}"
+    );
+}
+
+/// Only operator keys take a region list, and the list names managed regions, each once.
+#[tokio::test]
+async fn key_region_lists_are_checked() {
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    let rejected = [
+        (
+            json!({"name": "a", "role": "admin", "regions": [REGION]}),
+            "regions",
+        ),
+        (
+            json!({"name": "v", "role": "viewer", "regions": [REGION]}),
+            "regions",
+        ),
+        (
+            json!({"name": "o", "role": "operator", "regions": []}),
+            "regions",
+        ),
+        (
+            json!({"name": "o", "role": "operator", "regions": [REGION, REGION]}),
+            "regions[1]",
+        ),
+        (
+            json!({"name": "o", "role": "operator", "regions": ["eu-west-9"]}),
+            "regions[0]",
+        ),
+    ];
+    for (body, field) in rejected {
+        let (status, _, problem) = app
+            .request(Method::POST, "/v1/api-keys", Some(body.clone()))
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {problem}"
+        );
+        assert_eq!(problem["errors"][0]["field"], field, "{body}: {problem}");
+    }
+    assert_eq!(
+        app.count_rows("api_keys").await,
+        1,
+        "only the test's own key"
+    );
+
+    let (status, _, created) = app
+        .request(
+            Method::POST,
+            "/v1/api-keys",
+            Some(json!({"name": "o", "role": "operator", "regions": ["us-west-2"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["regions"], json!(["us-west-2"]), "{created}");
 }
 
 /// Serves the test JWKS on a loopback port and returns its URL.
