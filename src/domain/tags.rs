@@ -1,6 +1,9 @@
 //! Resource tags passed to `CreateWorkforce`.
 
 use std::collections::HashSet;
+use std::sync::LazyLock;
+
+use regex::Regex;
 
 use serde::{Deserialize, Serialize};
 
@@ -15,14 +18,14 @@ pub struct Tag {
     pub value: String,
 }
 
-/// Checks the model's tag pattern `[\p{L}\p{Z}\p{N}_.:/=+\-@]*`.
+/// Checks the model's tag pattern: letters, separators and numbers are Unicode general
+/// categories, which Rust's `is_alphabetic` and `is_whitespace` are wider than (they accept
+/// combining marks and control characters such as U+000B).
 fn tag_chars_ok(value: &str) -> bool {
-    value.chars().all(|c| {
-        c.is_alphabetic()
-            || c.is_numeric()
-            || c.is_whitespace() && c != '\n' && c != '\r' && c != '\t'
-            || "_.:/=+-@".contains(c)
-    })
+    static PATTERN: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(r"^[\p{L}\p{Z}\p{N}_.:/=+\-@]*$").expect("the tag pattern is valid")
+    });
+    PATTERN.is_match(value)
 }
 
 impl Tag {
@@ -101,10 +104,11 @@ mod tests {
                 ("team", "vision"),
                 ("cost-center", "a/b:c=d+e@f"),
                 ("équipe", ""),
+                ("チーム", "٣ Ⅻ\u{a0}x"),
             ]),
             &mut violations,
         );
-        assert_eq!(tags.map(|t| t.len()), Some(3));
+        assert_eq!(tags.map(|t| t.len()), Some(4));
     }
 
     #[test]
@@ -114,6 +118,12 @@ mod tests {
             ("a;b", "v"),
             ("k", "v<script>"),
             ("aws:team", "v"),
+            // White space and letters to Rust, but control characters and a combining mark
+            // to the model's pattern.
+            ("k", "a\u{b}b"),
+            ("k", "\u{85}"),
+            ("k\u{c}", "v"),
+            ("k", "\u{345}"),
         ] {
             let mut violations = Violations::default();
             assert!(

@@ -241,13 +241,13 @@ pub struct ResourceTag {
     #[schema(
         min_length = 1,
         max_length = 128,
-        pattern = r##"^(?![aA][wW][sS]:)[^\x00-\x1f\x7f!"#$%&'()*,;<>?\[\\\]^`{|}~]+$"##
+        pattern = r##"^(?![aA][wW][sS]:)[^\x00-\x1f\x7f-\x9f!"#$%&'()*,;<>?\[\\\]^`{|}~]+$"##
     )]
     pub key: String,
     /// Up to 256 letters, digits, spaces and `_ . : / = + - @`.
     #[schema(
         max_length = 256,
-        pattern = r##"^[^\x00-\x1f\x7f!"#$%&'()*,;<>?\[\\\]^`{|}~]*$"##
+        pattern = r##"^[^\x00-\x1f\x7f-\x9f!"#$%&'()*,;<>?\[\\\]^`{|}~]*$"##
     )]
     pub value: String,
 }

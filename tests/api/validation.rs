@@ -200,6 +200,15 @@ async fn create_rejects_each_model_violation() {
             "tags[0].value",
         ),
         (
+            // A combining mark, which SageMaker's pattern rejects.
+            with(
+                base.clone(),
+                "tags",
+                json!([{"key": "k", "value": "\u{345}"}]),
+            ),
+            "tags[0].value",
+        ),
+        (
             with(
                 base.clone(),
                 "tags",
