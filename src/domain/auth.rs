@@ -162,7 +162,7 @@ impl OidcConfig {
             ("client_id", fields.client_id),
             ("client_secret", fields.client_secret),
         ] {
-            let member = format!("{field}.{name}");
+            let member = super::member(field, name);
             ok &= violations
                 .check(
                     check_length(&member, value, 1, 1024)
@@ -179,15 +179,15 @@ impl OidcConfig {
             ("jwks_uri", fields.jwks_uri),
         ] {
             ok &= violations
-                .check(check_https_url(&format!("{field}.{name}"), value))
+                .check(check_https_url(&super::member(field, name), value))
                 .is_some();
         }
         if let Some(scope) = fields.scope {
             ok &= violations
-                .check(check_scope(&format!("{field}.scope"), scope))
+                .check(check_scope(&super::member(field, "scope"), scope))
                 .is_some();
         }
-        let params_field = format!("{field}.authentication_request_extra_params");
+        let params_field = super::member(field, "authentication_request_extra_params");
         let params = fields.authentication_request_extra_params;
         if params.len() > MAX_EXTRA_PARAMS {
             violations.push(

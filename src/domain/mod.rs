@@ -109,3 +109,13 @@ pub(crate) fn check_printable_ascii(field: &str, value: &str) -> Result<(), Fiel
         ))
     }
 }
+
+/// Returns the path of a member of `parent` for error messages, such as `vpc_config.subnets`.
+/// An empty parent stands for the request body itself.
+pub fn member(parent: &str, name: &str) -> String {
+    if parent.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{parent}.{name}")
+    }
+}

@@ -34,16 +34,16 @@ impl VpcConfig {
         subnets: &[String],
         violations: &mut Violations,
     ) -> Option<Self> {
-        let vpc_id = violations.check(VpcId::parse(&format!("{field}.vpc_id"), vpc_id));
+        let vpc_id = violations.check(VpcId::parse(&super::member(field, "vpc_id"), vpc_id));
         let security_group_ids = parse_id_list(
-            &format!("{field}.security_group_ids"),
+            &super::member(field, "security_group_ids"),
             security_group_ids,
             MAX_SECURITY_GROUPS,
             SecurityGroupId::parse,
             violations,
         );
         let subnets = parse_id_list(
-            &format!("{field}.subnets"),
+            &super::member(field, "subnets"),
             subnets,
             MAX_SUBNETS,
             SubnetId::parse,

@@ -140,6 +140,10 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
+/// Most field errors that one problem lists, which keeps a problem far below the size that
+/// the middleware rewrites.
+const MAX_LISTED_ERRORS: usize = 50;
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let problem = match &self {
@@ -156,15 +160,20 @@ impl IntoResponse for ApiError {
             Self::Validation(errors) => {
                 let count = errors.len();
                 let noun = if count == 1 { "field is" } else { "fields are" };
+                let listed = if count > MAX_LISTED_ERRORS {
+                    format!(" (the first {MAX_LISTED_ERRORS} are listed)")
+                } else {
+                    String::new()
+                };
                 let mut problem = Problem::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "validation-error",
                     "Invalid request",
                     format!(
-                        "{count} {noun} invalid; fix them as each reason says and send the request again"
+                        "{count} {noun} invalid{listed}; fix them as each reason says and send the request again"
                     ),
                 );
-                problem.errors = errors.clone();
+                problem.errors = errors.iter().take(MAX_LISTED_ERRORS).cloned().collect();
                 problem
             }
             Self::Unauthenticated { invalid_token } => Problem::new(

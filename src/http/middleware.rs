@@ -279,9 +279,16 @@ fn problem_for_status(status: StatusCode, body: &[u8]) -> Problem {
             } else {
                 text.trim().to_owned()
             };
+            let kind = match status {
+                StatusCode::METHOD_NOT_ALLOWED => "method-not-allowed",
+                StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported-media-type",
+                StatusCode::UNPROCESSABLE_ENTITY => "validation-error",
+                StatusCode::URI_TOO_LONG => "uri-too-long",
+                _ => "bad-request",
+            };
             Problem::new(
                 status,
-                "bad-request",
+                kind,
                 status.canonical_reason().unwrap_or("Request rejected"),
                 detail,
             )

@@ -146,7 +146,8 @@ pub async fn check_vpc_config(
 ) -> Result<axum::Json<VpcConfigCheckResponse>, ApiError> {
     let region = state.region(&path.region)?;
     let mut violations = Violations::default();
-    let parsed = request.parse("vpc_config", &mut violations);
+    // The body is the configuration itself, so field paths start at its members.
+    let parsed = request.parse("", &mut violations);
     let config = violations
         .finish(|| parsed)
         .map_err(ApiError::Validation)?

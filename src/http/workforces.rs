@@ -373,7 +373,8 @@ pub async fn put_vpc_config(
 ) -> Result<Response, ApiError> {
     let (region, name) = path.parse(&state)?;
     let mut violations = Violations::default();
-    let parsed = request.parse("vpc_config", &mut violations);
+    // The body is the configuration itself, so field paths start at its members.
+    let parsed = request.parse("", &mut violations);
     let vpc_config = violations
         .finish(|| parsed)
         .map_err(ApiError::Validation)?
@@ -541,7 +542,8 @@ pub async fn put_oidc_config(
 ) -> Result<Response, ApiError> {
     let (region, name) = path.parse(&state)?;
     let mut violations = Violations::default();
-    let parsed = request.parse("oidc_config", &mut violations);
+    // The body is the configuration itself, so field paths start at its members.
+    let parsed = request.parse("", &mut violations);
     let config = violations
         .finish(|| parsed)
         .map_err(ApiError::Validation)?

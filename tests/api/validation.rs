@@ -256,6 +256,32 @@ async fn create_reports_every_invalid_field_at_once() {
     assert_nothing_written(&app).await;
 }
 
+/// A body with hundreds of invalid fields gets a problem that lists the first 50 and counts
+/// them all, rather than one too large to send.
+#[tokio::test]
+async fn create_lists_first_fifty_errors() {
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    let tags: Vec<_> = (0..300)
+        .map(|_| json!({"key": "aws:x", "value": "<"}))
+        .collect();
+    let body = with(cognito_workforce("labelers"), "tags", json!(tags));
+    let (status, problem) = app.create_workforce(body).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(problem["type"], "/problems/validation-error", "{problem}");
+    assert_eq!(problem["errors"].as_array().unwrap().len(), 50, "{problem}");
+    // 300 keys, 300 values and the length of the list.
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("601 fields are invalid (the first 50 are listed)"),
+        "{detail}"
+    );
+    assert_nothing_written(&app).await;
+}
+
 #[tokio::test]
 async fn changes_reject_invalid_bodies() {
     let app = TestApp::spawn_with(TestOptions {
@@ -269,7 +295,7 @@ async fn changes_reject_invalid_bodies() {
             Method::PUT,
             "vpc-config",
             json!({"vpc_id": VPC, "security_group_ids": [SG_1], "subnets": []}),
-            "vpc_config.subnets",
+            "subnets",
         ),
         (
             Method::PUT,
@@ -281,7 +307,7 @@ async fn changes_reject_invalid_bodies() {
             Method::PUT,
             "oidc-config",
             with(oidc_config("s"), "token_endpoint", json!("ftp://x")),
-            "oidc_config.token_endpoint",
+            "token_endpoint",
         ),
     ];
     for (method, suffix, body, field) in cases {

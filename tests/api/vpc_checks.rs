@@ -446,7 +446,7 @@ async fn check_rejects_invalid_body() {
     let (status, problem) = check(&app, config(VPC, &[SG_1], &[])).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
     assert_eq!(problem["type"], "/problems/validation-error");
-    assert_eq!(problem["errors"][0]["field"], "vpc_config.subnets");
+    assert_eq!(problem["errors"][0]["field"], "subnets");
 }
 
 #[tokio::test]
