@@ -284,8 +284,8 @@ impl Authenticator {
         {
             return Err(ApiError::RateLimited {
                 detail: format!(
-                    "this address sent too many unknown API keys; retry in {} seconds",
-                    retry_after.as_secs().max(1)
+                    "this address sent too many unknown API keys; retry in {}",
+                    whole_seconds(retry_after)
                 ),
                 retry_after,
             });
@@ -398,11 +398,10 @@ pub async fn authorize(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| {
-            value
-                .strip_prefix("Bearer ")
-                .or_else(|| value.strip_prefix("bearer "))
-        })
+        // Authentication schemes are case-insensitive (RFC 9110, section 11.1).
+        .and_then(|value| value.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token)
         .map(str::trim)
         .filter(|token| !token.is_empty());
     let Some(token) = token else {
@@ -422,8 +421,8 @@ pub async fn authorize(
     {
         let limited = ApiError::RateLimited {
             detail: format!(
-                "this credential sent more requests than its rate limit allows; retry in {} seconds",
-                retry_after.as_secs().max(1)
+                "this credential sent more requests than its rate limit allows; retry in {}",
+                whole_seconds(retry_after)
             ),
             retry_after,
         };
@@ -519,5 +518,13 @@ impl DeniedChange<'_> {
         if let Err(error) = written {
             tracing::error!(request_id = self.request_id, actor = %self.principal.actor, error = %error, "failed to record a denied change in the audit log");
         }
+    }
+}
+
+/// Formats a wait for a message in the whole seconds that `Retry-After` sends.
+fn whole_seconds(wait: std::time::Duration) -> String {
+    match crate::http::error::retry_after_seconds(wait) {
+        1 => "1 second".to_owned(),
+        seconds => format!("{seconds} seconds"),
     }
 }

@@ -140,6 +140,13 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
+/// Returns a wait in whole seconds for `Retry-After`: rounded up, so that a client does not
+/// retry too early, and at least one.
+pub(crate) fn retry_after_seconds(wait: std::time::Duration) -> u64 {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    seconds.max(1)
+}
+
 /// Most field errors that one problem lists, which keeps a problem far below the size that
 /// the middleware rewrites.
 const MAX_LISTED_ERRORS: usize = 50;
@@ -295,7 +302,7 @@ impl IntoResponse for ApiError {
             );
         }
         if let Self::RateLimited { retry_after, .. } = &self {
-            let seconds = retry_after.as_secs().max(1).to_string();
+            let seconds = retry_after_seconds(*retry_after).to_string();
             response.headers_mut().insert(
                 header::RETRY_AFTER,
                 HeaderValue::from_str(&seconds).expect("digits are a valid header"),
@@ -307,5 +314,20 @@ impl IntoResponse for ApiError {
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::retry_after_seconds;
+
+    #[test]
+    fn retry_after_rounds_up() {
+        assert_eq!(retry_after_seconds(Duration::ZERO), 1);
+        assert_eq!(retry_after_seconds(Duration::from_millis(300)), 1);
+        assert_eq!(retry_after_seconds(Duration::from_secs(2)), 2);
+        assert_eq!(retry_after_seconds(Duration::from_millis(2_100)), 3);
     }
 }

@@ -136,7 +136,8 @@ pub async fn list_workforces(
     {
         return Err(ApiError::BadRequest {
             detail: format!(
-                "invalid query parameter status: '{status}' is not one of {}",
+                "invalid query parameter status: '{}' is not one of {}",
+                crate::domain::truncate_for_message(status),
                 AWS_STATUSES.join(", ")
             ),
             errors: vec![crate::domain::FieldError::new(

@@ -412,6 +412,20 @@ async fn admin_manages_keys_through_api() {
             .status(),
         StatusCode::OK
     );
+    // The scheme is case-insensitive, and only the bearer scheme carries a key.
+    for (authorization, expected) in [
+        (format!("BEARER {key}"), StatusCode::OK),
+        (format!("Basic {key}"), StatusCode::UNAUTHORIZED),
+    ] {
+        let status = reqwest::Client::new()
+            .get(format!("{}/v1/workforces", app.base_url))
+            .header("authorization", &authorization)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, expected, "{}", &authorization[..6]);
+    }
     let (status, _, _) = app
         .request(
             Method::DELETE,

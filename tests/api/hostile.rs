@@ -25,6 +25,9 @@ async fn assert_rejected(app: &TestApp, label: &str, request: reqwest::RequestBu
         .await
         .unwrap_or_else(|error| panic!("{label}: {error}"));
     assert!(problem["request_id"].is_string(), "{label}: {problem}");
+    // A problem echoes at most a short part of what the client sent.
+    let detail = problem["detail"].as_str().unwrap_or_default();
+    assert!(detail.len() < 1_000, "{label}: {} bytes", detail.len());
     let health = app
         .client
         .get(format!("{}/healthz", app.base_url))
@@ -84,6 +87,7 @@ async fn hostile_requests_change_nothing() {
         ("60 KB path segment", app.client.get(format!("{base}/v1/regions/{REGION}/workforces/{}", "a".repeat(60_000)))),
         ("invalid UTF-8 in the path", app.client.get(format!("{base}/v1/regions/{REGION}/workforces/%FF%FE"))),
         ("SQL in a path segment", app.client.get(format!("{base}/v1/regions/{REGION}/workforces/x'%20or%201=1--"))),
+        ("8,000-character status filter", app.client.get(format!("{base}/v1/workforces?status={}", "A".repeat(8_000)))),
         ("SQL in a query parameter", app.client.get(format!("{base}/v1/operations?workforce_name=x'%20or%201=1--"))),
         ("SQL in a cursor", app.client.get(format!("{base}/v1/audit-events?cursor=1%20or%201=1"))),
         // "us-east-1\n\0": the form of a workforce cursor, with a NUL as the name.
