@@ -1,8 +1,8 @@
 //! Background workers that carry operations to SageMaker and wait for the result.
 //!
 //! A worker claims a due operation with a lease, runs one step (a few AWS calls, never while a
-//! transaction is open), records the result with its audit event in one transaction, and
-//! releases the lease. Each step reads the workforce from AWS before a mutating call, so an
+//! transaction is open) while it renews the lease, records the result with its audit event in
+//! one transaction, and releases the lease. Each step reads the workforce from AWS before a mutating call, so an
 //! operation resumed after a crash or a lost lease never applies its change twice.
 
 use std::sync::Arc;
@@ -172,12 +172,37 @@ impl Worker {
             request_id = operation.request_id.as_deref().unwrap_or_default()
         );
         async {
-            let outcome = self.perform(&operation).await;
+            let outcome = self.perform_with_lease(&operation).await;
             self.record(&operation, outcome).await
         }
         .instrument(span)
         .await?;
         Ok(true)
+    }
+
+    /// Runs [`Self::perform`] and renews the lease every third of its length until the step
+    /// ends. Without the renewal, a step slower than the lease, such as an AWS call that takes
+    /// long to answer, let another worker claim the operation and send the change a second
+    /// time.
+    async fn perform_with_lease(&self, operation: &OperationRow) -> StepOutcome {
+        let period = (self.settings.lease / 3).max(Duration::from_millis(1));
+        let mut renewals = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        renewals.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let step = self.perform(operation);
+        tokio::pin!(step);
+        loop {
+            tokio::select! {
+                outcome = &mut step => return outcome,
+                _ = renewals.tick() => {
+                    let renewed = operations::renew_lease(&self.db, operation.id, &self.id, self.settings.lease).await;
+                    match renewed {
+                        Ok(true) => {}
+                        Ok(false) => tracing::warn!(worker.id = %self.id, operation.id = %operation.id, "lease taken by another worker during the step"),
+                        Err(error) => tracing::warn!(worker.id = %self.id, operation.id = %operation.id, error = %error, "failed to renew the lease; retrying at the next renewal"),
+                    }
+                }
+            }
+        }
     }
 
     /// Takes the SageMaker calls of the operation's next step from the budget. When too few

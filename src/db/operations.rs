@@ -220,6 +220,26 @@ pub async fn lock_if_held(
     .await
 }
 
+/// Extends the lease of a step in progress by `lease` from now, if `worker_id` still holds it.
+/// Returns false when another worker has taken the operation.
+pub async fn renew_lease(
+    executor: impl PgExecutor<'_>,
+    id: Uuid,
+    worker_id: &str,
+    lease: Duration,
+) -> Result<bool, sqlx::Error> {
+    let updated = sqlx::query!(
+        "update operations set locked_until = now() + make_interval(secs => $3)
+          where id = $1 and locked_by = $2 and status = 'running'",
+        id,
+        worker_id,
+        lease.as_secs_f64(),
+    )
+    .execute(executor)
+    .await?;
+    Ok(updated.rows_affected() == 1)
+}
+
 /// Records that the mutating AWS call is about to be sent, if the lease is still held. A worker
 /// that resumes an operation in this phase checks AWS before it sends the call again.
 pub async fn mark_submitting(

@@ -215,6 +215,56 @@ async fn expired_lease_is_finished_by_another_worker() {
     assert_eq!(current["status"], "succeeded");
 }
 
+/// A step that takes longer than the lease keeps it: the worker renews it while the AWS call
+/// is in flight, so another worker cannot claim the operation and send the change again.
+#[tokio::test]
+async fn slow_step_keeps_its_lease() {
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        sandbox_delay_ms: 100,
+        ..Default::default()
+    })
+    .await;
+    let (status, operation) = app.create_workforce(cognito_workforce("labelers")).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let id = operation["id"].as_str().unwrap().to_owned();
+    app.sandbox().set_faults(workforce_sandbox::faults::Faults {
+        latency_ms: 1_500,
+        actions: Some(vec!["CreateWorkforce".to_owned()]),
+        ..Default::default()
+    });
+
+    // A's step lasts five leases. B tries to claim the operation all along.
+    let lease = Duration::from_millis(300);
+    let first = app.manual_worker("worker-a", lease);
+    let second = app.manual_worker("worker-b", lease);
+    let slow_step = tokio::spawn(async move { first.run_once().await.unwrap() });
+    let mut claimed_by_second = 0;
+    while !slow_step.is_finished() {
+        if second.run_once().await.unwrap() {
+            claimed_by_second += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(slow_step.await.unwrap(), "A ran a step");
+    assert_eq!(claimed_by_second, 0, "B claimed during A's step");
+    assert_eq!(app.sandbox().call_count("CreateWorkforce"), 1);
+
+    app.sandbox().set_faults(Default::default());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        second.run_once().await.unwrap();
+        let (_, current) = app.get(&format!("/v1/operations/{id}")).await;
+        if current["status"] == "succeeded" {
+            break;
+        }
+        assert_ne!(current["status"], "failed", "{current}");
+        assert!(tokio::time::Instant::now() < deadline, "{current}");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    assert_eq!(app.sandbox().call_count("CreateWorkforce"), 1);
+}
+
 #[tokio::test]
 async fn racing_workers_never_share_an_operation() {
     let app = TestApp::spawn_with(TestOptions {
