@@ -181,9 +181,8 @@ impl Worker {
     }
 
     /// Runs [`Self::perform`] and renews the lease every third of its length until the step
-    /// ends. Without the renewal, a step slower than the lease, such as an AWS call that takes
-    /// long to answer, let another worker claim the operation and send the change a second
-    /// time.
+    /// ends, so that a slow AWS call does not let another worker claim the operation and send
+    /// the change a second time.
     async fn perform_with_lease(&self, operation: &OperationRow) -> StepOutcome {
         let period = (self.settings.lease / 3).max(Duration::from_millis(1));
         let mut renewals = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
