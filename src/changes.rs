@@ -6,6 +6,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::db::audit::{self, NewAuditEvent};
+use crate::db::idempotency;
 use crate::db::is_unique_violation;
 use crate::db::operations::{self, NewOperation, OperationRow};
 use crate::db::workforces::{self, NewWorkforce, WorkforceRow};
@@ -313,7 +314,12 @@ impl<'a> Acceptor<'a> {
         )
         .await;
         match inserted {
-            Ok(operation) => Ok(operation),
+            Ok(operation) => {
+                if let Some((caller, key)) = crate::http::idempotency::linked_key() {
+                    idempotency::link_operation(&mut *tx, &caller, &key, operation.id).await?;
+                }
+                Ok(operation)
+            }
             Err(error) if is_unique_violation(&error, operations::ONE_UNFINISHED_PER_WORKFORCE) => {
                 Err(ApiError::Conflict {
                     detail: String::new(),

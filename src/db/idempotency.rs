@@ -10,6 +10,7 @@ pub struct StoredRequest {
     pub status_code: Option<i32>,
     pub response_body: Option<Vec<u8>>,
     pub location: Option<String>,
+    pub operation_id: Option<uuid::Uuid>,
     pub in_progress_expired: bool,
     pub expired: bool,
 }
@@ -45,8 +46,9 @@ pub async fn find(
 ) -> Result<Option<StoredRequest>, sqlx::Error> {
     sqlx::query_as!(
         StoredRequest,
-        r#"select request_hash, status_code, response_body, location,
-                  (status_code is null and locked_until < now()) as "in_progress_expired!",
+        r#"select request_hash, status_code, response_body, location, operation_id,
+                  (status_code is null and operation_id is null and locked_until < now())
+                      as "in_progress_expired!",
                   (expires_at < now()) as "expired!"
              from idempotency_keys where caller = $1 and key = $2"#,
         caller,
@@ -68,10 +70,11 @@ pub async fn take_over(
     let taken = sqlx::query!(
         "update idempotency_keys
             set request_hash = $3, status_code = null, response_body = null, location = null,
-                locked_until = now() + make_interval(secs => $4), created_at = now(),
+                operation_id = null, locked_until = now() + make_interval(secs => $4), created_at = now(),
                 expires_at = now() + make_interval(secs => $5)
           where caller = $1 and key = $2
-            and (expires_at < now() or (status_code is null and locked_until < now()))",
+            and (expires_at < now()
+                 or (status_code is null and operation_id is null and locked_until < now()))",
         caller,
         key,
         request_hash,
@@ -105,14 +108,33 @@ pub async fn store_response(
     Ok(())
 }
 
-/// Frees a key whose request failed on the server side, so that a retry runs it again.
+/// Records the operation that the key's request created, in the transaction that creates it.
+pub async fn link_operation(
+    executor: impl PgExecutor<'_>,
+    caller: &str,
+    key: &str,
+    operation_id: uuid::Uuid,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "update idempotency_keys set operation_id = $3 where caller = $1 and key = $2",
+        caller,
+        key,
+        operation_id,
+    )
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
+/// Frees a key whose request did not create anything, so that a retry runs it again.
 pub async fn release(
     executor: impl PgExecutor<'_>,
     caller: &str,
     key: &str,
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
-        "delete from idempotency_keys where caller = $1 and key = $2 and status_code is null",
+        "delete from idempotency_keys
+          where caller = $1 and key = $2 and status_code is null and operation_id is null",
         caller,
         key
     )

@@ -3,7 +3,13 @@
 //!
 //! The first request claims the key in the database, so concurrent repeats cannot both run
 //! the handler. They wait for the first response and replay it. The same key with another
-//! method, path or body is rejected with 422. Server errors free the key, so a retry runs again.
+//! method, path or body is rejected with 422. A response other than a success frees the key,
+//! so a retry runs again, because a rejection may depend on headers or on the workforce's
+//! state, which the key does not cover.
+//!
+//! The operation that a keyed change creates is linked to the key in the transaction that
+//! creates it. A repeat of a change whose first request ended before its response was stored,
+//! such as by a crash, gets `202` with that operation rather than a second one.
 
 use std::time::Duration;
 
@@ -27,8 +33,28 @@ const REPLAYED: HeaderName = HeaderName::from_static("idempotency-replayed");
 const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// How long a claimed key waits for its first request before a repeat may take over.
 const FIRST_REQUEST_LOCK: Duration = Duration::from_secs(60);
-/// How long a repeat waits for the first request's response.
-const REPEAT_WAIT: Duration = Duration::from_secs(30);
+/// Maximum time a repeat waits for the first request's response. The wait also ends two
+/// seconds before the request timeout, so that the repeat gets a 409 rather than a 503.
+const MAX_REPEAT_WAIT: Duration = Duration::from_secs(30);
+
+/// The caller and key of the keyed request in progress, read by [`linked_key`].
+#[derive(Clone)]
+struct ClaimedKey {
+    caller: String,
+    key: String,
+}
+
+tokio::task_local! {
+    static CLAIMED_KEY: ClaimedKey;
+}
+
+/// Returns the caller and idempotency key of the request that the current task handles, if
+/// it carries one, so that an operation it creates can be linked to the key.
+pub fn linked_key() -> Option<(String, String)> {
+    CLAIMED_KEY
+        .try_with(|claimed| (claimed.caller.clone(), claimed.key.clone()))
+        .ok()
+}
 
 fn invalid_key(reason: &str) -> Response {
     ApiError::BadRequest {
@@ -61,8 +87,9 @@ fn replay(status: i32, body: Vec<u8>, location: Option<String>) -> Response {
     response
 }
 
-/// Applies idempotency keys to changes (`POST`, `PUT`, `DELETE` under `/v1/`).
-pub async fn apply(state: &AppState, request: Request, next: Next) -> Response {
+/// Applies idempotency keys to changes (`POST`, `PUT`, `DELETE` under `/v1/`). A repeat
+/// waits for the first response until two seconds before `timeout`, the request timeout.
+pub async fn apply(state: &AppState, request: Request, next: Next, timeout: Duration) -> Response {
     let is_change = matches!(
         *request.method(),
         Method::POST | Method::PUT | Method::DELETE
@@ -78,11 +105,19 @@ pub async fn apply(state: &AppState, request: Request, next: Next) -> Response {
         );
     }
     // Boxed, so that the future of every other request stays small.
-    Box::pin(keyed_change(state.clone(), request, next)).await
+    let repeat_wait = timeout
+        .saturating_sub(Duration::from_secs(2))
+        .min(MAX_REPEAT_WAIT);
+    Box::pin(keyed_change(state.clone(), request, next, repeat_wait)).await
 }
 
 /// Handles a change that carries an idempotency key.
-async fn keyed_change(state: AppState, request: Request, next: Next) -> Response {
+async fn keyed_change(
+    state: AppState,
+    request: Request,
+    next: Next,
+    repeat_wait: Duration,
+) -> Response {
     let Some(key) = request.headers().get(IDEMPOTENCY_KEY).cloned() else {
         return next.run(request).await;
     };
@@ -110,7 +145,7 @@ async fn keyed_change(state: AppState, request: Request, next: Next) -> Response
     let request_hash = hasher.finalize().to_vec();
     let ttl = state.idempotency_ttl;
 
-    let deadline = tokio::time::Instant::now() + REPEAT_WAIT;
+    let deadline = tokio::time::Instant::now() + repeat_wait;
     loop {
         match idempotency::claim(
             &state.db,
@@ -157,6 +192,9 @@ async fn keyed_change(state: AppState, request: Request, next: Next) -> Response
         if let (Some(status), Some(body)) = (stored.status_code, stored.response_body) {
             return replay(status, body, stored.location);
         }
+        if let Some(operation_id) = stored.operation_id {
+            return replay_operation(&state, operation_id).await;
+        }
         if tokio::time::Instant::now() >= deadline {
             return ApiError::Conflict {
                 detail: "the first request with this Idempotency-Key is still being handled; repeat it later".to_owned(),
@@ -175,11 +213,18 @@ async fn keyed_change(state: AppState, request: Request, next: Next) -> Response
         key: key.clone(),
         release_on_drop: true,
     };
-    let response = next
-        .run(Request::from_parts(parts, Body::from(bytes)))
+    let claimed = ClaimedKey {
+        caller: caller.clone(),
+        key: key.clone(),
+    };
+    let response = CLAIMED_KEY
+        .scope(
+            claimed,
+            next.run(Request::from_parts(parts, Body::from(bytes))),
+        )
         .await;
     let status = response.status();
-    if status.is_server_error() {
+    if !status.is_success() {
         // Freed before the response, so that an immediate retry runs again. On a failure the
         // claim retries in the background.
         if idempotency::release(&state.db, &caller, &key).await.is_ok() {
@@ -214,6 +259,28 @@ async fn keyed_change(state: AppState, request: Request, next: Next) -> Response
     }
     response_parts.headers.remove(header::CONTENT_LENGTH);
     Response::from_parts(response_parts, Body::from(body))
+}
+
+/// Returns the response to a repeat whose first request created an operation but stored no
+/// response: `202` with the operation as it is now.
+async fn replay_operation(state: &AppState, operation_id: uuid::Uuid) -> Response {
+    match crate::db::operations::find(&state.db, operation_id).await {
+        Ok(Some(operation)) => {
+            let mut response = super::workforces::accepted(&operation);
+            response
+                .headers_mut()
+                .insert(REPLAYED, HeaderValue::from_static("true"));
+            response
+        }
+        Ok(None) => {
+            tracing::error!(operation.id = %operation_id, "an idempotency key names an operation that does not exist");
+            ApiError::Internal(anyhow::anyhow!(
+                "operation {operation_id} of an idempotency key is missing"
+            ))
+            .into_response()
+        }
+        Err(error) => ApiError::from(error).into_response(),
+    }
 }
 
 /// A claimed key whose request has no stored response yet. Dropping it while

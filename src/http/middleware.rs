@@ -206,7 +206,7 @@ impl RequestPipeline {
                 return rejection.response;
             }
         }
-        super::idempotency::apply(&self.state, request, next).await
+        super::idempotency::apply(&self.state, request, next, self.timeout).await
     }
 }
 

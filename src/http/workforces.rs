@@ -56,7 +56,7 @@ async fn accept_change(
 }
 
 /// Returns `202 Accepted` with the operation and its URL in `Location`.
-fn accepted(operation: &OperationRow) -> Response {
+pub(crate) fn accepted(operation: &OperationRow) -> Response {
     let location = format!("/v1/operations/{}", operation.id);
     let mut response = (
         StatusCode::ACCEPTED,

@@ -282,3 +282,117 @@ async fn idempotency_key_freed_after_timeout() {
     assert_eq!(status, StatusCode::ACCEPTED, "{created}");
     assert_eq!(app.count_rows("operations").await, 1);
 }
+
+/// A process that dies after it commits a keyed change, but before it stores the response,
+/// leaves the key linked to the operation. The repeat gets that operation, not a second one.
+#[tokio::test]
+async fn repeat_after_crash_gets_first_operation() {
+    let app = TestApp::spawn().await;
+    app.create_active_workforce("labelers", None).await;
+    let path = format!("/v1/regions/{REGION}/workforces/labelers/source-ip-config");
+    let body = json!({"cidrs": ["10.0.0.0/16"]});
+    let (status, _, first) =
+        send_with_key(&app, Method::PUT, &path, "crash-1", Some(body.clone())).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{first}");
+    let linked: Option<uuid::Uuid> =
+        sqlx::query_scalar("select operation_id from idempotency_keys where key = 'crash-1'")
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(
+        linked.map(|id| id.to_string()),
+        first["id"].as_str().map(str::to_owned)
+    );
+
+    // The state that a crash between the commit and the stored response leaves, with the
+    // first request's lock expired.
+    sqlx::query(
+        "update idempotency_keys
+            set status_code = null, response_body = null, location = null,
+                locked_until = now() - interval '1 second'
+          where key = 'crash-1'",
+    )
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let operations = app.count_rows("operations").await;
+    let (status, headers, repeated) =
+        send_with_key(&app, Method::PUT, &path, "crash-1", Some(body)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{repeated}");
+    assert_eq!(repeated["id"], first["id"]);
+    assert_eq!(headers["idempotency-replayed"], "true");
+    assert_eq!(
+        headers["location"].to_str().unwrap(),
+        format!("/v1/operations/{}", first["id"].as_str().unwrap())
+    );
+    assert_eq!(app.count_rows("operations").await, operations);
+}
+
+/// Only a success is replayed. A rejection, which may depend on headers or on the
+/// workforce's state, frees the key, so the corrected request runs with the same key.
+#[tokio::test]
+async fn rejection_frees_the_key() {
+    let app = TestApp::spawn().await;
+    app.create_active_workforce("labelers", None).await;
+    let url = format!(
+        "{}/v1/regions/{REGION}/workforces/labelers/source-ip-config",
+        app.base_url
+    );
+    let body = r#"{"cidrs": ["10.0.0.0/16"]}"#;
+    let without_type = app
+        .client
+        .put(&url)
+        .header("idempotency-key", "fixed-1")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(without_type.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(app.count_rows("idempotency_keys").await, 0);
+
+    let corrected = app
+        .client
+        .put(&url)
+        .header("idempotency-key", "fixed-1")
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(corrected.status(), StatusCode::ACCEPTED);
+    assert!(corrected.headers().get("idempotency-replayed").is_none());
+}
+
+/// A repeat of a request still in progress gets 409 before the request timeout would end it
+/// with 503.
+#[tokio::test]
+async fn repeat_of_slow_request_gets_conflict() {
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        extra_args: vec!["--request-timeout-seconds=4".to_owned()],
+        ..Default::default()
+    })
+    .await;
+    let path = format!("/v1/regions/{REGION}/workforces");
+    let body = cognito_workforce("slow");
+    let mut blocker = app.db.begin().await.unwrap();
+    sqlx::query("lock table workforces in access exclusive mode")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let first = {
+        let request = app
+            .client
+            .post(format!("{}{path}", app.base_url))
+            .header("idempotency-key", "slow-2")
+            .json(&body);
+        tokio::spawn(async move { request.send().await.unwrap().status() })
+    };
+    // The first request claims the key before it waits on the lock.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (status, _, problem) = send_with_key(&app, Method::POST, &path, "slow-2", Some(body)).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    // Released within the timeout, the first request completes.
+    blocker.rollback().await.unwrap();
+    assert_eq!(first.await.unwrap(), StatusCode::ACCEPTED);
+}
