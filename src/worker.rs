@@ -853,17 +853,24 @@ pub async fn listen_for_work(
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                received = listener.recv() => match received {
-                    Ok(notification) if notification.channel() == cache::INVALIDATION_CHANNEL => {
+                // `recv` would reconnect silently and lose the notifications sent meanwhile;
+                // `try_recv` returns None instead, and the new listener above resets the cache.
+                received = listener.try_recv() => match received {
+                    Ok(Some(notification)) if notification.channel() == cache::INVALIDATION_CHANNEL => {
                         cache.invalidate(&Invalidation::parse(notification.payload()));
                     }
-                    Ok(notification) if notification.channel() == CHANGED_CHANNEL => {
+                    Ok(Some(notification)) if notification.channel() == CHANGED_CHANNEL => {
                         match notification.payload().parse() {
                             Ok(id) => watchers.announce(id),
                             Err(_) => watchers.announce_all(),
                         }
                     }
-                    Ok(_) => wake.notify_waiters(),
+                    Ok(Some(_)) => wake.notify_waiters(),
+                    Ok(None) => {
+                        cache.listening_stopped();
+                        tracing::warn!("lost the notification connection; reconnecting");
+                        break;
+                    }
                     Err(error) => {
                         cache.listening_stopped();
                         tracing::warn!(error = %error, "lost the notification connection; reconnecting");

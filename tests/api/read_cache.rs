@@ -212,3 +212,40 @@ async fn cache_can_be_turned_off() {
         StatusCode::UNAUTHORIZED
     );
 }
+
+/// A change committed while the notification connection is lost is not announced. The cache
+/// is emptied when the connection drops, so the next read is fresh.
+#[tokio::test]
+async fn change_during_lost_connection_reads_fresh() {
+    let app = TestApp::spawn().await;
+    app.create_active_workforce("cached", None).await;
+    let path = format!("/v1/regions/{REGION}/workforces/cached");
+    let (_, _, first) = app.request(Method::GET, &path, None).await;
+    assert_eq!(first["failure_reason"], Value::Null, "{first}");
+
+    // One transaction ends the listener's connection and changes the workforce, so that its
+    // notification goes out when nobody listens.
+    let mut tx = app.db.begin().await.unwrap();
+    sqlx::query(
+        "update workforces set failure_reason = 'changed while nobody listened', revision = revision + 1
+          where region = $1 and name = 'cached'",
+    )
+    .bind(REGION)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    let ended: i64 = sqlx::query_scalar(
+        "select count(*) from (select pg_terminate_backend(pid) from pg_stat_activity
+          where datname = current_database() and query ilike 'listen%') ended",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    assert_eq!(ended, 1, "one listening connection");
+    tx.commit().await.unwrap();
+
+    // Without the reset, the copy would be served until its maximum age of 5 s.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, _, body) = app.request(Method::GET, &path, None).await;
+    assert_eq!(body["failure_reason"], "changed while nobody listened");
+}
