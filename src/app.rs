@@ -178,6 +178,7 @@ pub async fn start(config: &ServeConfig, listener: TcpListener) -> anyhow::Resul
             .min(crate::http::operations::MAX_WAIT),
     );
 
+    let budget = CallBudget::new(db.clone(), &config.aws_account, config.aws_calls_per_second);
     let workers_running = Arc::new(AtomicBool::new(false));
     let cache = ReadCache::new(Duration::from_millis(config.read_cache_max_age_ms));
     let state = AppState::new(Shared {
@@ -194,6 +195,7 @@ pub async fn start(config: &ServeConfig, listener: TcpListener) -> anyhow::Resul
         workers_running: workers_running.clone(),
         watchers: watchers.clone(),
         cache: cache.clone(),
+        budget: budget.clone(),
     });
 
     let shutdown = CancellationToken::new();
@@ -213,7 +215,6 @@ pub async fn start(config: &ServeConfig, listener: TcpListener) -> anyhow::Resul
         poll_max: Duration::from_millis(config.poll_max_ms),
         idle_poll: Duration::from_millis(config.idle_poll_ms),
     };
-    let budget = CallBudget::new(db.clone(), &config.aws_account, config.aws_calls_per_second);
     let process_id = uuid::Uuid::new_v4().simple().to_string();
     for index in 0..config.workers {
         let worker = Worker::new(

@@ -160,8 +160,9 @@ pub struct ServeConfig {
     pub poll_max_ms: u64,
 
     /// SageMaker calls per second allowed for each region of the AWS account, shared by every
-    /// worker of every process on the database (0 turns the limit off, otherwise at least 3,
-    /// the calls of one submitting step).
+    /// worker and refresh of every process on the database (0 turns the limit off, otherwise
+    /// at least 3, the calls of one submitting step). The SDK does not retry, so every
+    /// attempt counts.
     #[arg(long, env = "WORKFORCE_AWS_CALLS_PER_SECOND", default_value_t = 5)]
     pub aws_calls_per_second: u32,
 

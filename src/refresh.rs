@@ -42,8 +42,20 @@ pub fn refresh_if_stale(state: &AppState, region: &Region, row: &workforces::Wor
     }
     let state = state.clone();
     tokio::spawn(async move {
-        if let Err(error) = refresh_workforce(&state.db, &state.aws, &key.0, &key.1).await {
-            tracing::info!(workforce.name = %key.1, aws.region = %key.0, error = %format!("{error:#}"), "failed to refresh a workforce from AWS");
+        // A refresh is one DescribeWorkforce. When the budget is spent, the refresh is
+        // skipped, and the next read of the stale record tries again.
+        match state.budget.try_take(key.0.as_str(), 1).await {
+            Ok(true) => {
+                if let Err(error) = refresh_workforce(&state.db, &state.aws, &key.0, &key.1).await {
+                    tracing::info!(workforce.name = %key.1, aws.region = %key.0, error = %format!("{error:#}"), "failed to refresh a workforce from AWS");
+                }
+            }
+            Ok(false) => {
+                tracing::debug!(workforce.name = %key.1, aws.region = %key.0, "SageMaker call budget spent; skipped a refresh");
+            }
+            Err(error) => {
+                tracing::info!(workforce.name = %key.1, aws.region = %key.0, error = %error, "failed to take a refresh from the call budget");
+            }
         }
         state
             .cache

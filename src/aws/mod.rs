@@ -88,7 +88,13 @@ impl Aws {
             clients.insert(
                 region.clone(),
                 RegionClients {
-                    sagemaker: aws_sdk_sagemaker::Client::new(&config),
+                    // No retries inside the SDK: each attempt is a call that the shared budget
+                    // must count, so a worker retries a failed step through the budget.
+                    sagemaker: aws_sdk_sagemaker::Client::from_conf(
+                        aws_sdk_sagemaker::config::Builder::from(&config)
+                            .retry_config(aws_config::retry::RetryConfig::disabled())
+                            .build(),
+                    ),
                     ec2: match ec2_endpoint_url {
                         Some(url) => aws_sdk_ec2::Client::from_conf(
                             aws_sdk_ec2::config::Builder::from(&config)

@@ -75,6 +75,8 @@ pub struct Shared {
     /// Copies of API keys, workforces and operations, dropped when PostgreSQL announces a
     /// change.
     pub cache: crate::cache::ReadCache,
+    /// The SageMaker calls per second that all processes share, which refreshes also take from.
+    pub budget: crate::budget::CallBudget,
 }
 
 impl AppState {

@@ -265,6 +265,29 @@ async fn slow_step_keeps_its_lease() {
     assert_eq!(app.sandbox().call_count("CreateWorkforce"), 1);
 }
 
+/// A throttled call is not retried inside the SDK, where the shared call budget would not
+/// count it: the step ends, and the worker retries it later through the budget.
+#[tokio::test]
+async fn throttled_call_is_sent_once_per_step() {
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    let (status, _) = app.create_workforce(cognito_workforce("labelers")).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    app.sandbox().reset_call_counts();
+    app.sandbox().set_faults(workforce_sandbox::faults::Faults {
+        throttle_ratio: 1.0,
+        actions: Some(vec!["DescribeWorkforce".to_owned()]),
+        ..Default::default()
+    });
+    let worker = app.manual_worker("worker-a", Duration::from_secs(30));
+    assert!(worker.run_once().await.unwrap(), "a step ran");
+    assert_eq!(app.sandbox().call_count("DescribeWorkforce"), 1);
+    assert_eq!(app.sandbox().call_count("CreateWorkforce"), 0);
+}
+
 #[tokio::test]
 async fn racing_workers_never_share_an_operation() {
     let app = TestApp::spawn_with(TestOptions {
