@@ -641,6 +641,32 @@ impl Worker {
                 operations::reschedule(&mut tx, current.id, self.poll_delay(polls), None).await?;
             }
             StepOutcome::Succeeded { .. } => {
+                // An earlier attempt sent the change and ended before it recorded the call,
+                // and AWS finished the change before this attempt looked. The audit log still
+                // shows the submission.
+                if current.phase == "submitting" && current.submitted_at.is_none() {
+                    operations::mark_submitted(&mut tx, current.id, aws_status).await?;
+                    audit::insert(
+                        &mut tx,
+                        NewAuditEvent {
+                            actor: "system",
+                            action: "operation.submitted",
+                            outcome: "submitted",
+                            region: Some(region),
+                            workforce_name: Some(name),
+                            operation_id: Some(current.id),
+                            request_id: current.request_id.as_deref(),
+                            before_state: state(&before),
+                            after_state: state(&before),
+                            detail: Some(json!({
+                                "aws_status": null,
+                                "recorded_late": "an earlier attempt sent the call and ended before it recorded it",
+                            })),
+                            ..Default::default()
+                        },
+                    )
+                    .await?;
+                }
                 operations::finish(&mut tx, current.id, "succeeded", aws_status, None).await?;
                 record_duration(&mut tx, &current).await?;
                 crate::telemetry::record_operation_finished(

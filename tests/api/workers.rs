@@ -187,20 +187,7 @@ async fn expired_lease_is_finished_by_another_worker() {
 
     // After the lease expires, B finishes it without sending CreateWorkforce again.
     tokio::time::sleep(lease + Duration::from_millis(100)).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        second.run_once().await.unwrap();
-        let (_, current) = app.get(&format!("/v1/operations/{id}")).await;
-        if current["status"] == "succeeded" {
-            break;
-        }
-        assert_ne!(current["status"], "failed", "{current}");
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "operation did not finish: {current}"
-        );
-        tokio::time::sleep(Duration::from_millis(30)).await;
-    }
+    drive_to_success(&app, &second, &id).await;
     assert_eq!(app.sandbox().call_count("CreateWorkforce"), 1);
 
     // A's late result is discarded because it no longer holds the lease.
@@ -251,17 +238,7 @@ async fn slow_step_keeps_its_lease() {
     assert_eq!(app.sandbox().call_count("CreateWorkforce"), 1);
 
     app.sandbox().set_faults(Default::default());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        second.run_once().await.unwrap();
-        let (_, current) = app.get(&format!("/v1/operations/{id}")).await;
-        if current["status"] == "succeeded" {
-            break;
-        }
-        assert_ne!(current["status"], "failed", "{current}");
-        assert!(tokio::time::Instant::now() < deadline, "{current}");
-        tokio::time::sleep(Duration::from_millis(30)).await;
-    }
+    drive_to_success(&app, &second, &id).await;
     assert_eq!(app.sandbox().call_count("CreateWorkforce"), 1);
 }
 
@@ -286,6 +263,78 @@ async fn throttled_call_is_sent_once_per_step() {
     assert!(worker.run_once().await.unwrap(), "a step ran");
     assert_eq!(app.sandbox().call_count("DescribeWorkforce"), 1);
     assert_eq!(app.sandbox().call_count("CreateWorkforce"), 0);
+}
+
+/// Runs steps of `worker` until the operation `id` succeeds.
+async fn drive_to_success(app: &TestApp, worker: &workforce_service::worker::Worker, id: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        worker.run_once().await.unwrap();
+        let (_, current) = app.get(&format!("/v1/operations/{id}")).await;
+        if current["status"] == "succeeded" {
+            return;
+        }
+        assert_ne!(current["status"], "failed", "{current}");
+        assert!(tokio::time::Instant::now() < deadline, "{current}");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+}
+
+/// A worker that sends DeleteWorkforce and dies before it records the call leaves the
+/// operation to another worker, which finds the workforce gone. The audit log still shows
+/// the submission before the success.
+#[tokio::test]
+async fn resumed_delete_records_its_submission() {
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        sandbox_delay_ms: 100,
+        ..Default::default()
+    })
+    .await;
+    let helper = app.manual_worker("helper", Duration::from_secs(30));
+    let (_, created) = app.create_workforce(cognito_workforce("doomed")).await;
+    drive_to_success(&app, &helper, created["id"].as_str().unwrap()).await;
+    let (status, _, deleted) = app
+        .request(
+            reqwest::Method::DELETE,
+            &format!("/v1/regions/{REGION}/workforces/doomed"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{deleted}");
+
+    let lease = Duration::from_millis(300);
+    let first = app.manual_worker("worker-a", lease);
+    let claimed = first.claim().await.unwrap().expect("the delete is due");
+    let outcome = first.perform(&claimed).await;
+    assert!(
+        matches!(
+            outcome,
+            workforce_service::worker::StepOutcome::Submitted { .. }
+        ),
+        "{outcome:?}"
+    );
+    // Worker A dies here. The sandbox finishes the delete while its lease runs out.
+    tokio::time::sleep(lease + Duration::from_millis(500)).await;
+    drive_to_success(&app, &helper, deleted["id"].as_str().unwrap()).await;
+    assert_eq!(app.sandbox().call_count("DeleteWorkforce"), 1);
+
+    let actions: Vec<String> = app
+        .audit_actions("doomed")
+        .await
+        .into_iter()
+        .map(|(action, _)| action)
+        .skip_while(|action| action != "workforce.delete.requested")
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "workforce.delete.requested",
+            "operation.started",
+            "operation.submitted",
+            "operation.succeeded"
+        ]
+    );
 }
 
 #[tokio::test]
