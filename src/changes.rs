@@ -108,6 +108,7 @@ impl<'a> Acceptor<'a> {
             vpc_config,
             source_ip_config,
             tags,
+            ip_address_type,
             ..
         } = &change
         else {
@@ -134,6 +135,7 @@ impl<'a> Acceptor<'a> {
                     .map(|s| s.cidrs.iter().map(|c| c.as_str().to_owned()).collect())
                     .unwrap_or_default(),
                 tags: serde_json::to_value(tags).expect("tags serialize"),
+                ip_address_type: ip_address_type.unwrap_or_default().as_aws_str(),
             },
         )
         .await;

@@ -23,6 +23,8 @@ pub struct WorkforceRow {
     pub auth_config: Value,
     pub vpc_config: Option<Value>,
     pub source_ip_cidrs: Vec<String>,
+    /// `ipv4` or `dualstack`.
+    pub ip_address_type: String,
     pub tags: Value,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -38,13 +40,15 @@ pub struct NewWorkforce<'a> {
     pub auth_config: Value,
     pub vpc_config: Option<Value>,
     pub source_ip_cidrs: Vec<String>,
+    pub ip_address_type: &'a str,
     pub tags: Value,
 }
 
 pub async fn insert(conn: &mut PgConnection, new: NewWorkforce<'_>) -> Result<(), sqlx::Error> {
     sqlx::query!(
-        "insert into workforces (region, name, auth_kind, auth_config, vpc_config, source_ip_cidrs, tags)
-         values ($1, $2, $3, $4, $5, $6, $7)",
+        "insert into workforces (region, name, auth_kind, auth_config, vpc_config, source_ip_cidrs, tags,
+                                 ip_address_type)
+         values ($1, $2, $3, $4, $5, $6, $7, $8)",
         new.region,
         new.name,
         new.auth_kind,
@@ -52,6 +56,7 @@ pub async fn insert(conn: &mut PgConnection, new: NewWorkforce<'_>) -> Result<()
         new.vpc_config,
         &new.source_ip_cidrs,
         new.tags,
+        new.ip_address_type,
     )
     .execute(conn)
     .await?;
@@ -66,7 +71,8 @@ pub async fn find(
     sqlx::query_as!(
         WorkforceRow,
         "select region, name, arn, aws_status, failure_reason, subdomain, auth_kind, auth_config,
-                vpc_config, source_ip_cidrs, tags, created_at, updated_at, aws_refreshed_at, revision
+                vpc_config, source_ip_cidrs, ip_address_type, tags, created_at, updated_at, aws_refreshed_at,
+                revision
          from workforces where region = $1 and name = $2",
         region,
         name,
@@ -85,7 +91,8 @@ pub async fn find_for_update(
     sqlx::query_as!(
         WorkforceRow,
         "select region, name, arn, aws_status, failure_reason, subdomain, auth_kind, auth_config,
-                vpc_config, source_ip_cidrs, tags, created_at, updated_at, aws_refreshed_at, revision
+                vpc_config, source_ip_cidrs, ip_address_type, tags, created_at, updated_at, aws_refreshed_at,
+                revision
          from workforces where region = $1 and name = $2 for update",
         region,
         name,
@@ -106,7 +113,8 @@ pub async fn list(
     sqlx::query_as!(
         WorkforceRow,
         "select region, name, arn, aws_status, failure_reason, subdomain, auth_kind, auth_config,
-                vpc_config, source_ip_cidrs, tags, created_at, updated_at, aws_refreshed_at, revision
+                vpc_config, source_ip_cidrs, ip_address_type, tags, created_at, updated_at, aws_refreshed_at,
+                revision
          from workforces
          where ($1::text is null or region = $1)
            and ($2::text is null or aws_status = $2)
@@ -150,6 +158,7 @@ pub async fn apply_snapshot(
             set arn = $3, aws_status = $4, failure_reason = $5, subdomain = $6, vpc_config = $7,
                 source_ip_cidrs = $8, auth_kind = coalesce($9, auth_kind),
                 auth_config = coalesce($10, auth_config), aws_refreshed_at = now(),
+                ip_address_type = coalesce($11, ip_address_type),
                 updated_at = case when (arn, aws_status, failure_reason, subdomain, vpc_config, source_ip_cidrs)
                                        is distinct from ($3, $4, $5, $6, $7, $8)
                                   then now() else updated_at end,
@@ -167,6 +176,7 @@ pub async fn apply_snapshot(
         &snapshot.source_ip_cidrs,
         auth_kind,
         auth_config,
+        snapshot.ip_address_type,
     )
     .execute(conn)
     .await?;

@@ -127,6 +127,13 @@ impl IpAddressType {
             Self::Dualstack => "dualstack",
         }
     }
+
+    /// Parses the form that [`Self::as_aws_str`] writes.
+    pub fn parse(value: &str) -> Option<Self> {
+        [Self::Ipv4, Self::Dualstack]
+            .into_iter()
+            .find(|kind| kind.as_aws_str() == value)
+    }
 }
 
 /// An IPv4 or IPv6 CIDR block, kept as written by the caller (host bits are allowed, as in AWS).

@@ -453,6 +453,9 @@ pub struct WorkforceResponse {
     pub oidc_config: Option<OidcConfigResponse>,
     pub vpc_config: Option<VpcConfigResponse>,
     pub source_ip_config: SourceIpConfigResponse,
+    /// The worker portal's IP address type. Only a `dualstack` workforce takes IPv6 blocks in
+    /// its source-IP configuration.
+    pub ip_address_type: IpAddressType,
     pub tags: Vec<ResourceTag>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -489,6 +492,7 @@ impl WorkforceResponse {
             source_ip_config: SourceIpConfigResponse {
                 cidrs: row.source_ip_cidrs.clone(),
             },
+            ip_address_type: IpAddressType::parse(&row.ip_address_type).unwrap_or_default(),
             tags: serde_json::from_value(row.tags.clone()).unwrap_or_default(),
             created_at: row.created_at,
             updated_at: row.updated_at,

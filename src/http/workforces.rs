@@ -485,19 +485,24 @@ pub async fn put_source_ip_config(
     Json(request): Json<SourceIpConfigRequest>,
 ) -> Result<Response, ApiError> {
     let (region, name) = path.parse(&state)?;
-    // IPv6 blocks are valid only for a dual-stack workforce, which this service does not yet
-    // record; IPv4 rules apply.
+    // IPv6 blocks are valid only for a dual-stack workforce. The body is checked before a
+    // missing workforce is reported, as on the other routes.
+    let workforce = workforce_store::find(&state.db, region.as_str(), name.as_str()).await?;
+    let ip_address_type = workforce
+        .as_ref()
+        .and_then(|w| IpAddressType::parse(&w.ip_address_type))
+        .unwrap_or_default();
     let mut violations = Violations::default();
-    let parsed = SourceIpConfig::parse(
-        "cidrs",
-        &request.cidrs,
-        IpAddressType::Ipv4,
-        &mut violations,
-    );
+    let parsed = SourceIpConfig::parse("cidrs", &request.cidrs, ip_address_type, &mut violations);
     let source_ip_config = violations
         .finish(|| parsed)
         .map_err(ApiError::Validation)?
         .expect("parsed without violations");
+    if workforce.is_none() {
+        return Err(ApiError::NotFound(format!(
+            "no workforce named '{name}' in region {region}"
+        )));
+    }
     accept_change(
         &state,
         &headers,

@@ -301,3 +301,62 @@ async fn list_endpoints_filter_and_paginate() {
         .await;
     assert_ne!(second["items"][0]["id"], page["items"][0]["id"]);
 }
+
+/// A dual-stack workforce keeps IPv6 blocks in its source-IP configuration, also when the
+/// list is replaced later. An IPv4 workforce rejects them.
+#[tokio::test]
+async fn dualstack_workforce_takes_ipv6_blocks() {
+    let app = TestApp::spawn().await;
+    let mut body = cognito_workforce("both");
+    body["ip_address_type"] = json!("dualstack");
+    body["source_ip_config"] = json!({"cidrs": ["2001:db8::/32", "10.0.0.0/8"]});
+    let (status, created) = app.create_workforce(body).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{created}");
+    app.wait_for_operation(created["id"].as_str().unwrap())
+        .await;
+    let (_, workforce) = app
+        .get(&format!("/v1/regions/{REGION}/workforces/both"))
+        .await;
+    assert_eq!(workforce["ip_address_type"], "dualstack", "{workforce}");
+
+    let (status, _, replaced) = app
+        .request(
+            Method::PUT,
+            &format!("/v1/regions/{REGION}/workforces/both/source-ip-config"),
+            Some(json!({"cidrs": ["2001:db8:1::/48"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{replaced}");
+    let finished = app
+        .wait_for_operation(replaced["id"].as_str().unwrap())
+        .await;
+    assert_eq!(finished["status"], "succeeded", "{finished}");
+    let (_, workforce) = app
+        .get(&format!("/v1/regions/{REGION}/workforces/both"))
+        .await;
+    assert_eq!(
+        workforce["source_ip_config"]["cidrs"],
+        json!(["2001:db8:1::/48"])
+    );
+
+    // SageMaker allows one workforce per region, so the IPv4 one is in another region.
+    let (status, _, created) = app
+        .request(
+            Method::POST,
+            "/v1/regions/us-west-2/workforces",
+            Some(cognito_workforce("only-four")),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{created}");
+    app.wait_for_operation(created["id"].as_str().unwrap())
+        .await;
+    let (status, _, problem) = app
+        .request(
+            Method::PUT,
+            "/v1/regions/us-west-2/workforces/only-four/source-ip-config",
+            Some(json!({"cidrs": ["2001:db8::/32"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert_eq!(problem["errors"][0]["field"], "cidrs[0]", "{problem}");
+}
