@@ -35,8 +35,9 @@ pub struct ListAuditEventsQuery {
 
 /// List audit events
 ///
-/// Lists the append-only audit log newest first: every accepted or rejected change and every
-/// transition of an operation, with the workforce state before and after.
+/// Lists the append-only audit log newest first: every accepted change, every change rejected
+/// for the workforce's state or the caller's permissions, and every transition of an
+/// operation, with the workforce state before and after.
 #[utoipa::path(
     get,
     path = "/v1/audit-events",
