@@ -246,12 +246,21 @@ fn check_https_url(field: &str, value: &str) -> Result<(), FieldError> {
             let (host, port) = authority
                 .split_once(':')
                 .map_or((authority, None), |(h, p)| (h, Some(p)));
-            !host.is_empty()
-                && host
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+            // A host name is dot-separated labels of letters, digits and inner hyphens, and a
+            // port is 1 to 65535 without leading zeros, matching the OpenAPI pattern.
+            let label_ok = |label: &str| {
+                !label.is_empty()
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            };
+            host.split('.').all(label_ok)
                 && port.is_none_or(|p| {
-                    (1..=5).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit())
+                    !p.starts_with('0')
+                        && p.bytes().all(|b| b.is_ascii_digit())
+                        && p.parse::<u16>().is_ok()
                 })
                 && path.bytes().all(|b| (b'!'..=b'~').contains(&b))
         });
@@ -357,6 +366,15 @@ mod tests {
             ("https://idp.example.com:123456", false),
             ("https:///path", false),
             ("https://idp.example.com/a b", false),
+            ("https://idp.example.com:65535", true),
+            ("https://localhost", true),
+            ("https://idp.example.com:99999/a", false),
+            ("https://idp.example.com:0", false),
+            ("https://idp.example.com:0443", false),
+            ("https://-/t", false),
+            ("https://./u", false),
+            ("https://idp..example.com", false),
+            ("https://-idp.example.com", false),
         ] {
             assert_eq!(check_https_url("u", url).is_ok(), valid, "{url}");
         }

@@ -68,6 +68,17 @@ async fn hostile_requests_change_nothing() {
                             "vpc_config": {"vpc_id": VPC, "security_group_ids": [SG_1], "subnets": many_subnets}});
     let mut nul_param = oidc_config("s3cret");
     nul_param["authentication_request_extra_params"] = json!({"prompt": "login\u{0}"});
+    // serde_json keeps the last of two equal keys, so this body is written by hand.
+    let mut duplicate_params = oidc_config("s3cret");
+    duplicate_params
+        .as_object_mut()
+        .unwrap()
+        .remove("authentication_request_extra_params");
+    let duplicate_params = duplicate_params.to_string();
+    let duplicate_params = format!(
+        r#"{{"name": "labelers", "oidc_config": {}, "authentication_request_extra_params": {{"a": "1", "a": "2"}}}}}}"#,
+        &duplicate_params[..duplicate_params.len() - 1]
+    );
     let cases: Vec<(&str, reqwest::RequestBuilder)> = vec![
         ("oversized body", json_body(format!("{{\"name\": \"{}\"}}", "a".repeat(300_000)))),
         ("deeply nested JSON", json_body(nested)),
@@ -75,6 +86,7 @@ async fn hostile_requests_change_nothing() {
         ("invalid UTF-8 body", app.client.post(&create).header("content-type", "application/json").body(vec![b'{', 0xff, 0xfe, b'}'])),
         ("NUL byte in a name", json_body(json!({"name": "lab\u{0}elers", "cognito_config": {"user_pool": "us-east-1_AbC123", "client_id": "portal"}}).to_string())),
         ("NUL byte in an OIDC parameter", json_body(json!({"name": "labelers", "oidc_config": nul_param}).to_string())),
+        ("duplicate OIDC extra parameter", json_body(duplicate_params)),
         ("number as a name", json_body(r#"{"name": 12, "cognito_config": {"user_pool": "us-east-1_AbC123", "client_id": "portal"}}"#.to_owned())),
         ("SQL in a name", json_body(json!({"name": "x'; drop table workforces; --", "cognito_config": {"user_pool": "us-east-1_AbC123", "client_id": "portal"}}).to_string())),
         ("Cyrillic look-alike in a name", json_body(json!({"name": "lаbelers", "cognito_config": {"user_pool": "us-east-1_AbC123", "client_id": "portal"}}).to_string())),
