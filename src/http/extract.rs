@@ -3,17 +3,52 @@
 use axum::extract::path::ErrorKind;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, RawPathParams};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
 
 use super::error::ApiError;
-use crate::domain::FieldError;
+use crate::domain::{FieldError, truncate_for_message};
 
 /// A JSON request body. Malformed JSON, a wrong field type and a missing content type are
-/// rejected with a problem that explains the fix.
-#[derive(Debug, FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// rejected with a problem that explains the fix, and so are a compressed body and a
+/// character set other than UTF-8, which axum would read as plain UTF-8.
+#[derive(Debug)]
 pub struct Json<T>(pub T);
+
+impl<T, S> FromRequest<S> for Json<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let headers = request.headers();
+        if let Some(encoding) = headers.get(header::CONTENT_ENCODING)
+            && !encoding.as_bytes().eq_ignore_ascii_case(b"identity")
+        {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "this service does not decode Content-Encoding '{}'; send the body uncompressed",
+                truncate_for_message(&String::from_utf8_lossy(encoding.as_bytes()))
+            )));
+        }
+        let charset = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse::<mime::Mime>().ok())
+            .and_then(|mime| mime.get_param(mime::CHARSET).map(|c| c.as_str().to_owned()));
+        if let Some(charset) = charset
+            && !charset.eq_ignore_ascii_case("utf-8")
+        {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "JSON bodies must be UTF-8, but the Content-Type names charset '{}'; send UTF-8 with Content-Type: application/json",
+                truncate_for_message(&charset)
+            )));
+        }
+        let axum::Json(value) = axum::Json::<T>::from_request(request, state).await?;
+        Ok(Json(value))
+    }
+}
 
 /// Path parameters. A value that does not parse is rejected with a problem that names the
 /// parameter and what it must be.
@@ -97,7 +132,7 @@ fn path_problem(kind: ErrorKind, only_name: Option<String>) -> ApiError {
         }
     };
     let name = name.unwrap_or_else(|| "path".to_owned());
-    let echoed_value = crate::domain::truncate_for_message(&value);
+    let echoed_value = truncate_for_message(&value);
     ApiError::BadRequest {
         detail: format!("invalid path parameter {name} '{echoed_value}': {reason}"),
         errors: vec![FieldError::new(name, reason)],
@@ -118,7 +153,7 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         if let Some(name) = parts.uri.query().and_then(parameter_with_nul) {
-            let name = crate::domain::truncate_for_message(name);
+            let name = truncate_for_message(name);
             let reason = "must not contain a NUL character (%00)";
             return Err(ApiError::BadRequest {
                 detail: format!("invalid query parameter {name}: {reason}"),
@@ -139,13 +174,27 @@ fn parameter_with_nul(query: &str) -> Option<&str> {
     })
 }
 
-/// Splits serde's "path: message" text into a field error, where a path is present.
+/// Splits serde's "path: message" text into a field error, where a path is present. Without
+/// one, a message about a duplicate or unknown field names that field, as in
+/// "duplicate field `limit`".
 fn field_error_from(text: &str) -> Vec<FieldError> {
     match text.split_once(": ") {
         Some((path, reason)) if !path.contains(' ') && !path.is_empty() => {
             vec![FieldError::new(path, reason)]
         }
-        _ => Vec::new(),
+        _ => [
+            ("duplicate field `", "is given more than once; send it once"),
+            (
+                "unknown field `",
+                "is not a field of this request; see /docs for the fields",
+            ),
+        ]
+        .iter()
+        .find_map(|(prefix, reason)| {
+            let (name, _) = text.strip_prefix(prefix)?.split_once('`')?;
+            Some(vec![FieldError::new(truncate_for_message(name), *reason)])
+        })
+        .unwrap_or_default(),
     }
 }
 

@@ -176,6 +176,67 @@ async fn oversized_body_is_rejected() {
     );
 }
 
+/// A body is read as UTF-8 JSON as sent, so a compressed body or another character set is
+/// rejected with 415 rather than misread. UTF-8 named in any case is accepted.
+#[tokio::test]
+async fn body_encodings_are_checked() {
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    let body = cognito_workforce("labelers").to_string();
+    let cases = [
+        (
+            "application/json; charset=latin1",
+            None,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+        (
+            "application/json; charset=utf-16",
+            None,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+        (
+            "application/json",
+            Some("gzip"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+        (
+            "application/json; charset=UTF-8",
+            Some("identity"),
+            StatusCode::ACCEPTED,
+        ),
+    ];
+    for (content_type, encoding, expected) in cases {
+        let mut request = app
+            .client
+            .post(format!("{}/v1/regions/{REGION}/workforces", app.base_url))
+            .header("content-type", content_type)
+            .body(body.clone());
+        if let Some(encoding) = encoding {
+            request = request.header("content-encoding", encoding);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), expected, "{content_type} {encoding:?}");
+    }
+}
+
+/// A repeated or unknown query parameter gets a problem whose `errors` name it.
+#[tokio::test]
+async fn bad_query_parameters_are_named() {
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    for (query, field) in [("limit=1&limit=2", "limit"), ("colour=red", "colour")] {
+        let (status, problem) = app.get(&format!("/v1/operations?{query}")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {problem}");
+        assert_eq!(problem["errors"][0]["field"], field, "{query}: {problem}");
+    }
+}
+
 /// A body sent in chunks declares no length, so the limit applies while it is read. With an
 /// idempotency key, the key's check reads the body first.
 #[tokio::test]
