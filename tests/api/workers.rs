@@ -153,8 +153,9 @@ async fn rejected_change_fails_with_aws_code() {
     );
 }
 
-#[tokio::test]
-async fn expired_lease_is_finished_by_another_worker() {
+/// Starts a service without workers and accepts the creation of `labelers`; returns the
+/// service and the operation's id.
+async fn pending_creation() -> (TestApp, String) {
     let app = TestApp::spawn_with(TestOptions {
         workers: 0,
         sandbox_delay_ms: 100,
@@ -164,6 +165,12 @@ async fn expired_lease_is_finished_by_another_worker() {
     let (status, operation) = app.create_workforce(cognito_workforce("labelers")).await;
     assert_eq!(status, StatusCode::ACCEPTED);
     let id = operation["id"].as_str().unwrap().to_owned();
+    (app, id)
+}
+
+#[tokio::test]
+async fn expired_lease_is_finished_by_another_worker() {
+    let (app, id) = pending_creation().await;
 
     // Worker A claims the operation with a short lease, sends CreateWorkforce, and dies before
     // it records anything.
@@ -206,15 +213,7 @@ async fn expired_lease_is_finished_by_another_worker() {
 /// is in flight, so another worker cannot claim the operation and send the change again.
 #[tokio::test]
 async fn slow_step_keeps_its_lease() {
-    let app = TestApp::spawn_with(TestOptions {
-        workers: 0,
-        sandbox_delay_ms: 100,
-        ..Default::default()
-    })
-    .await;
-    let (status, operation) = app.create_workforce(cognito_workforce("labelers")).await;
-    assert_eq!(status, StatusCode::ACCEPTED);
-    let id = operation["id"].as_str().unwrap().to_owned();
+    let (app, id) = pending_creation().await;
     app.sandbox().set_faults(workforce_sandbox::faults::Faults {
         latency_ms: 1_500,
         actions: Some(vec!["CreateWorkforce".to_owned()]),
@@ -226,6 +225,20 @@ async fn slow_step_keeps_its_lease() {
     let first = app.manual_worker("worker-a", lease);
     let second = app.manual_worker("worker-b", lease);
     let slow_step = tokio::spawn(async move { first.run_once().await.unwrap() });
+    // B starts once A holds the operation.
+    let operation_id: uuid::Uuid = id.parse().unwrap();
+    loop {
+        let holder: Option<String> =
+            sqlx::query_scalar("select locked_by from operations where id = $1")
+                .bind(operation_id)
+                .fetch_one(&app.db)
+                .await
+                .unwrap();
+        if holder.as_deref() == Some("worker-a") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let mut claimed_by_second = 0;
     while !slow_step.is_finished() {
         if second.run_once().await.unwrap() {
