@@ -6,6 +6,7 @@ use tracing_subscriber::fmt::MakeWriter;
 
 use workforce_service::auth::api_keys;
 use workforce_service::config::{ApiKeyCommand, AuditCommand, Cli, Command, LogFormat};
+use workforce_service::domain::Region;
 use workforce_service::telemetry::BatchedStderr;
 
 #[tokio::main]
@@ -62,7 +63,9 @@ async fn main() -> anyhow::Result<()> {
                 }
             }
         }
-        Command::ApiKeys(command) => manage_api_keys(&cli.serve.database_url, command).await,
+        Command::ApiKeys(command) => {
+            manage_api_keys(&cli.serve.database_url, &cli.serve.regions, command).await
+        }
         Command::Openapi => {
             println!("{}", workforce_service::http::openapi().to_pretty_json()?);
             Ok(())
@@ -70,7 +73,11 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn manage_api_keys(database_url: &str, command: ApiKeyCommand) -> anyhow::Result<()> {
+async fn manage_api_keys(
+    database_url: &str,
+    managed_regions: &[String],
+    command: ApiKeyCommand,
+) -> anyhow::Result<()> {
     let db = workforce_service::db::connect(database_url, 1).await?;
     match command {
         ApiKeyCommand::Create {
@@ -81,10 +88,15 @@ async fn manage_api_keys(database_url: &str, command: ApiKeyCommand) -> anyhow::
         } => {
             workforce_service::http::api_keys::validate_key_name(&name)
                 .map_err(|e| anyhow::anyhow!("invalid --name: {}", e.reason))?;
+            // The regions that `--regions` (or WORKFORCE_REGIONS) names, as the service has them.
+            let managed: Vec<Region> = managed_regions
+                .iter()
+                .filter_map(|region| Region::parse("regions", region).ok())
+                .collect();
             let region_errors = workforce_service::http::api_keys::check_key_regions(
                 role,
                 regions.as_deref(),
-                None,
+                Some(&managed),
             );
             if let Some(error) = region_errors.first() {
                 anyhow::bail!("invalid --regions: {} {}", error.field, error.reason);

@@ -87,6 +87,11 @@ pub struct Worker {
     cache: ReadCache,
 }
 
+/// How long after an earlier attempt began its mutating call a resumed attempt waits before
+/// it sends the call again: the SDK's timeout for the whole call, and a margin.
+const SUBMIT_IN_FLIGHT_GRACE: chrono::TimeDelta =
+    chrono::TimeDelta::seconds(crate::aws::OPERATION_TIMEOUT.as_secs() as i64 + 10);
+
 /// Statuses in which SageMaker is still applying a change.
 fn is_transitional(status: Option<&str>) -> bool {
     matches!(status, Some("Initializing" | "Updating" | "Deleting"))
@@ -356,6 +361,17 @@ impl Worker {
             }
         }
 
+        // A worker that marked the operation `submitting` and then stopped renewing its lease,
+        // such as a paused process, may still have its call in flight, and AWS shows nothing
+        // until that call ends. Sending again before then would apply the change twice.
+        if maybe_sent
+            && let Some(started) = operation.submit_started_at
+            && chrono::Utc::now() < started + SUBMIT_IN_FLIGHT_GRACE
+        {
+            tracing::info!(operation.id = %operation.id, "an earlier attempt's call may still be in flight; checking AWS again later");
+            return StepOutcome::Waiting { snapshot: current };
+        }
+
         // The VPC may have changed since the change was accepted, so check it again, unless
         // the call may already have been sent.
         if !maybe_sent && let Some(outcome) = self.recheck_vpc(change, region, &current).await {
@@ -404,7 +420,18 @@ impl Worker {
                     .flatten();
                 StepOutcome::Submitted { snapshot }
             }
-            Err(error) if error.is_transient() => StepOutcome::Retry { error },
+            Err(error) if error.is_transient() => {
+                // After an error response, the call has ended without a change, so the next
+                // attempt need not wait for it to land. A failure to record that only delays
+                // the next attempt.
+                if error.has_error_response()
+                    && let Err(db_error) =
+                        operations::end_submit_call(&self.db, operation.id, &self.id).await
+                {
+                    tracing::warn!(operation.id = %operation.id, error = %db_error, "failed to record the end of a failed call");
+                }
+                StepOutcome::Retry { error }
+            }
             Err(error) => {
                 // Refresh the record, so that it shows what AWS kept after the rejection.
                 let snapshot = self

@@ -13,8 +13,8 @@ pub enum AwsError {
         message: String,
         request_id: Option<String>,
     },
-    /// Throttling, a 5xx response, a timeout or a broken connection, after the SDK's own retries.
-    /// Worth trying again later.
+    /// Throttling, a 5xx response, a timeout or a broken connection. The SDK does not retry,
+    /// so that the call budget counts every attempt. Worth trying again later.
     #[error("transient AWS failure ({code}): {message}")]
     Transient {
         code: String,
@@ -50,7 +50,20 @@ const THROTTLING_CODES: &[&str] = &[
     "EC2ThrottledException",
 ];
 
+/// Codes of transient failures without an error response from AWS, after which the call may
+/// still be applied.
+const NO_RESPONSE_CODES: [&str; 3] = ["Timeout", "DispatchFailure", "ResponseError"];
+
 impl AwsError {
+    /// Returns whether AWS sent an error response, so that the failed call is known to have
+    /// ended without a change. A timeout or a broken connection leaves that open.
+    pub fn has_error_response(&self) -> bool {
+        match self {
+            Self::Transient { code, .. } => !NO_RESPONSE_CODES.contains(&code.as_str()),
+            _ => true,
+        }
+    }
+
     pub fn code(&self) -> &str {
         match self {
             Self::NotFound { .. } => "WorkforceNotFound",

@@ -50,7 +50,7 @@ pub struct Aws {
 
 /// Time allowed for one SDK call, retries included. SageMaker's workforce calls should return in well
 /// under a second; this only bounds a hung connection.
-const OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Aws {
     pub async fn connect(endpoint: &Endpoint, regions: &[Region]) -> Self {

@@ -39,6 +39,8 @@ pub struct OperationRow {
     pub request_id: Option<String>,
     pub actor: String,
     pub polled_at: Option<DateTime<Utc>>,
+    /// When a worker last marked the operation `submitting`, before its mutating call.
+    pub submit_started_at: Option<DateTime<Utc>>,
 }
 
 impl OperationRow {
@@ -248,7 +250,7 @@ pub async fn mark_submitting(
     worker_id: &str,
 ) -> Result<bool, sqlx::Error> {
     let updated = sqlx::query!(
-        "update operations set phase = 'submitting', updated_at = now()
+        "update operations set phase = 'submitting', submit_started_at = now(), updated_at = now()
           where id = $1 and locked_by = $2 and locked_until > now() and status = 'running'",
         id,
         worker_id,
@@ -256,6 +258,23 @@ pub async fn mark_submitting(
     .execute(executor)
     .await?;
     Ok(updated.rows_affected() == 1)
+}
+
+/// Records that the mutating call of `worker_id` ended without a change, so that a resumed
+/// attempt need not wait for it.
+pub async fn end_submit_call(
+    executor: impl PgExecutor<'_>,
+    id: Uuid,
+    worker_id: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "update operations set submit_started_at = null where id = $1 and locked_by = $2",
+        id,
+        worker_id,
+    )
+    .execute(executor)
+    .await?;
+    Ok(())
 }
 
 /// Moves the operation to polling after SageMaker accepted the change, and erases the sealed

@@ -246,10 +246,11 @@ fn check_https_url(field: &str, value: &str) -> Result<(), FieldError> {
             let (host, port) = authority
                 .split_once(':')
                 .map_or((authority, None), |(h, p)| (h, Some(p)));
-            // A host name is dot-separated labels of letters, digits and inner hyphens, and a
-            // port is 1 to 65535 without leading zeros, matching the OpenAPI pattern.
+            // A host name is dot-separated labels of 1 to 63 letters, digits and inner hyphens
+            // (RFC 1035), and a port is 1 to 65535 without leading zeros, matching the OpenAPI
+            // pattern.
             let label_ok = |label: &str| {
-                !label.is_empty()
+                (1..=63).contains(&label.len())
                     && !label.starts_with('-')
                     && !label.ends_with('-')
                     && label
@@ -375,6 +376,8 @@ mod tests {
             ("https://./u", false),
             ("https://idp..example.com", false),
             ("https://-idp.example.com", false),
+            (&format!("https://{}.com", "a".repeat(63)), true),
+            (&format!("https://{}.com", "a".repeat(64)), false),
         ] {
             assert_eq!(check_https_url("u", url).is_ok(), valid, "{url}");
         }

@@ -123,7 +123,7 @@ pub fn check_key_regions(
         return vec![FieldError::new(
             "regions",
             format!(
-                "applies only to operator keys; omit it for a {} key",
+                "applies only to operator keys; omit it for a key with the {} role",
                 role.as_str()
             ),
         )];

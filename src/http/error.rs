@@ -101,6 +101,9 @@ pub enum ApiError {
         detail: String,
         operation_id: Option<Uuid>,
     },
+    /// The first request with the same idempotency key is still being handled.
+    #[error("request in progress: {0}")]
+    RequestInProgress(String),
     /// A name that must be unique, such as an API key's, is taken.
     #[error("name in use: {0}")]
     NameInUse(String),
@@ -218,6 +221,12 @@ impl IntoResponse for ApiError {
                 problem.operation_id = *operation_id;
                 problem
             }
+            Self::RequestInProgress(detail) => Problem::new(
+                StatusCode::CONFLICT,
+                "request-in-progress",
+                "Request in progress",
+                detail.clone(),
+            ),
             Self::NameInUse(detail) => Problem::new(
                 StatusCode::CONFLICT,
                 "name-in-use",

@@ -196,10 +196,9 @@ async fn keyed_change(
             return replay_operation(&state, operation_id).await;
         }
         if tokio::time::Instant::now() >= deadline {
-            return ApiError::Conflict {
-                detail: "the first request with this Idempotency-Key is still being handled; repeat it later".to_owned(),
-                operation_id: None,
-            }
+            return ApiError::RequestInProgress(
+                "the first request with this Idempotency-Key is still being handled; repeat it later".to_owned(),
+            )
             .into_response();
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -392,6 +392,10 @@ async fn repeat_of_slow_request_gets_conflict() {
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let (status, _, problem) = send_with_key(&app, Method::POST, &path, "slow-2", Some(body)).await;
     assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    assert_eq!(
+        problem["type"], "/problems/request-in-progress",
+        "{problem}"
+    );
     // Released within the timeout, the first request completes.
     blocker.rollback().await.unwrap();
     assert_eq!(first.await.unwrap(), StatusCode::ACCEPTED);

@@ -278,6 +278,34 @@ async fn throttled_call_is_sent_once_per_step() {
     assert_eq!(app.sandbox().call_count("CreateWorkforce"), 0);
 }
 
+/// A worker whose call is in flight but who no longer renews its lease, as a paused process
+/// would, loses the operation to another worker. That worker does not send the change again
+/// while the first call may still land.
+#[tokio::test]
+async fn paused_attempt_is_not_sent_again() {
+    let (app, id) = pending_creation().await;
+    app.sandbox().set_faults(workforce_sandbox::faults::Faults {
+        latency_ms: 1_500,
+        actions: Some(vec!["CreateWorkforce".to_owned()]),
+        ..Default::default()
+    });
+    let lease = Duration::from_millis(300);
+    let first = app.manual_worker("worker-a", lease);
+    let claimed = first.claim().await.unwrap().expect("the creation is due");
+    // `perform` runs the step without renewing the lease.
+    let paused = tokio::spawn(async move { first.perform(&claimed).await });
+
+    let second = app.manual_worker("worker-b", lease);
+    while !paused.is_finished() {
+        second.run_once().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(app.sandbox().call_count("CreateWorkforce"), 1);
+    app.sandbox().set_faults(Default::default());
+    drive_to_success(&app, &second, &id).await;
+    assert_eq!(app.sandbox().call_count("CreateWorkforce"), 1);
+}
+
 /// Runs steps of `worker` until the operation `id` succeeds.
 async fn drive_to_success(app: &TestApp, worker: &workforce_service::worker::Worker, id: &str) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
