@@ -209,16 +209,21 @@ async fn expired_lease_is_finished_by_another_worker() {
     assert_eq!(current["status"], "succeeded");
 }
 
-/// A step that takes longer than the lease keeps it: the worker renews it while the AWS call
-/// is in flight, so another worker cannot claim the operation and send the change again.
-#[tokio::test]
-async fn slow_step_keeps_its_lease() {
-    let (app, id) = pending_creation().await;
+/// Makes the sandbox answer CreateWorkforce only after 1.5 s, five leases of 300 ms.
+fn slow_down_creation(app: &TestApp) {
     app.sandbox().set_faults(workforce_sandbox::faults::Faults {
         latency_ms: 1_500,
         actions: Some(vec!["CreateWorkforce".to_owned()]),
         ..Default::default()
     });
+}
+
+/// A step that takes longer than the lease keeps it: the worker renews it while the AWS call
+/// is in flight, so another worker cannot claim the operation and send the change again.
+#[tokio::test]
+async fn slow_step_keeps_its_lease() {
+    let (app, id) = pending_creation().await;
+    slow_down_creation(&app);
 
     // A's step lasts five leases. B tries to claim the operation all along.
     let lease = Duration::from_millis(300);
@@ -284,11 +289,7 @@ async fn throttled_call_is_sent_once_per_step() {
 #[tokio::test]
 async fn paused_attempt_is_not_sent_again() {
     let (app, id) = pending_creation().await;
-    app.sandbox().set_faults(workforce_sandbox::faults::Faults {
-        latency_ms: 1_500,
-        actions: Some(vec!["CreateWorkforce".to_owned()]),
-        ..Default::default()
-    });
+    slow_down_creation(&app);
     let lease = Duration::from_millis(300);
     let first = app.manual_worker("worker-a", lease);
     let claimed = first.claim().await.unwrap().expect("the creation is due");
