@@ -209,7 +209,7 @@ async fn expired_lease_is_finished_by_another_worker() {
     assert_eq!(current["status"], "succeeded");
 }
 
-/// Makes the sandbox answer CreateWorkforce only after 1.5 s, five leases of 300 ms.
+/// Delays the sandbox's CreateWorkforce responses by 1.5 s, five leases of 300 ms.
 fn slow_down_creation(app: &TestApp) {
     app.sandbox().set_faults(workforce_sandbox::faults::Faults {
         latency_ms: 1_500,
