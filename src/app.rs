@@ -233,9 +233,9 @@ pub async fn start(config: &ServeConfig, listener: TcpListener) -> anyhow::Resul
     let regions_synced = CancellationToken::new();
     {
         let (db, aws, regions) = (db.clone(), aws.clone(), regions.clone());
-        let synced = regions_synced.clone();
+        let (budget, synced) = (budget.clone(), regions_synced.clone());
         tasks.spawn(async move {
-            crate::refresh::sync_regions(&db, &aws, &regions).await;
+            crate::refresh::sync_regions(&db, &aws, &budget, &regions).await;
             synced.cancel();
         });
     }

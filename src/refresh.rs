@@ -102,8 +102,26 @@ pub async fn refresh_workforce(
 /// Brings the records of every configured region in line with AWS. It records workforces that
 /// exist in AWS but not in the database, such as ones created before this service ran. It
 /// removes records of workforces that AWS no longer has and no operation is working on.
-pub async fn sync_regions(db: &sqlx::PgPool, aws: &Aws, regions: &[Region]) {
+pub async fn sync_regions(
+    db: &sqlx::PgPool,
+    aws: &Aws,
+    budget: &crate::budget::CallBudget,
+    regions: &[Region],
+) {
     for region in regions {
+        // The listing is one SageMaker call, taken from the shared budget like every other.
+        loop {
+            match budget.try_take(region.as_str(), 1).await {
+                Ok(true) => break,
+                Ok(false) => {
+                    tokio::time::sleep(crate::budget::retry_delay(chrono::Utc::now())).await;
+                }
+                Err(error) => {
+                    tracing::warn!(aws.region = %region, error = %error, "failed to take the listing from the call budget; listing anyway");
+                    break;
+                }
+            }
+        }
         let listed = match aws.list_workforces(region).await {
             Ok(listed) => listed,
             Err(error) => {

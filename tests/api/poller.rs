@@ -224,3 +224,21 @@ async fn two_processes_stay_within_call_budget() {
     // Without the budget the 20 ms to 100 ms backoff polls about 35 times in 3 s.
     assert!(calls >= 4, "{calls} SageMaker calls");
 }
+
+/// The listing of each region at start is a SageMaker call too, taken from the shared budget.
+#[tokio::test]
+async fn region_listing_takes_from_budget() {
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        extra_args: vec!["--aws-calls-per-second=5".to_owned()],
+        ..Default::default()
+    })
+    .await;
+    app.service().regions_synced().await;
+    let regions: Vec<String> =
+        sqlx::query_scalar("select region from aws_call_budgets where calls > 0 order by region")
+            .fetch_all(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(regions, ["us-east-1", "us-west-2"]);
+}
