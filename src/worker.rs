@@ -89,6 +89,8 @@ pub struct Worker {
 
 /// How long after an earlier attempt began its mutating call a resumed attempt waits before
 /// it sends the call again: the SDK's timeout for the whole call, and a margin.
+// NOTE: this assumes that AWS does not apply a call after the client has timed out on it. AWS
+// documents no such bound, so a call that lands later still applies the change twice.
 const SUBMIT_IN_FLIGHT_GRACE: chrono::TimeDelta =
     chrono::TimeDelta::seconds(crate::aws::OPERATION_TIMEOUT.as_secs() as i64 + 10);
 
@@ -906,8 +908,8 @@ pub async fn listen_for_work(
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                // `recv` would reconnect silently and lose the notifications sent meanwhile;
-                // `try_recv` returns None instead, and the new listener above resets the cache.
+                // `recv` would reconnect silently and lose the notifications sent meanwhile.
+                // `try_recv` returns None instead, so the new listener above resets the cache.
                 received = listener.try_recv() => match received {
                     Ok(Some(notification)) if notification.channel() == cache::INVALIDATION_CHANNEL => {
                         cache.invalidate(&Invalidation::parse(notification.payload()));

@@ -440,7 +440,7 @@ async fn admin_manages_keys_through_api() {
             .status(),
         StatusCode::UNAUTHORIZED
     );
-    // The name of a revoked key stays reserved, and the problem says so.
+    // The name of a revoked key stays reserved, and the problem's detail explains that.
     let (status, _, reused) = app
         .request(
             Method::POST,

@@ -133,15 +133,7 @@ async fn invented_methods_share_one_metrics_label() {
         assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
     }
 
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.base_url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     assert!(!metrics.contains("XXXX"), "an invented method is a label");
     let counted = r#"http_requests_total{method="other",route="/healthz",status="405"} 20"#;
     assert!(metrics.contains(counted), "{counted} not in:\n{metrics}");

@@ -224,7 +224,7 @@ async fn change_during_lost_connection_reads_fresh() {
     assert_eq!(first["failure_reason"], Value::Null, "{first}");
 
     // One transaction ends the listener's connection and changes the workforce, so that its
-    // notification goes out when nobody listens.
+    // notification is sent while no connection listens.
     let mut tx = app.db.begin().await.unwrap();
     sqlx::query(
         "update workforces set failure_reason = 'changed while nobody listened', revision = revision + 1

@@ -375,6 +375,8 @@ async fn repeat_of_slow_request_gets_conflict() {
     .await;
     let path = format!("/v1/regions/{REGION}/workforces");
     let body = cognito_workforce("slow");
+
+    // The lock keeps the first request waiting inside its handler.
     let mut blocker = app.db.begin().await.unwrap();
     sqlx::query("lock table workforces in access exclusive mode")
         .execute(&mut *blocker)
@@ -388,6 +390,7 @@ async fn repeat_of_slow_request_gets_conflict() {
             .json(&body);
         tokio::spawn(async move { request.send().await.unwrap().status() })
     };
+
     // The first request claims the key before it waits on the lock.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let (status, _, problem) = send_with_key(&app, Method::POST, &path, "slow-2", Some(body)).await;
@@ -396,6 +399,7 @@ async fn repeat_of_slow_request_gets_conflict() {
         problem["type"], "/problems/request-in-progress",
         "{problem}"
     );
+
     // Released within the timeout, the first request completes.
     blocker.rollback().await.unwrap();
     assert_eq!(first.await.unwrap(), StatusCode::ACCEPTED);

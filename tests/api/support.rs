@@ -243,6 +243,16 @@ impl TestApp {
         finished
     }
 
+    /// Returns the Prometheus text of `/metrics`, which needs no credential.
+    pub async fn metrics_text(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.base_url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub async fn count_rows(&self, table: &str) -> i64 {
         sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!("select count(*) from {table}")))
             .fetch_one(&self.db)

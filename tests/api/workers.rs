@@ -168,16 +168,18 @@ async fn pending_creation() -> (TestApp, String) {
     (app, id)
 }
 
-#[tokio::test]
-async fn expired_lease_is_finished_by_another_worker() {
-    let (app, id) = pending_creation().await;
-
-    // Worker A claims the operation with a short lease, sends CreateWorkforce, and dies before
-    // it records anything.
-    let lease = Duration::from_millis(300);
-    let first = app.manual_worker("worker-a", lease);
-    let claimed = first.claim().await.unwrap().expect("operation is due");
-    let outcome = first.perform(&claimed).await;
+/// Has worker A claim the due operation with `lease` and run one step that submits the change,
+/// without recording the step, as a worker that dies right after its call would.
+async fn submit_without_recording(
+    app: &TestApp,
+    lease: Duration,
+) -> (
+    workforce_service::worker::Worker,
+    workforce_service::db::operations::OperationRow,
+) {
+    let worker = app.manual_worker("worker-a", lease);
+    let claimed = worker.claim().await.unwrap().expect("an operation is due");
+    let outcome = worker.perform(&claimed).await;
     assert!(
         matches!(
             outcome,
@@ -185,7 +187,17 @@ async fn expired_lease_is_finished_by_another_worker() {
         ),
         "{outcome:?}"
     );
-    drop(outcome);
+    (worker, claimed)
+}
+
+#[tokio::test]
+async fn expired_lease_is_finished_by_another_worker() {
+    let (app, id) = pending_creation().await;
+
+    // Worker A claims the operation with a short lease, sends CreateWorkforce, and dies before
+    // it records anything.
+    let lease = Duration::from_millis(300);
+    let (first, claimed) = submit_without_recording(&app, lease).await;
     assert_eq!(app.sandbox().call_count("CreateWorkforce"), 1);
 
     // While A's lease lasts, no other worker may take the operation.
@@ -230,7 +242,7 @@ async fn slow_step_keeps_its_lease() {
     let first = app.manual_worker("worker-a", lease);
     let second = app.manual_worker("worker-b", lease);
     let slow_step = tokio::spawn(async move { first.run_once().await.unwrap() });
-    // B starts once A holds the operation.
+    // B starts once A has claimed the operation.
     let operation_id: uuid::Uuid = id.parse().unwrap();
     loop {
         let holder: Option<String> =
@@ -346,16 +358,7 @@ async fn resumed_delete_records_its_submission() {
     assert_eq!(status, StatusCode::ACCEPTED, "{deleted}");
 
     let lease = Duration::from_millis(300);
-    let first = app.manual_worker("worker-a", lease);
-    let claimed = first.claim().await.unwrap().expect("the delete is due");
-    let outcome = first.perform(&claimed).await;
-    assert!(
-        matches!(
-            outcome,
-            workforce_service::worker::StepOutcome::Submitted { .. }
-        ),
-        "{outcome:?}"
-    );
+    submit_without_recording(&app, lease).await;
     // Worker A dies here. The sandbox finishes the delete while its lease runs out.
     tokio::time::sleep(lease + Duration::from_millis(500)).await;
     drive_to_success(&app, &helper, deleted["id"].as_str().unwrap()).await;
