@@ -72,6 +72,7 @@ impl Role {
             Permission::Change => matches!(self, Self::Operator | Self::Admin),
             Permission::ReadAudit => matches!(self, Self::Auditor | Self::Admin),
             Permission::ManageKeys => self == Self::Admin,
+            Permission::Any => true,
         }
     }
 }
@@ -83,6 +84,9 @@ pub enum Permission {
     Change,
     ReadAudit,
     ManageKeys,
+    /// A request that no route serves: an unknown path, or a method that no route accepts. Any
+    /// role may learn that, so the caller gets the 404 or 405 rather than a 403.
+    Any,
 }
 
 /// The kind of credential that identified the caller.
@@ -166,6 +170,7 @@ fn needed(permission: Permission) -> &'static str {
         Permission::Change => "the operator or admin role",
         Permission::ReadAudit => "the auditor or admin role",
         Permission::ManageKeys => "the admin role",
+        Permission::Any => "any role",
     }
 }
 
@@ -185,7 +190,16 @@ impl<S: Send + Sync> FromRequestParts<S> for Authorized {
 
 /// The permission a route needs, from its method and matched path.
 pub fn permission_for(method: &Method, route: &str) -> Permission {
-    if route.starts_with("/v1/api-keys") {
+    let served = [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+    ];
+    if route.is_empty() || !served.contains(method) {
+        Permission::Any
+    } else if route.starts_with("/v1/api-keys") {
         Permission::ManageKeys
     } else if route.starts_with("/v1/audit-events") {
         Permission::ReadAudit

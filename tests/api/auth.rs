@@ -174,6 +174,53 @@ async fn every_route_checks_every_role() {
     }
 }
 
+/// A request that no route serves gets its 404 or 405 with any role's key, and stays a 401
+/// without a key.
+#[tokio::test]
+async fn unserved_requests_are_not_forbidden() {
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    let workforce = format!("/v1/regions/{REGION}/workforces/team");
+    let cases = [
+        (
+            Method::GET,
+            "/v1/nothing-here".to_owned(),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            Method::POST,
+            "/v1/nothing-here".to_owned(),
+            StatusCode::NOT_FOUND,
+        ),
+        (Method::PATCH, workforce, StatusCode::METHOD_NOT_ALLOWED),
+        (
+            Method::PATCH,
+            "/v1/api-keys".to_owned(),
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+    ];
+    for role in [Role::Viewer, Role::Auditor] {
+        let (_, key) =
+            api_keys::create(&app.db, &format!("key-{}", role.as_str()), role, None, None)
+                .await
+                .unwrap();
+        let client = client_with_key(&key);
+        for (method, path, expected) in &cases {
+            let status = send(&client, &app, method, path, &None).await.status();
+            assert_eq!(status, *expected, "{role:?} {method} {path}");
+        }
+    }
+    for (method, path, _) in &cases {
+        let status = send(&reqwest::Client::new(), &app, method, path, &None)
+            .await
+            .status();
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path}");
+    }
+}
+
 #[tokio::test]
 async fn bad_credentials_are_unauthenticated() {
     let app = TestApp::spawn_with(TestOptions {
