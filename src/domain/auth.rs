@@ -246,9 +246,9 @@ fn check_https_url(field: &str, value: &str) -> Result<(), FieldError> {
             let (host, port) = authority
                 .split_once(':')
                 .map_or((authority, None), |(h, p)| (h, Some(p)));
-            // A host name is dot-separated labels of 1 to 63 letters, digits and inner hyphens
-            // (RFC 1035), and a port is 1 to 65535 without leading zeros, matching the OpenAPI
-            // pattern.
+            // A host name is at most 253 characters of dot-separated labels of 1 to 63 letters,
+            // digits and inner hyphens (RFC 1035), and a port is 1 to 65535 without leading
+            // zeros. The OpenAPI pattern states all but the host name's total length.
             let label_ok = |label: &str| {
                 (1..=63).contains(&label.len())
                     && !label.starts_with('-')
@@ -257,7 +257,8 @@ fn check_https_url(field: &str, value: &str) -> Result<(), FieldError> {
                         .bytes()
                         .all(|b| b.is_ascii_alphanumeric() || b == b'-')
             };
-            host.split('.').all(label_ok)
+            host.len() <= 253
+                && host.split('.').all(label_ok)
                 && port.is_none_or(|p| {
                     !p.starts_with('0')
                         && p.bytes().all(|b| b.is_ascii_digit())
@@ -378,6 +379,15 @@ mod tests {
             ("https://-idp.example.com", false),
             (&format!("https://{}.com", "a".repeat(63)), true),
             (&format!("https://{}.com", "a".repeat(64)), false),
+            // 4 labels of 63 and 3 dots make 255 characters; one label less makes 191.
+            (
+                &format!("https://{}", vec!["a".repeat(63); 4].join(".")),
+                false,
+            ),
+            (
+                &format!("https://{}", vec!["a".repeat(63); 3].join(".")),
+                true,
+            ),
         ] {
             assert_eq!(check_https_url("u", url).is_ok(), valid, "{url}");
         }
