@@ -305,7 +305,7 @@ impl Authenticator {
             });
         }
         let ticket = self.cache.ticket();
-        let found = api_keys::find_by_hash(&self.db, &hash).await;
+        let found = Box::pin(api_keys::find_by_hash(&self.db, &hash)).await;
         if let Some((limiter, address)) = &limit
             && !matches!(found, Ok(None))
         {
@@ -357,7 +357,7 @@ impl Authenticator {
                 invalid_token: true,
             });
         };
-        match verifier.verify(token).await {
+        match Box::pin(verifier.verify(token)).await {
             Ok(verified) => Ok(Principal {
                 actor: verified.subject,
                 kind: ActorKind::Jwt,
@@ -446,7 +446,13 @@ pub async fn authorize(
         });
     }
     let permission = permission_for(request.method(), route);
-    let region = region_of(request);
+    // Only changes are limited by region, and only they are audited when denied. Decoding the
+    // region for every read took about 6% of the instructions of a cached GET.
+    let region = if permission == Permission::Change {
+        region_of(request)
+    } else {
+        None
+    };
     match principal.require(permission, region.as_ref()) {
         Ok(authorized) => {
             request.extensions_mut().insert(authorized.clone());
@@ -485,7 +491,7 @@ pub async fn authorize(
                     request_id: request_id.as_deref(),
                     detail,
                 };
-                denied.record(&auth.db).await;
+                Box::pin(denied.record(&auth.db)).await;
             }
             Err(Rejection {
                 response: error.into_response(),

@@ -57,14 +57,19 @@ pub async fn get_operation(
 ) -> Result<Response, ApiError> {
     let wait = wait_duration(query.wait)?;
     if !wait.is_zero() {
-        let operation = wait_for_change(&state, id, wait.min(state.watchers.max_wait)).await?;
+        let operation = Box::pin(wait_for_change(
+            &state,
+            id,
+            wait.min(state.watchers.max_wait),
+        ))
+        .await?;
         return Ok(axum::Json(OperationResponse::from_row(&operation)).into_response());
     }
     let cached = match state.cache.operation(id) {
         Some(cached) => cached,
         None => {
             let ticket = state.cache.ticket();
-            let operation = find_operation(&state, id).await?;
+            let operation = Box::pin(find_operation(&state, id)).await?;
             let body = serde_json::to_vec(&OperationResponse::from_row(&operation))
                 .map_err(|error| ApiError::Internal(error.into()))?;
             let cached = Arc::new(CachedOperation { body: body.into() });

@@ -259,30 +259,9 @@ pub async fn get_workforce(
     let (region, name) = path.parse(&state)?;
     let cached = match state.cache.workforce(region.as_str(), name.as_str()) {
         Some(cached) => cached,
-        None => {
-            let ticket = state.cache.ticket();
-            let Some(row) =
-                workforce_store::find(&state.db, region.as_str(), name.as_str()).await?
-            else {
-                return Err(ApiError::NotFound(format!(
-                    "no workforce named '{name}' in region {region}"
-                )));
-            };
-            let in_flight =
-                operation_store::find_unfinished(&state.db, region.as_str(), name.as_str()).await?;
-            let body = serde_json::to_vec(&WorkforceResponse::from_row(&row, in_flight.as_ref()))
-                .map_err(|error| ApiError::Internal(error.into()))?;
-            let etag = HeaderValue::from_str(&crate::changes::etag(row.revision))
-                .expect("a quoted number is a valid header");
-            let cached = Arc::new(CachedWorkforce {
-                row,
-                in_flight: in_flight.is_some(),
-                body: body.into(),
-                etag,
-            });
-            state.cache.store_workforce(ticket, cached.clone());
-            cached
-        }
+        // Boxed, so that the future of a cached read stays small: it is moved several times on
+        // every request, and the queries' futures take kilobytes.
+        None => Box::pin(load_workforce(&state, &region, &name)).await?,
     };
     if !cached.in_flight {
         refresh::refresh_if_stale(&state, &region, &cached.row);
@@ -298,6 +277,34 @@ pub async fn get_workforce(
         cached.body.clone(),
     )
         .into_response())
+}
+
+/// Reads a workforce and its unfinished operation from the database, and caches its response.
+async fn load_workforce(
+    state: &AppState,
+    region: &Region,
+    name: &WorkforceName,
+) -> Result<Arc<CachedWorkforce>, ApiError> {
+    let ticket = state.cache.ticket();
+    let Some(row) = workforce_store::find(&state.db, region.as_str(), name.as_str()).await? else {
+        return Err(ApiError::NotFound(format!(
+            "no workforce named '{name}' in region {region}"
+        )));
+    };
+    let in_flight =
+        operation_store::find_unfinished(&state.db, region.as_str(), name.as_str()).await?;
+    let body = serde_json::to_vec(&WorkforceResponse::from_row(&row, in_flight.as_ref()))
+        .map_err(|error| ApiError::Internal(error.into()))?;
+    let etag = HeaderValue::from_str(&crate::changes::etag(row.revision))
+        .expect("a quoted number is a valid header");
+    let cached = Arc::new(CachedWorkforce {
+        row,
+        in_flight: in_flight.is_some(),
+        body: body.into(),
+        etag,
+    });
+    state.cache.store_workforce(ticket, cached.clone());
+    Ok(cached)
 }
 
 /// Delete a workforce
