@@ -93,7 +93,8 @@ struct Inner {
     listening: AtomicBool,
     epoch: AtomicU64,
     api_keys: Table<[u8; 32], crate::auth::api_keys::ApiKeyRow>,
-    workforces: Table<(String, String), CachedWorkforce>,
+    /// Keyed by [`workforce_key`].
+    workforces: Table<String, CachedWorkforce>,
     operations: Table<Uuid, CachedOperation>,
 }
 
@@ -161,7 +162,7 @@ impl ReadCache {
                 self.0
                     .workforces
                     .lock()
-                    .remove(&(region.clone(), name.clone()));
+                    .remove(&workforce_key(region, name));
             }
             Invalidation::Operation(id) => {
                 self.0.operations.lock().remove(id);
@@ -207,12 +208,22 @@ impl ReadCache {
         if !self.enabled() {
             return None;
         }
-        // Borrowed lookups need the key's owned form; two short strings are cheap to build.
-        self.get(&self.0.workforces, &(region.to_owned(), name.to_owned()))
+        // The key is built on the stack, because a cached read makes no other allocation here.
+        // A pair too long for the buffer belongs to no valid workforce and is not cached.
+        let mut buffer = [0u8; 128];
+        let length = region.len() + 1 + name.len();
+        if length > buffer.len() {
+            return None;
+        }
+        buffer[..region.len()].copy_from_slice(region.as_bytes());
+        buffer[region.len()] = b'/';
+        buffer[region.len() + 1..length].copy_from_slice(name.as_bytes());
+        let key = std::str::from_utf8(&buffer[..length]).ok()?;
+        self.get(&self.0.workforces, key)
     }
 
     pub fn store_workforce(&self, ticket: Ticket, value: Arc<CachedWorkforce>) {
-        let key = (value.row.region.clone(), value.row.name.clone());
+        let key = workforce_key(&value.row.region, &value.row.name);
         self.store(&self.0.workforces, ticket, key, value);
     }
 
@@ -224,7 +235,11 @@ impl ReadCache {
         self.store(&self.0.operations, ticket, id, value);
     }
 
-    fn get<K: Eq + Hash, V>(&self, table: &Table<K, V>, key: &K) -> Option<Arc<V>> {
+    fn get<K, Q, V>(&self, table: &Table<K, V>, key: &Q) -> Option<Arc<V>>
+    where
+        K: Eq + Hash + std::borrow::Borrow<Q>,
+        Q: Eq + Hash + ?Sized,
+    {
         if !self.enabled() {
             return None;
         }
@@ -257,6 +272,16 @@ impl ReadCache {
             },
         );
     }
+}
+
+/// Returns the cache key of a workforce: its region and name joined by `/`, which neither a
+/// region code nor a workforce name contains.
+fn workforce_key(region: &str, name: &str) -> String {
+    let mut key = String::with_capacity(region.len() + 1 + name.len());
+    key.push_str(region);
+    key.push('/');
+    key.push_str(name);
+    key
 }
 
 #[cfg(test)]

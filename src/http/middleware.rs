@@ -80,11 +80,9 @@ pub async fn observe(
 ) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
+    // A clone of the matched path shares its text, where an owned copy would allocate.
+    let matched = request.extensions().get::<MatchedPath>().cloned();
+    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
     let sent_id = request
         .headers()
         .get(REQUEST_ID_HEADER)
@@ -105,7 +103,7 @@ pub async fn observe(
     let caller = Caller::default();
     let mut unfinished = Unfinished {
         method: &method,
-        route: &route,
+        route,
         request_id: id_text,
         caller: &caller,
         started,
@@ -130,7 +128,7 @@ pub async fn observe(
     unfinished.finished = true;
     log_request(
         &method,
-        &route,
+        route,
         id_text,
         caller.name(),
         started,
@@ -191,8 +189,12 @@ impl RequestPipeline {
         if declared.is_some_and(|length| length > self.max_body_bytes as u64) {
             return StatusCode::PAYLOAD_TOO_LARGE.into_response();
         }
-        let limit = self.max_body_bytes;
-        request = request.map(|body| Body::new(http_body_util::Limited::new(body, limit)));
+        // A request without a body, such as most reads, has nothing to limit, and skipping
+        // the wrapper saves an allocation.
+        if !axum::body::HttpBody::is_end_stream(request.body()) {
+            let limit = self.max_body_bytes;
+            request = request.map(|body| Body::new(http_body_util::Limited::new(body, limit)));
+        }
         match crate::auth::authorize(&self.authenticator, &mut request).await {
             Ok(authorized) => {
                 if let Some(authorized) = authorized {
