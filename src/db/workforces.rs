@@ -164,7 +164,7 @@ pub async fn apply_snapshot(
                                   then now() else updated_at end,
                 revision = case when (arn, aws_status, failure_reason, subdomain, vpc_config, source_ip_cidrs)
                                      is distinct from ($3, $4, $5, $6, $7, $8)
-                                then revision + 1 else revision end
+                                then nextval('workforce_revisions') else revision end
           where region = $1 and name = $2",
         region,
         snapshot.name,
@@ -231,7 +231,7 @@ pub async fn bump_revision(
     name: &str,
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
-        "update workforces set revision = revision + 1 where region = $1 and name = $2",
+        "update workforces set revision = nextval('workforce_revisions') where region = $1 and name = $2",
         region,
         name
     )

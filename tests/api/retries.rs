@@ -222,6 +222,46 @@ async fn if_match_guards_changes() {
     assert_eq!(response.status(), StatusCode::ACCEPTED);
 }
 
+/// A workforce deleted and created again under the same name gets ETags that its earlier
+/// record never had, so an If-Match read before the deletion fails.
+#[tokio::test]
+async fn etags_do_not_repeat_after_recreation() {
+    let app = TestApp::spawn().await;
+    app.create_active_workforce("labelers", None).await;
+    let path = format!("/v1/regions/{REGION}/workforces/labelers");
+    let etag_of =
+        |response: &reqwest::Response| response.headers()["etag"].to_str().unwrap().to_owned();
+    let first = app
+        .client
+        .get(format!("{}{path}", app.base_url))
+        .send()
+        .await
+        .unwrap();
+    let old_etag = etag_of(&first);
+    let (status, _, operation) = app.request(Method::DELETE, &path, None).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{operation}");
+    app.wait_for_operation(operation["id"].as_str().unwrap())
+        .await;
+    app.create_active_workforce("labelers", None).await;
+
+    let second = app
+        .client
+        .get(format!("{}{path}", app.base_url))
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(etag_of(&second), old_etag);
+    let response = app
+        .client
+        .put(format!("{}{path}/source-ip-config", app.base_url))
+        .header("if-match", &old_etag)
+        .json(&json!({"cidrs": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::PRECONDITION_FAILED);
+}
+
 /// A replayed response is stored, and the response of an API key's creation carries the key,
 /// which must never be stored.
 #[tokio::test]
