@@ -91,8 +91,9 @@ pub async fn refresh_workforce(
     match snapshot {
         Some(snapshot) => workforces::apply_snapshot(&mut tx, region.as_str(), &snapshot).await?,
         None => {
-            tracing::info!(workforce.name = name, aws.region = %region, "workforce no longer exists in AWS; removing its record");
-            workforces::delete(&mut tx, region.as_str(), name).await?;
+            if forget_vanished(&mut tx, region, name, "AWS has no workforce of this name").await? {
+                tracing::info!(workforce.name = name, aws.region = %region, "removed the record of a workforce that AWS no longer has");
+            }
         }
     }
     tx.commit().await?;
@@ -179,21 +180,38 @@ async fn remove_vanished(
     {
         return Ok(());
     }
-    workforces::delete(&mut tx, region.as_str(), name).await?;
+    let removed =
+        forget_vanished(&mut tx, region, name, "AWS no longer lists this workforce").await?;
+    tx.commit().await?;
+    if removed {
+        tracing::info!(workforce.name = name, aws.region = %region, "removed the record of a workforce that AWS no longer has");
+    }
+    Ok(())
+}
+
+/// Deletes the record of a workforce that AWS no longer has and audits the removal as
+/// `workforce.vanished`, in the caller's transaction. Returns whether there was a record.
+async fn forget_vanished(
+    tx: &mut sqlx::PgConnection,
+    region: &Region,
+    name: &str,
+    reason: &str,
+) -> Result<bool, sqlx::Error> {
+    if !workforces::delete(tx, region.as_str(), name).await? {
+        return Ok(false);
+    }
     crate::db::audit::insert(
-        &mut tx,
+        tx,
         crate::db::audit::NewAuditEvent {
             actor: "system",
             action: "workforce.vanished",
             outcome: "removed",
             region: Some(region.as_str()),
             workforce_name: Some(name),
-            detail: Some(serde_json::json!({ "reason": "AWS no longer lists this workforce" })),
+            detail: Some(serde_json::json!({ "reason": reason })),
             ..Default::default()
         },
     )
     .await?;
-    tx.commit().await?;
-    tracing::info!(workforce.name = name, aws.region = %region, "removed the record of a workforce that AWS no longer has");
-    Ok(())
+    Ok(true)
 }

@@ -610,11 +610,15 @@ impl Worker {
             workforces::apply_snapshot(&mut tx, region, snapshot).await?;
         }
         let aws_status = snapshot.and_then(|s| s.status.as_deref());
-        // A workforce that AWS does not have is removed once a delete succeeds or a create fails.
+        // A workforce that AWS does not have is removed once a delete succeeds, a create
+        // fails, or any change finds it gone. Left in place, the record of a vanished
+        // workforce would stay `Updating`, and no later change or delete would be accepted.
         let gone = snapshot.is_none()
             && match &outcome {
                 StepOutcome::Succeeded { .. } => kind == "delete_workforce",
-                StepOutcome::Failed { .. } => kind == "create_workforce",
+                StepOutcome::Failed { code, .. } => {
+                    kind == "create_workforce" || code == "WorkforceNotFound"
+                }
                 _ => false,
             };
         if gone {

@@ -213,15 +213,20 @@ pub async fn adopt(
     Ok(inserted)
 }
 
-pub async fn delete(conn: &mut PgConnection, region: &str, name: &str) -> Result<(), sqlx::Error> {
-    sqlx::query!(
+/// Deletes a workforce's record; returns whether there was one.
+pub async fn delete(
+    conn: &mut PgConnection,
+    region: &str,
+    name: &str,
+) -> Result<bool, sqlx::Error> {
+    let deleted = sqlx::query!(
         "delete from workforces where region = $1 and name = $2",
         region,
         name
     )
     .execute(conn)
     .await?;
-    Ok(())
+    Ok(deleted.rows_affected() > 0)
 }
 
 /// Gives the record a new revision, and so a new ETag.

@@ -356,3 +356,97 @@ async fn stuck_workforce_times_out() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Deletes a workforce in SageMaker behind the service's back and waits until it is gone.
+async fn delete_behind_the_service(app: &TestApp, name: &str) {
+    let region = workforce_service::domain::Region::parse("region", REGION).unwrap();
+    let workforce_name = workforce_service::domain::WorkforceName::parse("name", name).unwrap();
+    let aws = &app.service().state.aws;
+    aws.delete_workforce(&region, &workforce_name)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while aws
+        .describe_workforce(&region, name)
+        .await
+        .unwrap()
+        .is_some()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name} is still in SageMaker"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A workforce deleted in AWS by someone else leaves no record behind once a change or a read
+/// finds it gone, and both removals are audited. The name can then be used again.
+#[tokio::test]
+async fn workforces_deleted_outside_the_service_are_forgotten() {
+    let app = TestApp::spawn().await;
+    app.create_active_workforce("changed", None).await;
+    delete_behind_the_service(&app, "changed").await;
+
+    let (status, _, operation) = app
+        .request(
+            Method::PUT,
+            &format!("/v1/regions/{REGION}/workforces/changed/source-ip-config"),
+            Some(json!({"cidrs": ["10.0.0.0/8"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{operation}");
+    let finished = app
+        .wait_for_operation(operation["id"].as_str().unwrap())
+        .await;
+    assert_eq!(finished["status"], "failed", "{finished}");
+    assert_eq!(
+        finished["failure"]["code"], "WorkforceNotFound",
+        "{finished}"
+    );
+    let (status, workforce) = app
+        .get(&format!("/v1/regions/{REGION}/workforces/changed"))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{workforce}");
+
+    // SageMaker allows one workforce per account and region, so the next one is created only
+    // now. A read of a record older than --refresh-after-seconds (backdated here) calls
+    // DescribeWorkforce, which finds the workforce gone.
+    app.create_active_workforce("read", None).await;
+    delete_behind_the_service(&app, "read").await;
+    sqlx::query("update workforces set aws_refreshed_at = now() - interval '2 hours'")
+        .execute(&app.db)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, _) = app
+            .get(&format!("/v1/regions/{REGION}/workforces/read"))
+            .await;
+        if status == StatusCode::NOT_FOUND {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the record of 'read' stayed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let vanished: Vec<String> = sqlx::query_scalar(
+        "select workforce_name from audit_events where action = 'workforce.vanished'",
+    )
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(vanished, ["read"]);
+    let changed_actions = app.audit_actions("changed").await;
+    assert!(
+        changed_actions
+            .iter()
+            .any(|(action, _)| action == "operation.failed"),
+        "{changed_actions:?}"
+    );
+
+    let (status, operation) = app.create_workforce(cognito_workforce("changed")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{operation}");
+}
