@@ -141,7 +141,12 @@ async fn keyed_change(
     hasher.update([0]);
     hasher.update(parts.uri.path().as_bytes());
     hasher.update([0]);
-    hasher.update(&bytes);
+    // A JSON body is hashed in one form (sorted keys, no white space), so that a client that
+    // serializes the same document differently on its retry still makes the same request.
+    let canonical = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|document| serde_json::to_vec(&document).ok());
+    hasher.update(canonical.as_deref().unwrap_or(&bytes));
     let request_hash = hasher.finalize().to_vec();
     let ttl = state.idempotency_ttl;
 

@@ -60,6 +60,25 @@ async fn idempotency_key_replays_original_response() {
     assert_eq!(replayed_headers["idempotency-replayed"], "true");
     assert_eq!(app.count_rows("operations").await, 1);
 
+    // The same document with its keys in another order and other white space is the same
+    // request.
+    let reordered = format!(
+        "{{\n  \"cognito_config\": {}, \"name\": \"labelers\"\n}}",
+        cognito_workforce("labelers")["cognito_config"]
+    );
+    let response = app
+        .client
+        .post(format!("{}{path}", app.base_url))
+        .header("idempotency-key", "create-1")
+        .header("content-type", "application/json")
+        .body(reordered)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    assert_eq!(response.headers()["idempotency-replayed"], "true");
+    assert_eq!(app.count_rows("operations").await, 1);
+
     // The same key with another body is rejected, and creates nothing.
     let (status, _, problem) = send_with_key(
         &app,
