@@ -135,6 +135,13 @@ read -r rps p50 p99 <<< "$(WFS_KEY='' run_wrk "$connections" "$api/healthz")"
 row "GET /healthz (middleware, no auth, no query), $connections connections: req/s | $rps | | | p50 $p50 ms / p99 $p99 ms"
 stop_service "$server_pid"
 
+# Instruction counts are repeatable where request rates are not; they take about a minute.
+if (( ! smoke )) && command -v valgrind > /dev/null; then
+    echo "== instructions per cached GET (callgrind)" >&2
+    read -r service_ir baseline_ir <<< "$(benches/instructions.sh "$service" "$baseline" "$work")"
+    row "GET workforce: user-space instructions per request (callgrind) | $service_ir | $baseline_ir | $(python3 -c "print(f'{$baseline_ir/$service_ir:.2f}')") | 4 connections, 20 s; kernel time not counted"
+fi
+
 echo "== time to ready and idle memory on a migrated database" >&2
 started=$(date +%s%N)
 start_service 18080 wfs_bench
