@@ -407,6 +407,17 @@ fn format_access_line(
 
 /// Writes `text` as a quoted JSON string. The text format quotes strings the same way.
 fn write_json_string(out: &mut Vec<u8>, text: &str) {
+    // Request ids and caller names are nearly always printable ASCII with nothing to escape,
+    // and copying them directly skips serde_json's escaping loop.
+    if text
+        .bytes()
+        .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\')
+    {
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+        return;
+    }
     // A string always serializes, and `Vec`'s `io::Write` never returns an error.
     let _ = serde_json::to_writer(&mut *out, text);
 }
@@ -574,6 +585,24 @@ mod tests {
                 "target": "workforce_service::http::middleware",
             })
         );
+    }
+
+    #[test]
+    fn quoted_strings_match_serde_json() {
+        for text in [
+            "",
+            "plain-id_1.2:3",
+            "with space",
+            "quote\"",
+            "back\\slash",
+            "tab\tnewline\n",
+            "\u{7f}\u{1}",
+            "é and 視",
+        ] {
+            let mut out = Vec::new();
+            write_json_string(&mut out, text);
+            assert_eq!(out, serde_json::to_vec(text).unwrap(), "{text:?}");
+        }
     }
 
     #[test]
