@@ -208,7 +208,14 @@ impl utoipa::Modify for SecurityAddon {
                     SecurityRequirement::new("bearer_jwt", Vec::<String>::new()),
                     SecurityRequirement::new("api_key", Vec::<String>::new()),
                 ]);
+                let takes_body = operation.request_body.is_some();
                 let responses = &mut operation.responses.responses;
+                if takes_body {
+                    responses.insert(
+                        "413".into(),
+                        problem("The body is larger than the service's limit (--max-body-bytes); the problem states the limit in bytes"),
+                    );
+                }
                 responses.insert(
                     "401".into(),
                     problem("Missing, invalid, expired or revoked credential"),

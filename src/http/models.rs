@@ -674,3 +674,112 @@ pub struct AuditEventListResponse {
     pub items: Vec<AuditEventResponse>,
     pub next_cursor: Option<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Map, Value, json};
+
+    use super::CreateWorkforceRequest;
+    use crate::config::DEFAULT_MAX_BODY_BYTES;
+
+    /// Writes `text` as a JSON string with every character as a `\u` escape, so that a
+    /// character outside the Basic Multilingual Plane takes 12 bytes.
+    fn escape_string(text: &str, out: &mut String) {
+        out.push('"');
+        for unit in text.encode_utf16() {
+            out.push_str(&format!("\\u{unit:04x}"));
+        }
+        out.push('"');
+    }
+
+    /// Writes `value` as compact JSON whose strings, member names included, are fully escaped.
+    fn escape_all(value: &Value, out: &mut String) {
+        match value {
+            Value::String(text) => escape_string(text, out),
+            Value::Array(items) => {
+                out.push('[');
+                for (index, item) in items.iter().enumerate() {
+                    if index > 0 {
+                        out.push(',');
+                    }
+                    escape_all(item, out);
+                }
+                out.push(']');
+            }
+            Value::Object(members) => {
+                out.push('{');
+                for (index, (name, member)) in members.iter().enumerate() {
+                    if index > 0 {
+                        out.push(',');
+                    }
+                    escape_string(name, out);
+                    out.push(':');
+                    escape_all(member, out);
+                }
+                out.push('}');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+
+    /// Builds a create request with every field at its maximum length. Tags and OIDC extra
+    /// parameters use U+20000 and its neighbours, letters outside the Basic Multilingual Plane.
+    fn largest_create_request() -> Value {
+        let letter = |offset: u32| char::from_u32(0x20000 + offset).expect("a CJK letter");
+        let repeated = |count: usize| letter(0).to_string().repeat(count);
+        let url = format!("https://idp.example.com/{}", "p".repeat(476));
+        let ascii = "a".repeat(1024);
+        let mut extra_params = Map::new();
+        for index in 0..10 {
+            extra_params.insert(
+                format!("{}{}", repeated(511), letter(index + 1)),
+                Value::String(repeated(512)),
+            );
+        }
+        let tags: Vec<Value> = (0..50)
+            .map(|index| {
+                json!({"key": format!("{}{}", repeated(127), letter(index + 1)), "value": repeated(256)})
+            })
+            .collect();
+        json!({
+            "name": "a".repeat(63),
+            "cognito_config": null,
+            "oidc_config": {
+                "client_id": ascii,
+                "client_secret": ascii,
+                "issuer": url,
+                "authorization_endpoint": url,
+                "token_endpoint": url,
+                "user_info_endpoint": url,
+                "logout_endpoint": url,
+                "jwks_uri": url,
+                "scope": ascii,
+                "authentication_request_extra_params": extra_params,
+            },
+            "vpc_config": {
+                "vpc_id": format!("vpc-{}", "a".repeat(28)),
+                "security_group_ids": (0..5).map(|i| format!("sg-{}{i}", "a".repeat(28))).collect::<Vec<_>>(),
+                "subnets": (0..16).map(|i| format!("subnet-{}{i:x}", "a".repeat(24))).collect::<Vec<_>>(),
+            },
+            "source_ip_config": {
+                "cidrs": (0..10).map(|i| format!("ffff:ffff:ffff:ffff:ffff:ffff:ffff:fff{i}/128")).collect::<Vec<_>>(),
+            },
+            "tags": tags,
+            "ip_address_type": "dualstack",
+        })
+    }
+
+    #[test]
+    fn largest_create_body_fits_default_limit() {
+        let mut body = String::new();
+        escape_all(&largest_create_request(), &mut body);
+
+        let request: CreateWorkforceRequest =
+            serde_json::from_str(&body).expect("the body deserializes");
+        let errors = request.validate().err().unwrap_or_default();
+        assert!(errors.is_empty(), "{errors:?}");
+        // The number that the doc comment of DEFAULT_MAX_BODY_BYTES states.
+        assert_eq!(body.len(), 401_852);
+        assert!(body.len() <= DEFAULT_MAX_BODY_BYTES);
+    }
+}

@@ -160,7 +160,7 @@ async fn oversized_body_is_rejected() {
         ..Default::default()
     })
     .await;
-    let body = format!("{{\"name\": \"{}\"}}", "a".repeat(200_000));
+    let body = format!("{{\"name\": \"{}\"}}", "a".repeat(600_000));
     let response = app
         .client
         .post(format!("{}/v1/regions/{REGION}/workforces", app.base_url))
@@ -174,6 +174,78 @@ async fn oversized_body_is_rejected() {
         response.headers()["content-type"],
         "application/problem+json"
     );
+    let problem: Value = response.json().await.unwrap();
+    let detail = problem["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("524288 bytes"), "{problem}");
+}
+
+/// Writes `value` as JSON with every character of its strings as a `\u` escape, so that a
+/// character outside the Basic Multilingual Plane takes 12 bytes.
+fn escape_every_character(value: &Value) -> String {
+    let escape = |text: &str| {
+        let units: String = text
+            .encode_utf16()
+            .map(|unit| format!("\\u{unit:04x}"))
+            .collect();
+        format!("\"{units}\"")
+    };
+    match value {
+        Value::String(text) => escape(text),
+        Value::Array(items) => {
+            let items: Vec<String> = items.iter().map(escape_every_character).collect();
+            format!("[{}]", items.join(","))
+        }
+        Value::Object(members) => {
+            let members: Vec<String> = members
+                .iter()
+                .map(|(name, member)| {
+                    format!("{}:{}", escape(name), escape_every_character(member))
+                })
+                .collect();
+            format!("{{{}}}", members.join(","))
+        }
+        other => other.to_string(),
+    }
+}
+
+/// 50 tags and 10 OIDC extra parameters at their maximum lengths, in a CJK letter outside the
+/// Basic Multilingual Plane and fully escaped, make a body of about 350 KB. Every documented
+/// limit allows it, so the body limit must too.
+#[tokio::test]
+async fn largest_tags_and_params_are_accepted() {
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    let letter = |offset: u32| char::from_u32(0x20000 + offset).unwrap();
+    let repeated = |count: usize| letter(0).to_string().repeat(count);
+    let mut oidc = oidc_config("s3cret");
+    for index in 0..10 {
+        let key = format!("{}{}", repeated(511), letter(index + 1));
+        oidc["authentication_request_extra_params"][key] = Value::String(repeated(512));
+    }
+    let tags: Vec<Value> = (0..50)
+        .map(|index| {
+            serde_json::json!({"key": format!("{}{}", repeated(127), letter(index + 1)), "value": repeated(256)})
+        })
+        .collect();
+    let body = serde_json::json!({"name": "escaped", "oidc_config": oidc, "tags": tags});
+    let body = escape_every_character(&body);
+    assert!(body.len() > 300_000, "{}", body.len());
+
+    let response = app
+        .client
+        .post(format!("{}/v1/regions/{REGION}/workforces", app.base_url))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    assert_eq!(status, StatusCode::ACCEPTED, "{text}");
 }
 
 /// A body is read as UTF-8 JSON as sent, so a compressed body or another character set is
@@ -257,7 +329,7 @@ async fn oversized_chunked_body_is_rejected() {
     )
     .await
     .unwrap();
-    let body = format!("{{\"name\": \"{}\"}}", "a".repeat(200_000));
+    let body = format!("{{\"name\": \"{}\"}}", "a".repeat(600_000));
     let address = app.base_url.trim_start_matches("http://").to_owned();
     for idempotency_key in [None, Some("chunked-1")] {
         let mut head = format!(
@@ -294,6 +366,10 @@ async fn oversized_chunked_body_is_rejected() {
         );
         assert!(
             response.contains("application/problem+json"),
+            "{idempotency_key:?}: {response}"
+        );
+        assert!(
+            response.contains("524288 bytes"),
             "{idempotency_key:?}: {response}"
         );
     }
