@@ -109,14 +109,20 @@ impl AppState {
             detail: format!("invalid path parameter region: {}", error.reason),
             errors: vec![error],
         })?;
-        if !self.regions.contains(&region) {
-            let configured: Vec<&str> = self.regions.iter().map(Region::as_str).collect();
-            return Err(ApiError::NotFound(format!(
-                "region {region} is not managed by this service; the configured regions are {}",
-                configured.join(", ")
-            )));
-        }
+        self.check_managed(&region)?;
         Ok(region)
+    }
+
+    /// Returns a 404 error unless `region` is one of the configured regions.
+    pub fn check_managed(&self, region: &Region) -> Result<(), ApiError> {
+        if self.regions.contains(region) {
+            return Ok(());
+        }
+        let configured: Vec<&str> = self.regions.iter().map(Region::as_str).collect();
+        Err(ApiError::NotFound(format!(
+            "region {region} is not managed by this service; the configured regions are {}",
+            configured.join(", ")
+        )))
     }
 }
 

@@ -655,7 +655,8 @@ pub struct AuditEventResponse {
     pub actor_role: Option<String>,
     /// The event, such as `workforce.create.requested` or `operation.succeeded`.
     pub action: String,
-    /// `accepted`, `rejected`, `started`, `submitted`, `succeeded` or `failed`.
+    /// `accepted`, `rejected`, `denied` (for `access.denied`), `started`, `submitted`,
+    /// `succeeded`, `failed` or `removed` (for `workforce.vanished`).
     pub outcome: String,
     pub region: Option<String>,
     pub workforce_name: Option<String>,

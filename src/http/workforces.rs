@@ -115,6 +115,7 @@ pub struct ListWorkforcesQuery {
     responses(
         (status = 200, description = "Success", body = WorkforceListResponse),
         (status = 400, description = "Malformed request: unreadable JSON, wrong field type, or an invalid path or query parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "The region filter names a region not managed by this service", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn list_workforces(
@@ -131,6 +132,9 @@ pub async fn list_workforces(
         ),
         None => None,
     };
+    if let Some(region) = &region {
+        state.check_managed(region)?;
+    }
     if let Some(status) = &query.status
         && !AWS_STATUSES.contains(&status.as_str())
     {
