@@ -169,19 +169,24 @@ impl IntoResponse for ApiError {
             }
             Self::Validation(errors) => {
                 let count = errors.len();
-                let noun = if count == 1 { "field is" } else { "fields are" };
-                let listed = if count > MAX_LISTED_ERRORS {
-                    format!(" (the first {MAX_LISTED_ERRORS} are listed)")
+                let detail = if count == 1 {
+                    "1 field is invalid; fix it as its reason says and send the request again"
+                        .to_owned()
                 } else {
-                    String::new()
+                    let listed = if count > MAX_LISTED_ERRORS {
+                        format!(" (the first {MAX_LISTED_ERRORS} are listed)")
+                    } else {
+                        String::new()
+                    };
+                    format!(
+                        "{count} fields are invalid{listed}; fix them as each reason says and send the request again"
+                    )
                 };
                 let mut problem = Problem::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "validation-error",
                     "Invalid request",
-                    format!(
-                        "{count} {noun} invalid{listed}; fix them as each reason says and send the request again"
-                    ),
+                    detail,
                 );
                 problem.errors = errors.iter().take(MAX_LISTED_ERRORS).cloned().collect();
                 problem

@@ -91,16 +91,17 @@ impl AppState {
         }
     }
 
-    /// Returns an acceptor that honours the request's `If-Match` header.
-    pub fn acceptor_with(&self, headers: &HeaderMap) -> Acceptor<'_> {
+    /// Returns an acceptor that honours the request's `If-Match` header, or a 400 error when
+    /// the header is malformed.
+    pub fn acceptor_with(&self, headers: &HeaderMap) -> Result<Acceptor<'_>, ApiError> {
         let if_match = headers
             .get(header::IF_MATCH)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        Acceptor {
+            .map(check_if_match)
+            .transpose()?;
+        Ok(Acceptor {
             if_match,
             ..self.acceptor()
-        }
+        })
     }
 
     /// Parses a region path parameter and checks that this service manages it.
@@ -123,6 +124,45 @@ impl AppState {
             "region {region} is not managed by this service; the configured regions are {}",
             configured.join(", ")
         )))
+    }
+}
+
+/// Checks that an `If-Match` value is `*` or a list of entity tags, each in double quotes with
+/// an optional `W/` prefix (RFC 9110 section 8.8.3), and returns it. An unquoted value such as
+/// `3` would otherwise match nothing and get 412, which hides the caller's mistake.
+fn check_if_match(value: &HeaderValue) -> Result<String, ApiError> {
+    let invalid = || {
+        let error = FieldError::new(
+            "If-Match",
+            "must be * or entity tags in double quotes, such as \"3\", as the ETag header returns them",
+        );
+        ApiError::BadRequest {
+            detail: format!("invalid header If-Match: {}", error.reason),
+            errors: vec![error],
+        }
+    };
+    let text = value.to_str().map_err(|_| invalid())?;
+    let is_entity_tag = |tag: &str| {
+        let opaque = tag.strip_prefix("W/").unwrap_or(tag);
+        opaque.len() >= 2
+            && opaque.starts_with('"')
+            && opaque.ends_with('"')
+            && opaque[1..opaque.len() - 1]
+                .bytes()
+                .all(|b| b == 0x21 || (0x23..=0x7e).contains(&b))
+    };
+    // Lists may contain empty elements, which recipients ignore (RFC 9110 section 5.6.1).
+    let tags: Vec<&str> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|tag| !tag.is_empty())
+        .collect();
+    let valid =
+        text.trim() == "*" || (!tags.is_empty() && tags.iter().all(|tag| is_entity_tag(tag)));
+    if valid {
+        Ok(text.to_owned())
+    } else {
+        Err(invalid())
     }
 }
 

@@ -49,7 +49,7 @@ async fn accept_change(
     secret: Option<crate::domain::OidcSecret>,
 ) -> Result<Response, ApiError> {
     let operation = state
-        .acceptor_with(headers)
+        .acceptor_with(headers)?
         .change(&caller(headers, authorized), region, name, change, secret)
         .await?;
     Ok(accepted(&operation))
@@ -224,7 +224,7 @@ pub async fn create_workforce(
         } => super::vpc::require_prerequisites(&state, &region, vpc_config).await?,
         _ => Vec::new(),
     };
-    let acceptor = state.acceptor_with(&headers).with_findings(findings);
+    let acceptor = state.acceptor_with(&headers)?.with_findings(findings);
     let operation = acceptor
         .create(
             &caller(&headers, &authorized),
@@ -394,7 +394,7 @@ pub async fn put_vpc_config(
         )));
     }
     let findings = super::vpc::require_prerequisites(&state, &region, &vpc_config).await?;
-    let acceptor = state.acceptor_with(&headers).with_findings(findings);
+    let acceptor = state.acceptor_with(&headers)?.with_findings(findings);
     let operation = acceptor
         .change(
             &caller(&headers, &authorized),

@@ -248,6 +248,69 @@ async fn largest_tags_and_params_are_accepted() {
     assert_eq!(status, StatusCode::ACCEPTED, "{text}");
 }
 
+/// A query value that does not parse gets a reason with the parameter's valid range or form,
+/// in place of serde's "invalid digit found in string".
+#[tokio::test]
+async fn unparsable_query_names_valid_form() {
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    let operation = "3f1c7d7e-2c1b-4a8e-9c55-0d6f5a1b2c3d";
+    for (path, field, expected) in [
+        (
+            format!("/v1/operations/{operation}?wait=-1"),
+            "wait",
+            "must be a whole number of seconds from 0 to 60",
+        ),
+        (
+            format!("/v1/operations/{operation}?wait=soon"),
+            "wait",
+            "must be a whole number of seconds from 0 to 60",
+        ),
+        (
+            "/v1/workforces?limit=-5".to_owned(),
+            "limit",
+            "must be a whole number from 1 to 200",
+        ),
+        (
+            "/v1/audit-events?since=yesterday".to_owned(),
+            "since",
+            "must be an RFC 3339 time, such as 2026-01-01T00:00:00Z",
+        ),
+        (
+            "/v1/audit-events?operation_id=42".to_owned(),
+            "operation_id",
+            "must be a UUID",
+        ),
+    ] {
+        let (status, problem) = app.get(&path).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {problem}");
+        assert_eq!(problem["errors"][0]["field"], field, "{path}: {problem}");
+        let reason = problem["errors"][0]["reason"].as_str().unwrap_or_default();
+        assert!(reason.starts_with(expected), "{path}: {problem}");
+        let detail = problem["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains(field), "{path}: {problem}");
+    }
+}
+
+/// One invalid field is written in the singular.
+#[tokio::test]
+async fn one_invalid_field_reads_singular() {
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    let (status, problem) = app.create_workforce(serde_json::json!({"name": "-bad", "cognito_config": {"user_pool": "us-east-1_AbC123", "client_id": "portal"}})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert_eq!(
+        problem["detail"],
+        "1 field is invalid; fix it as its reason says and send the request again"
+    );
+}
+
 /// A body is read as UTF-8 JSON as sent, so a compressed body or another character set is
 /// rejected with 415 rather than misread. UTF-8 named in any case is accepted.
 #[tokio::test]
