@@ -94,6 +94,13 @@ impl From<ApiKeyRow> for ApiKeyResponse {
 }
 
 /// Checks an API key name: 1 to 64 ASCII letters, digits, `.`, `_` or `-`.
+/// Builds the message for a new key whose name an existing or revoked key has.
+pub fn name_in_use_message(name: &str) -> String {
+    format!(
+        "an API key named '{name}' exists or existed; names of revoked keys stay reserved, so choose another name"
+    )
+}
+
 pub fn validate_key_name(name: &str) -> Result<(), FieldError> {
     check_length("name", name, 1, 64)?;
     if name
@@ -230,10 +237,7 @@ pub async fn create_api_key(
     let (row, key) = match created {
         Ok(created) => created,
         Err(error) if crate::db::is_unique_violation(&error, key_store::NAME_UNIQUE) => {
-            return Err(ApiError::NameInUse(format!(
-                "an API key named '{}' exists or existed; names of revoked keys stay reserved, so choose another name",
-                request.name
-            )));
+            return Err(ApiError::NameInUse(name_in_use_message(&request.name)));
         }
         Err(error) => return Err(error.into()),
     };

@@ -874,3 +874,41 @@ async fn public_endpoints_can_require_credentials() {
         assert_ne!(status, StatusCode::UNAUTHORIZED, "{path} with a key");
     }
 }
+
+/// The CLI reports a name in use, revoked keys included, in words and with a failing exit
+/// status, instead of PostgreSQL's unique-violation error.
+#[tokio::test]
+async fn cli_rejects_name_in_use() {
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    api_keys::create(&app.db, "in-use", Role::Viewer, None, None)
+        .await
+        .unwrap();
+    api_keys::create(&app.db, "retired", Role::Viewer, None, None)
+        .await
+        .unwrap();
+    api_keys::revoke_by_name(&app.db, "retired").await.unwrap();
+
+    for name in ["in-use", "retired"] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_workforce-service"))
+            .arg(format!("--database-url={}", app.database_url))
+            .args(["api-keys", "create", "--name", name, "--role", "viewer"])
+            .output()
+            .expect("the CLI runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{name}: {stderr}");
+        assert!(
+            stderr.contains(&format!("an API key named '{name}' exists or existed")),
+            "{name}: {stderr}"
+        );
+        assert!(
+            stderr.contains("revoked keys stay reserved"),
+            "{name}: {stderr}"
+        );
+        assert!(!stderr.contains("duplicate key"), "{name}: {stderr}");
+        assert!(output.stdout.is_empty(), "{name}");
+    }
+}
