@@ -107,6 +107,9 @@ pub enum ApiError {
     /// A name that must be unique, such as an API key's, is taken.
     #[error("name in use: {0}")]
     NameInUse(String),
+    /// The request would revoke the last usable admin key.
+    #[error("last admin key: {0}")]
+    LastAdminKey(String),
     /// The `If-Match` precondition no longer holds.
     #[error("precondition failed: {0}")]
     PreconditionFailed(String),
@@ -236,6 +239,12 @@ impl IntoResponse for ApiError {
                 StatusCode::CONFLICT,
                 "name-in-use",
                 "Name in use",
+                detail.clone(),
+            ),
+            Self::LastAdminKey(detail) => Problem::new(
+                StatusCode::CONFLICT,
+                "last-admin-key",
+                "Last admin key",
                 detail.clone(),
             ),
             Self::PreconditionFailed(detail) => Problem::new(
