@@ -71,6 +71,12 @@ pub enum ApiKeyCommand {
     },
 }
 
+/// Default of `--max-body-bytes`: 512 KiB. The largest valid body is a create request with every
+/// field at its maximum length, where each character is sent as a JSON `\u` escape and is
+/// outside the Basic Multilingual Plane wherever the model allows (12 bytes for a surrogate
+/// pair). It has 401,852 bytes, and a test in `http::models` builds it.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 512 * 1024;
+
 /// Service name of the workforce interface endpoints in the sandbox, whose
 /// DescribeVpcEndpointServices entry lists only the zones the sandbox topology supports.
 const SANDBOX_PORTAL_ENDPOINT_SERVICE: &str = "com.amazonaws.{region}.sagemaker.labeling";
@@ -227,7 +233,7 @@ pub struct ServeConfig {
     pub log_format: LogFormat,
 
     /// Maximum request body size in bytes.
-    #[arg(long, env = "WORKFORCE_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
+    #[arg(long, env = "WORKFORCE_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
 
     /// Seconds a request may take before the service returns 503.

@@ -103,8 +103,22 @@ async fn manage_api_keys(
             }
             let expires_at = expires_in_days
                 .map(|days| chrono::Utc::now() + chrono::Duration::days(i64::from(days)));
-            let (row, key) =
-                api_keys::create(&db, &name, role, regions.as_deref(), expires_at).await?;
+            let created = api_keys::create(&db, &name, role, regions.as_deref(), expires_at).await;
+            let (row, key) = match created {
+                Ok(created) => created,
+                Err(error)
+                    if workforce_service::db::is_unique_violation(
+                        &error,
+                        api_keys::NAME_UNIQUE,
+                    ) =>
+                {
+                    anyhow::bail!(
+                        "{}",
+                        workforce_service::http::api_keys::name_in_use_message(&name)
+                    );
+                }
+                Err(error) => return Err(error.into()),
+            };
             eprintln!(
                 "Created API key '{}' with role {} (id {}). Store it now; it is not shown again:",
                 row.name, row.role, row.id
@@ -112,29 +126,10 @@ async fn manage_api_keys(
             println!("{key}");
         }
         ApiKeyCommand::List => {
-            println!(
-                "{:<36}  {:<24}  {:<8}  {:<10}  REGIONS",
-                "ID", "NAME", "ROLE", "STATE"
+            print!(
+                "{}",
+                key_table(&api_keys::list(&db).await?, chrono::Utc::now())
             );
-            let now = chrono::Utc::now();
-            for row in api_keys::list(&db).await? {
-                let state = if row.revoked_at.is_some() {
-                    "revoked"
-                } else if row.expires_at.is_some_and(|at| at <= now) {
-                    "expired"
-                } else {
-                    "active"
-                };
-                let regions = row
-                    .regions
-                    .as_ref()
-                    .map(|r| r.join(","))
-                    .unwrap_or_else(|| "all".to_owned());
-                println!(
-                    "{:<36}  {:<24}  {:<8}  {:<10}  {}",
-                    row.id, row.name, row.role, state, regions
-                );
-            }
         }
         ApiKeyCommand::Revoke { name } => {
             api_keys::revoke_by_name(&db, &name)
@@ -150,6 +145,52 @@ async fn manage_api_keys(
         }
     }
     Ok(())
+}
+
+/// Writes the rows of `api-keys list` as a table whose columns are as wide as their longest
+/// value, so that long key names keep the columns in line.
+fn key_table(rows: &[api_keys::ApiKeyRow], now: chrono::DateTime<chrono::Utc>) -> String {
+    use std::fmt::Write;
+
+    let header = ["ID", "NAME", "ROLE", "STATE", "REGIONS"];
+    let mut lines: Vec<[String; 5]> = vec![header.map(str::to_owned)];
+    for row in rows {
+        let state = if row.revoked_at.is_some() {
+            "revoked"
+        } else if row.expires_at.is_some_and(|at| at <= now) {
+            "expired"
+        } else {
+            "active"
+        };
+        let regions = row
+            .regions
+            .as_ref()
+            .map(|r| r.join(","))
+            .unwrap_or_else(|| "all".to_owned());
+        lines.push([
+            row.id.to_string(),
+            row.name.clone(),
+            row.role.clone(),
+            state.to_owned(),
+            regions,
+        ]);
+    }
+    let mut widths = [0usize; 5];
+    for line in &lines {
+        for (width, cell) in widths.iter_mut().zip(line) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut table = String::new();
+    for line in &lines {
+        let [id, name, role, state, regions] = line;
+        let [id_width, name_width, role_width, state_width, _] = widths;
+        let _ = writeln!(
+            table,
+            "{id:<id_width$}  {name:<name_width$}  {role:<role_width$}  {state:<state_width$}  {regions}"
+        );
+    }
+    table
 }
 
 fn init_tracing<W>(format: LogFormat, writer: W)
@@ -201,5 +242,47 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {}
         () = terminate => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_table_aligns_long_names() {
+        let now = chrono::Utc::now();
+        let row = |name: &str, role: &str, regions: Option<Vec<String>>| api_keys::ApiKeyRow {
+            id: uuid::Uuid::new_v4(),
+            name: name.to_owned(),
+            role: role.to_owned(),
+            regions,
+            created_at: now,
+            expires_at: None,
+            revoked_at: None,
+        };
+        let rows = [
+            row(
+                "a".repeat(30).as_str(),
+                "operator",
+                Some(vec!["us-east-1".to_owned()]),
+            ),
+            row("ci", "admin", None),
+        ];
+
+        let table = key_table(&rows, now);
+
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 3, "{table}");
+        for column in ["ROLE", "STATE", "REGIONS"] {
+            let at = lines[0].find(column).expect("a header");
+            for line in &lines[1..] {
+                let cell = &line[at..];
+                assert!(
+                    at > 0 && line.as_bytes()[at - 1] == b' ' && !cell.starts_with(' '),
+                    "{column} out of line:\n{table}"
+                );
+            }
+        }
     }
 }

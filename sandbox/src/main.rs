@@ -57,10 +57,12 @@ async fn main() -> anyhow::Result<()> {
         println!("{json}");
         return Ok(());
     }
+    // The log goes to standard output; colour codes only make sense on a terminal.
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
 
     let topology = match &args.topology {

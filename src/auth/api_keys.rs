@@ -120,6 +120,50 @@ pub async fn revoke(
     .await
 }
 
+/// The result of [`revoke_unless_last_admin`].
+#[derive(Debug)]
+pub enum Revocation {
+    Revoked(ApiKeyRow),
+    NotFound,
+    /// The key is the last usable admin key, and stays usable.
+    LastAdmin(ApiKeyRow),
+}
+
+/// Revokes a key unless it is the last usable (unrevoked, unexpired) admin key, whose loss
+/// would leave no one able to manage keys over HTTP.
+///
+/// The transaction locks every usable admin key, in id order, before it counts them. So of two
+/// concurrent revocations of the last two admin keys, the second waits for the first to commit,
+/// then finds the first key revoked and refuses.
+pub async fn revoke_unless_last_admin(
+    db: &sqlx::PgPool,
+    id: Uuid,
+) -> Result<Revocation, sqlx::Error> {
+    let mut tx = db.begin().await?;
+    let usable_admins = sqlx::query_scalar!(
+        "select id from api_keys
+          where role = 'admin' and revoked_at is null and (expires_at is null or expires_at > now())
+          order by id
+            for update",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    if usable_admins == [id] {
+        let row = sqlx::query_as!(
+            ApiKeyRow,
+            "select id, name, role, regions, created_at, expires_at, revoked_at
+               from api_keys where id = $1",
+            id,
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        return Ok(Revocation::LastAdmin(row));
+    }
+    let row = revoke(&mut *tx, id).await?;
+    tx.commit().await?;
+    Ok(row.map_or(Revocation::NotFound, Revocation::Revoked))
+}
+
 /// Revokes a key by name, for the command line.
 pub async fn revoke_by_name(
     executor: impl PgExecutor<'_>,

@@ -318,7 +318,9 @@ fn log_call<T, E>(
     result: &Result<T, E>,
 ) where
     T: aws_sdk_sagemaker::operation::RequestId,
-    E: aws_sdk_sagemaker::operation::RequestId + std::error::Error,
+    E: aws_sdk_sagemaker::operation::RequestId
+        + aws_sdk_sagemaker::error::ProvideErrorMetadata
+        + std::error::Error,
 {
     let duration_ms = started.elapsed().as_millis() as u64;
     let outcome = if result.is_ok() { "success" } else { "error" };
@@ -337,14 +339,38 @@ fn log_call<T, E>(
             duration_ms,
             "AWS call succeeded"
         ),
-        Err(error) => tracing::info!(
-            aws.operation = operation,
-            aws.region = %region,
-            workforce.name = workforce,
-            aws.request_id = error.request_id().unwrap_or_default(),
-            duration_ms,
-            error = %aws_sdk_sagemaker::error::DisplayErrorContext(error),
-            "AWS call failed"
-        ),
+        // A service error is logged with its code and message only: the SDK's full text
+        // carries the raw response, over a kilobyte per line.
+        Err(error) => match (error.code(), error.message()) {
+            (Some(code), message) if is_missing_workforce(code, message.unwrap_or_default()) => {
+                tracing::debug!(
+                    aws.operation = operation,
+                    aws.region = %region,
+                    workforce.name = workforce,
+                    aws.request_id = error.request_id().unwrap_or_default(),
+                    duration_ms,
+                    "AWS call found no workforce"
+                )
+            }
+            (Some(code), message) => tracing::info!(
+                aws.operation = operation,
+                aws.region = %region,
+                workforce.name = workforce,
+                aws.error_code = code,
+                aws.request_id = error.request_id().unwrap_or_default(),
+                duration_ms,
+                error = message.unwrap_or_default(),
+                "AWS call failed"
+            ),
+            // No response to read, such as a timeout or a refused connection.
+            (None, _) => tracing::info!(
+                aws.operation = operation,
+                aws.region = %region,
+                workforce.name = workforce,
+                duration_ms,
+                error = %aws_sdk_sagemaker::error::DisplayErrorContext(error),
+                "AWS call failed"
+            ),
+        },
     }
 }

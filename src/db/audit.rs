@@ -24,6 +24,37 @@ pub struct AuditEventRow {
     pub detail: Option<Value>,
 }
 
+/// Every action that the service writes. `insert` checks each new event against it in debug
+/// builds, so that the list filter of the audit route stays complete.
+pub const ACTIONS: [&str; 14] = [
+    "workforce.create.requested",
+    "workforce.delete.requested",
+    "workforce.vpc_config.put.requested",
+    "workforce.vpc_config.delete.requested",
+    "workforce.source_ip_config.put.requested",
+    "workforce.oidc_config.put.requested",
+    "workforce.vanished",
+    "operation.started",
+    "operation.submitted",
+    "operation.succeeded",
+    "operation.failed",
+    "access.denied",
+    "api_key.created",
+    "api_key.revoked",
+];
+
+/// Every outcome that the service writes, checked like [`ACTIONS`].
+pub const OUTCOMES: [&str; 8] = [
+    "accepted",
+    "rejected",
+    "denied",
+    "started",
+    "submitted",
+    "succeeded",
+    "failed",
+    "removed",
+];
+
 #[derive(Debug, Default)]
 pub struct NewAuditEvent<'a> {
     pub actor: &'a str,
@@ -42,6 +73,16 @@ pub struct NewAuditEvent<'a> {
 }
 
 pub async fn insert(conn: &mut PgConnection, event: NewAuditEvent<'_>) -> Result<i64, sqlx::Error> {
+    debug_assert!(
+        ACTIONS.contains(&event.action),
+        "audit action {} is missing from ACTIONS",
+        event.action
+    );
+    debug_assert!(
+        OUTCOMES.contains(&event.outcome),
+        "audit outcome {} is missing from OUTCOMES",
+        event.outcome
+    );
     crate::telemetry::record_audit_event(event.action);
     sqlx::query_scalar!(
         "insert into audit_events (actor, action, outcome, region, workforce_name, operation_id,

@@ -18,14 +18,31 @@ pub struct Tag {
     pub value: String,
 }
 
-/// Checks the model's tag pattern: letters, separators and numbers are Unicode general
+/// Returns the first character of `value` outside the model's tag pattern
+/// `[\p{L}\p{Z}\p{N}_.:/=+\-@]`. Letters, separators and numbers are Unicode general
 /// categories, which Rust's `is_alphabetic` and `is_whitespace` are wider than (they accept
 /// combining marks and control characters such as U+000B).
-fn tag_chars_ok(value: &str) -> bool {
-    static PATTERN: LazyLock<Regex> = LazyLock::new(|| {
-        Regex::new(r"^[\p{L}\p{Z}\p{N}_.:/=+\-@]*$").expect("the tag pattern is valid")
+fn disallowed_tag_char(value: &str) -> Option<char> {
+    static ALLOWED: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(r"^[\p{L}\p{Z}\p{N}_.:/=+\-@]$").expect("the tag pattern is valid")
     });
-    PATTERN.is_match(value)
+    let mut buffer = [0u8; 4];
+    value
+        .chars()
+        .find(|c| !ALLOWED.is_match(c.encode_utf8(&mut buffer)))
+}
+
+/// Builds the reason for a tag key or value that contains `c`, which the model does not allow.
+fn disallowed_char_reason(c: char) -> String {
+    let code = format!("U+{:04X}", u32::from(c));
+    let described = if c.is_control() {
+        code
+    } else {
+        format!("'{c}' ({code})")
+    };
+    format!(
+        "contains {described}, which tags do not allow; use only letters, digits, spaces and _ . : / = + - @"
+    )
 }
 
 impl Tag {
@@ -46,11 +63,14 @@ impl Tag {
         for (index, (key, value)) in tags.iter().enumerate() {
             let key_field = format!("{field}[{index}].key");
             let key_length = key.chars().count();
-            if !(1..=128).contains(&key_length) || !tag_chars_ok(key) {
+            if !(1..=128).contains(&key_length) {
                 violations.push(
                     &key_field,
-                    "must have 1 to 128 characters: letters, digits, spaces and _ . : / = + - @",
+                    format!("must have 1 to 128 characters, but has {key_length}"),
                 );
+                ok = false;
+            } else if let Some(c) = disallowed_tag_char(key) {
+                violations.push(&key_field, disallowed_char_reason(c));
                 ok = false;
             } else if key.to_ascii_lowercase().starts_with("aws:") {
                 violations.push(
@@ -65,11 +85,16 @@ impl Tag {
                 );
                 ok = false;
             }
-            if value.chars().count() > 256 || !tag_chars_ok(value) {
+            let value_field = format!("{field}[{index}].value");
+            let value_length = value.chars().count();
+            if value_length > 256 {
                 violations.push(
-                    format!("{field}[{index}].value"),
-                    "must have at most 256 characters: letters, digits, spaces and _ . : / = + - @",
+                    value_field,
+                    format!("must have at most 256 characters, but has {value_length}"),
                 );
+                ok = false;
+            } else if let Some(c) = disallowed_tag_char(value) {
+                violations.push(value_field, disallowed_char_reason(c));
                 ok = false;
             }
         }
@@ -130,6 +155,49 @@ mod tests {
                 Tag::parse_list("tags", &pairs(&[(key, value)]), &mut violations).is_none(),
                 "{key}={value}"
             );
+        }
+    }
+
+    #[test]
+    fn tag_errors_name_their_cause() {
+        for (key, value, field, reason) in [
+            (
+                "team",
+                "视觉 👀",
+                "tags[0].value",
+                "contains '👀' (U+1F440), which tags do not allow; use only letters, digits, spaces and _ . : / = + - @",
+            ),
+            (
+                "a\u{b}b",
+                "v",
+                "tags[0].key",
+                "contains U+000B, which tags do not allow; use only letters, digits, spaces and _ . : / = + - @",
+            ),
+            (
+                "team",
+                &"v".repeat(257),
+                "tags[0].value",
+                "must have at most 256 characters, but has 257",
+            ),
+            (
+                &"k".repeat(129),
+                "v",
+                "tags[0].key",
+                "must have 1 to 128 characters, but has 129",
+            ),
+            (
+                "",
+                "v",
+                "tags[0].key",
+                "must have 1 to 128 characters, but has 0",
+            ),
+        ] {
+            let mut violations = Violations::default();
+            Tag::parse_list("tags", &pairs(&[(key, value)]), &mut violations);
+            let errors = violations.into_errors();
+            assert_eq!(errors.len(), 1, "{key}={value}: {errors:?}");
+            assert_eq!(errors[0].field, field, "{key}={value}");
+            assert_eq!(errors[0].reason, reason, "{key}={value}");
         }
     }
 

@@ -94,6 +94,13 @@ impl From<ApiKeyRow> for ApiKeyResponse {
 }
 
 /// Checks an API key name: 1 to 64 ASCII letters, digits, `.`, `_` or `-`.
+/// Builds the message for a new key whose name an existing or revoked key has.
+pub fn name_in_use_message(name: &str) -> String {
+    format!(
+        "an API key named '{name}' exists or existed; names of revoked keys stay reserved, so choose another name"
+    )
+}
+
 pub fn validate_key_name(name: &str) -> Result<(), FieldError> {
     check_length("name", name, 1, 64)?;
     if name
@@ -230,10 +237,7 @@ pub async fn create_api_key(
     let (row, key) = match created {
         Ok(created) => created,
         Err(error) if crate::db::is_unique_violation(&error, key_store::NAME_UNIQUE) => {
-            return Err(ApiError::NameInUse(format!(
-                "an API key named '{}' exists or existed; names of revoked keys stay reserved, so choose another name",
-                request.name
-            )));
+            return Err(ApiError::NameInUse(name_in_use_message(&request.name)));
         }
         Err(error) => return Err(error.into()),
     };
@@ -268,7 +272,8 @@ pub async fn list_api_keys(
 
 /// Revoke an API key
 ///
-/// Revokes a key; requests with it fail from the next one on.
+/// Revokes a key; requests with it fail from the next one on. The last unrevoked, unexpired
+/// admin key cannot be revoked here, so that someone can still manage keys.
 #[utoipa::path(
     delete,
     path = "/v1/api-keys/{id}",
@@ -278,6 +283,7 @@ pub async fn list_api_keys(
         (status = 200, description = "Revoked", body = ApiKeyResponse),
         (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No key with this id", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The key is the last unrevoked, unexpired admin key", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn revoke_api_key(
@@ -285,9 +291,18 @@ pub async fn revoke_api_key(
     authorized: Authorized,
     Path(id): Path<Uuid>,
 ) -> Result<axum::Json<ApiKeyResponse>, ApiError> {
-    let row = key_store::revoke(&state.db, id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no API key with id {id}")))?;
+    let row = match key_store::revoke_unless_last_admin(&state.db, id).await? {
+        key_store::Revocation::Revoked(row) => row,
+        key_store::Revocation::NotFound => {
+            return Err(ApiError::NotFound(format!("no API key with id {id}")));
+        }
+        key_store::Revocation::LastAdmin(row) => {
+            return Err(ApiError::LastAdminKey(format!(
+                "'{}' is the last unrevoked, unexpired admin key, and without it no one could manage API keys over HTTP; create another admin key first (POST /v1/api-keys with role admin) and revoke this one with that key, or revoke it from the command line: workforce-service api-keys revoke --name {}",
+                row.name, row.name
+            )));
+        }
+    };
     // The next request with this key, in this process, finds it revoked.
     state
         .cache

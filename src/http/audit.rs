@@ -19,9 +19,15 @@ pub struct ListAuditEventsQuery {
     region: Option<String>,
     workforce_name: Option<String>,
     operation_id: Option<Uuid>,
-    /// Such as `workforce.create.requested` or `operation.succeeded`.
+    /// One of `workforce.create.requested`, `workforce.delete.requested`,
+    /// `workforce.vpc_config.put.requested`, `workforce.vpc_config.delete.requested`,
+    /// `workforce.source_ip_config.put.requested`, `workforce.oidc_config.put.requested`,
+    /// `workforce.vanished`, `operation.started`, `operation.submitted`, `operation.succeeded`,
+    /// `operation.failed`, `access.denied`, `api_key.created` and `api_key.revoked`.
     action: Option<String>,
     actor: Option<String>,
+    /// One of `accepted`, `rejected`, `denied`, `started`, `submitted`, `succeeded`, `failed`
+    /// and `removed`.
     outcome: Option<String>,
     /// Only events at or after this time (RFC 3339).
     since: Option<DateTime<Utc>>,
@@ -55,6 +61,8 @@ pub async fn list_audit_events(
     let limit = pagination::limit(query.limit)?;
     pagination::check_workforce_filters(query.region.as_deref(), query.workforce_name.as_deref())?;
     check_time_range(query.since, query.until)?;
+    check_one_of("action", query.action.as_deref(), &audit_store::ACTIONS)?;
+    check_one_of("outcome", query.outcome.as_deref(), &audit_store::OUTCOMES)?;
     let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
     let rows = audit_store::list(
         &state.db,
@@ -82,6 +90,26 @@ pub async fn list_audit_events(
         items: page.into_iter().map(AuditEventResponse::from).collect(),
         next_cursor,
     }))
+}
+
+/// Checks that the query parameter `name`, when given, is one of `allowed`, so that a value
+/// the service never writes gets 400 instead of an empty page.
+fn check_one_of(name: &str, value: Option<&str>, allowed: &[&str]) -> Result<(), ApiError> {
+    let Some(value) = value else {
+        return Ok(());
+    };
+    if allowed.contains(&value) {
+        return Ok(());
+    }
+    let reason = format!("must be one of {}", allowed.join(", "));
+    Err(ApiError::BadRequest {
+        detail: format!(
+            "invalid query parameter {name}: '{}' is not one of {}",
+            crate::domain::truncate_for_message(value),
+            allowed.join(", ")
+        ),
+        errors: vec![crate::domain::FieldError::new(name, reason)],
+    })
 }
 
 /// Checks that `since` and `until` are years 1 to 9999, which PostgreSQL stores, and that

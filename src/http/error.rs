@@ -107,6 +107,9 @@ pub enum ApiError {
     /// A name that must be unique, such as an API key's, is taken.
     #[error("name in use: {0}")]
     NameInUse(String),
+    /// The request would revoke the last usable admin key.
+    #[error("last admin key: {0}")]
+    LastAdminKey(String),
     /// The `If-Match` precondition no longer holds.
     #[error("precondition failed: {0}")]
     PreconditionFailed(String),
@@ -169,19 +172,24 @@ impl IntoResponse for ApiError {
             }
             Self::Validation(errors) => {
                 let count = errors.len();
-                let noun = if count == 1 { "field is" } else { "fields are" };
-                let listed = if count > MAX_LISTED_ERRORS {
-                    format!(" (the first {MAX_LISTED_ERRORS} are listed)")
+                let detail = if count == 1 {
+                    "1 field is invalid; fix it as its reason says and send the request again"
+                        .to_owned()
                 } else {
-                    String::new()
+                    let listed = if count > MAX_LISTED_ERRORS {
+                        format!(" (the first {MAX_LISTED_ERRORS} are listed)")
+                    } else {
+                        String::new()
+                    };
+                    format!(
+                        "{count} fields are invalid{listed}; fix them as each reason says and send the request again"
+                    )
                 };
                 let mut problem = Problem::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "validation-error",
                     "Invalid request",
-                    format!(
-                        "{count} {noun} invalid{listed}; fix them as each reason says and send the request again"
-                    ),
+                    detail,
                 );
                 problem.errors = errors.iter().take(MAX_LISTED_ERRORS).cloned().collect();
                 problem
@@ -231,6 +239,12 @@ impl IntoResponse for ApiError {
                 StatusCode::CONFLICT,
                 "name-in-use",
                 "Name in use",
+                detail.clone(),
+            ),
+            Self::LastAdminKey(detail) => Problem::new(
+                StatusCode::CONFLICT,
+                "last-admin-key",
+                "Last admin key",
                 detail.clone(),
             ),
             Self::PreconditionFailed(detail) => Problem::new(

@@ -236,6 +236,24 @@ impl From<JsonRejection> for ApiError {
     }
 }
 
+/// Returns the valid form of a numeric, time or id query parameter, for a value that does not
+/// parse. serde's own message, such as "invalid digit found in string", gives no range.
+fn expected_query_form(parameter: &str) -> Option<String> {
+    match parameter {
+        "limit" => Some(format!(
+            "a whole number from 1 to {}",
+            super::pagination::MAX_LIMIT
+        )),
+        "wait" => Some(format!(
+            "a whole number of seconds from 0 to {}",
+            super::operations::MAX_WAIT.as_secs()
+        )),
+        "since" | "until" => Some("an RFC 3339 time, such as 2026-01-01T00:00:00Z".to_owned()),
+        "operation_id" => Some("a UUID, such as 3f1c7d7e-2c1b-4a8e-9c55-0d6f5a1b2c3d".to_owned()),
+        _ => None,
+    }
+}
+
 impl From<QueryRejection> for ApiError {
     fn from(rejection: QueryRejection) -> Self {
         let text = rejection.body_text();
@@ -243,9 +261,21 @@ impl From<QueryRejection> for ApiError {
             .strip_prefix("Failed to deserialize query string: ")
             .unwrap_or(&text)
             .to_owned();
+        let mut errors = field_error_from(&reason);
+        // Only a value that failed to parse, not a repeated or unknown parameter.
+        if let [error] = errors.as_mut_slice()
+            && reason.starts_with(&format!("{}: ", error.field))
+            && let Some(form) = expected_query_form(&error.field)
+        {
+            error.reason = format!("must be {form}");
+            return ApiError::BadRequest {
+                detail: format!("invalid query parameter {}: {}", error.field, error.reason),
+                errors,
+            };
+        }
         ApiError::BadRequest {
             detail: format!("invalid query parameter: {reason}"),
-            errors: field_error_from(&reason),
+            errors,
         }
     }
 }

@@ -29,8 +29,8 @@ use crate::domain::FieldError;
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 const REPLAYED: HeaderName = HeaderName::from_static("idempotency-replayed");
 
-/// Largest body hashed for a key; change bodies are far smaller and the body limit applies first.
-const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Largest response body stored for a key; the responses of changes are far smaller.
+const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 /// How long a claimed key waits for its first request before a repeat may take over.
 const FIRST_REQUEST_LOCK: Duration = Duration::from_secs(60);
 /// Maximum time a repeat waits for the first request's response. The wait also ends two
@@ -133,7 +133,8 @@ async fn keyed_change(
     let caller = format!("{}:{}", authorized.kind.as_str(), authorized.actor);
 
     let (parts, body) = request.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
+    // The body limit middleware has already bounded the body by `--max-body-bytes`.
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
         return ApiError::PayloadTooLarge.into_response();
     };
     let mut hasher = Sha256::new();
@@ -238,7 +239,7 @@ async fn keyed_change(
     }
     claim.release_on_drop = false;
     let (mut response_parts, body) = response.into_parts();
-    let body = axum::body::to_bytes(body, MAX_BODY_BYTES)
+    let body = axum::body::to_bytes(body, MAX_RESPONSE_BYTES)
         .await
         .unwrap_or_default();
     let location = response_parts

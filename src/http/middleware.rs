@@ -187,7 +187,7 @@ impl RequestPipeline {
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.parse::<u64>().ok());
         if declared.is_some_and(|length| length > self.max_body_bytes as u64) {
-            return StatusCode::PAYLOAD_TOO_LARGE.into_response();
+            return self.body_too_large();
         }
         // A request without a body, such as most reads, has nothing to limit, and skipping
         // the wrapper saves an allocation.
@@ -208,7 +208,27 @@ impl RequestPipeline {
                 return rejection.response;
             }
         }
-        super::idempotency::apply(&self.state, request, next, self.timeout).await
+        let response = super::idempotency::apply(&self.state, request, next, self.timeout).await;
+        // A body that was read past the limit fails in the handler's JSON extractor or in the
+        // idempotency layer, neither of which knows the limit.
+        if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            return self.body_too_large();
+        }
+        response
+    }
+
+    /// Returns the 413 problem for a body over `max_body_bytes`, with the limit in bytes.
+    fn body_too_large(&self) -> Response {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload-too-large",
+            "Request body too large",
+            format!(
+                "the request body is larger than this service's limit of {} bytes (--max-body-bytes); send a smaller body",
+                self.max_body_bytes
+            ),
+        )
+        .into_response()
     }
 }
 

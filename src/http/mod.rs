@@ -91,16 +91,17 @@ impl AppState {
         }
     }
 
-    /// Returns an acceptor that honours the request's `If-Match` header.
-    pub fn acceptor_with(&self, headers: &HeaderMap) -> Acceptor<'_> {
+    /// Returns an acceptor that honours the request's `If-Match` header, or a 400 error when
+    /// the header is malformed.
+    pub fn acceptor_with(&self, headers: &HeaderMap) -> Result<Acceptor<'_>, ApiError> {
         let if_match = headers
             .get(header::IF_MATCH)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        Acceptor {
+            .map(check_if_match)
+            .transpose()?;
+        Ok(Acceptor {
             if_match,
             ..self.acceptor()
-        }
+        })
     }
 
     /// Parses a region path parameter and checks that this service manages it.
@@ -109,14 +110,59 @@ impl AppState {
             detail: format!("invalid path parameter region: {}", error.reason),
             errors: vec![error],
         })?;
-        if !self.regions.contains(&region) {
-            let configured: Vec<&str> = self.regions.iter().map(Region::as_str).collect();
-            return Err(ApiError::NotFound(format!(
-                "region {region} is not managed by this service; the configured regions are {}",
-                configured.join(", ")
-            )));
-        }
+        self.check_managed(&region)?;
         Ok(region)
+    }
+
+    /// Returns a 404 error unless `region` is one of the configured regions.
+    pub fn check_managed(&self, region: &Region) -> Result<(), ApiError> {
+        if self.regions.contains(region) {
+            return Ok(());
+        }
+        let configured: Vec<&str> = self.regions.iter().map(Region::as_str).collect();
+        Err(ApiError::NotFound(format!(
+            "region {region} is not managed by this service; the configured regions are {}",
+            configured.join(", ")
+        )))
+    }
+}
+
+/// Checks that an `If-Match` value is `*` or a list of entity tags, each in double quotes with
+/// an optional `W/` prefix (RFC 9110 section 8.8.3), and returns it. An unquoted value such as
+/// `3` would otherwise match nothing and get 412, which hides the caller's mistake.
+fn check_if_match(value: &HeaderValue) -> Result<String, ApiError> {
+    let invalid = || {
+        let error = FieldError::new(
+            "If-Match",
+            "must be * or entity tags in double quotes, such as \"3\", as the ETag header returns them",
+        );
+        ApiError::BadRequest {
+            detail: format!("invalid header If-Match: {}", error.reason),
+            errors: vec![error],
+        }
+    };
+    let text = value.to_str().map_err(|_| invalid())?;
+    let is_entity_tag = |tag: &str| {
+        let opaque = tag.strip_prefix("W/").unwrap_or(tag);
+        opaque.len() >= 2
+            && opaque.starts_with('"')
+            && opaque.ends_with('"')
+            && opaque[1..opaque.len() - 1]
+                .bytes()
+                .all(|b| b == 0x21 || (0x23..=0x7e).contains(&b))
+    };
+    // Lists may contain empty elements, which recipients ignore (RFC 9110 section 5.6.1).
+    let tags: Vec<&str> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|tag| !tag.is_empty())
+        .collect();
+    let valid =
+        text.trim() == "*" || (!tags.is_empty() && tags.iter().all(|tag| is_entity_tag(tag)));
+    if valid {
+        Ok(text.to_owned())
+    } else {
+        Err(invalid())
     }
 }
 
@@ -208,7 +254,14 @@ impl utoipa::Modify for SecurityAddon {
                     SecurityRequirement::new("bearer_jwt", Vec::<String>::new()),
                     SecurityRequirement::new("api_key", Vec::<String>::new()),
                 ]);
+                let takes_body = operation.request_body.is_some();
                 let responses = &mut operation.responses.responses;
+                if takes_body {
+                    responses.insert(
+                        "413".into(),
+                        problem("The body is larger than the service's limit (--max-body-bytes); the problem states the limit in bytes"),
+                    );
+                }
                 responses.insert(
                     "401".into(),
                     problem("Missing, invalid, expired or revoked credential"),

@@ -218,13 +218,43 @@ fn subnets_schema() -> utoipa::openapi::Array {
     ec2_id_list_schema("subnet", crate::domain::MAX_SUBNETS)
 }
 
-/// Pattern of an IPv4 CIDR block: four decimal octets without leading zeros and a prefix length
-/// of 0 to 32, as `Cidr::parse` accepts it.
-const IPV4_CIDR_PATTERN: &str = r"^((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])/(3[0-2]|[12]?[0-9])$";
+/// Pattern of a CIDR block as `Cidr::parse` accepts it. An IPv4 block has four decimal octets
+/// without leading zeros and a prefix length of 0 to 32. An IPv6 block has any form of RFC 4291
+/// section 2.2 (compressed with `::`, or ending in an IPv4 address) and a prefix length of 0 to
+/// 128. The IPv6 forms are those of the `IPv6address` rule of RFC 3986 section 3.2.2.
+const CIDR_PATTERN: &str = concat!(
+    "^(",
+    "(IPV4)/(3[0-2]|[12]?[0-9])",
+    "|",
+    "(",
+    "(H16:){6}LS32",
+    "|::(H16:){5}LS32",
+    "|(H16)?::(H16:){4}LS32",
+    "|((H16:){0,1}H16)?::(H16:){3}LS32",
+    "|((H16:){0,2}H16)?::(H16:){2}LS32",
+    "|((H16:){0,3}H16)?::H16:LS32",
+    "|((H16:){0,4}H16)?::LS32",
+    "|((H16:){0,5}H16)?::H16",
+    "|((H16:){0,6}H16)?::",
+    ")/(12[0-8]|1[01][0-9]|[1-9]?[0-9])",
+    ")$"
+);
 
-/// Builds the schema of the source-IP CIDR list: at most 10 distinct IPv4 blocks.
-// NOTE: a `dualstack` workforce also accepts IPv6 blocks. The pattern leaves them out because
-// whether one is allowed depends on `ip_address_type`, which a per-item schema cannot see.
+/// Returns [`CIDR_PATTERN`] with its placeholders filled in: `H16` is a group of 1 to 4
+/// hexadecimal digits, `LS32` the last 32 bits as two groups or an IPv4 address, and `IPV4` an
+/// IPv4 address.
+fn cidr_pattern() -> String {
+    let octet = "(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])";
+    let ipv4 = format!("({octet}\\.){{3}}{octet}");
+    let h16 = "[0-9A-Fa-f]{1,4}";
+    let ls32 = format!("({h16}:{h16}|{ipv4})");
+    CIDR_PATTERN
+        .replace("LS32", &ls32)
+        .replace("IPV4", &ipv4)
+        .replace("H16", h16)
+}
+
+/// Builds the schema of the source-IP CIDR list: at most 10 distinct IPv4 or IPv6 blocks.
 fn cidrs_schema() -> utoipa::openapi::Array {
     use utoipa::openapi::{ArrayBuilder, ObjectBuilder, Type};
 
@@ -232,7 +262,7 @@ fn cidrs_schema() -> utoipa::openapi::Array {
         .items(
             ObjectBuilder::new()
                 .schema_type(Type::String)
-                .pattern(Some(IPV4_CIDR_PATTERN)),
+                .pattern(Some(cidr_pattern())),
         )
         .max_items(Some(crate::domain::MAX_CIDRS))
         .unique_items(true)
@@ -264,23 +294,30 @@ fn extra_params_schema() -> utoipa::openapi::Object {
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"cidrs": ["10.0.0.0/16", "192.0.2.0/24"]}))]
 pub struct SourceIpConfigRequest {
-    /// 0 to 10 CIDR blocks.
+    /// 0 to 10 CIDR blocks. IPv6 blocks need a workforce whose `ip_address_type` is `dualstack`.
     #[schema(schema_with = cidrs_schema)]
     pub cidrs: Vec<String>,
 }
 
 /// A key and value attached to the workforce in AWS.
+// The patterns name no Unicode categories such as `\p{L}`, because some validators cannot
+// read them (Python's `re` among them). So they reject only control
+// characters and ASCII punctuation, and the descriptions state the rest.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResourceTag {
-    /// 1 to 128 letters, digits, spaces and `_ . : / = + - @`, not starting with `aws:`.
+    /// 1 to 128 letters, digits, spaces and `_ . : / = + - @`, not starting with `aws:`. The
+    /// pattern excludes only control characters and ASCII punctuation. The service also rejects
+    /// other symbols, such as emoji and punctuation outside ASCII, with 422.
     #[schema(
         min_length = 1,
         max_length = 128,
         pattern = r##"^(?![aA][wW][sS]:)[^\x00-\x1f\x7f-\x9f!"#$%&'()*,;<>?\[\\\]^`{|}~]+$"##
     )]
     pub key: String,
-    /// Up to 256 letters, digits, spaces and `_ . : / = + - @`.
+    /// Up to 256 letters, digits, spaces and `_ . : / = + - @`. The pattern excludes only
+    /// control characters and ASCII punctuation. The service also rejects other symbols, such as
+    /// emoji and punctuation outside ASCII, with 422.
     #[schema(
         max_length = 256,
         pattern = r##"^[^\x00-\x1f\x7f-\x9f!"#$%&'()*,;<>?\[\\\]^`{|}~]*$"##
@@ -618,7 +655,8 @@ pub struct AuditEventResponse {
     pub actor_role: Option<String>,
     /// The event, such as `workforce.create.requested` or `operation.succeeded`.
     pub action: String,
-    /// `accepted`, `rejected`, `started`, `submitted`, `succeeded` or `failed`.
+    /// `accepted`, `rejected`, `denied` (for `access.denied`), `started`, `submitted`,
+    /// `succeeded`, `failed` or `removed` (for `workforce.vanished`).
     pub outcome: String,
     pub region: Option<String>,
     pub workforce_name: Option<String>,
@@ -673,4 +711,175 @@ pub struct OperationListResponse {
 pub struct AuditEventListResponse {
     pub items: Vec<AuditEventResponse>,
     pub next_cursor: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Map, Value, json};
+
+    use super::CreateWorkforceRequest;
+    use crate::config::DEFAULT_MAX_BODY_BYTES;
+
+    /// Writes `text` as a JSON string with every character as a `\u` escape, so that a
+    /// character outside the Basic Multilingual Plane takes 12 bytes.
+    fn escape_string(text: &str, out: &mut String) {
+        out.push('"');
+        for unit in text.encode_utf16() {
+            out.push_str(&format!("\\u{unit:04x}"));
+        }
+        out.push('"');
+    }
+
+    /// Writes `value` as compact JSON whose strings, member names included, are fully escaped.
+    fn escape_all(value: &Value, out: &mut String) {
+        match value {
+            Value::String(text) => escape_string(text, out),
+            Value::Array(items) => {
+                out.push('[');
+                for (index, item) in items.iter().enumerate() {
+                    if index > 0 {
+                        out.push(',');
+                    }
+                    escape_all(item, out);
+                }
+                out.push(']');
+            }
+            Value::Object(members) => {
+                out.push('{');
+                for (index, (name, member)) in members.iter().enumerate() {
+                    if index > 0 {
+                        out.push(',');
+                    }
+                    escape_string(name, out);
+                    out.push(':');
+                    escape_all(member, out);
+                }
+                out.push('}');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+
+    /// Builds a create request with every field at its maximum length. Tags and OIDC extra
+    /// parameters use U+20000 and its neighbours, letters outside the Basic Multilingual Plane.
+    fn largest_create_request() -> Value {
+        let letter = |offset: u32| char::from_u32(0x20000 + offset).expect("a CJK letter");
+        let repeated = |count: usize| letter(0).to_string().repeat(count);
+        let url = format!("https://idp.example.com/{}", "p".repeat(476));
+        let ascii = "a".repeat(1024);
+        let mut extra_params = Map::new();
+        for index in 0..10 {
+            extra_params.insert(
+                format!("{}{}", repeated(511), letter(index + 1)),
+                Value::String(repeated(512)),
+            );
+        }
+        let tags: Vec<Value> = (0..50)
+            .map(|index| {
+                json!({"key": format!("{}{}", repeated(127), letter(index + 1)), "value": repeated(256)})
+            })
+            .collect();
+        json!({
+            "name": "a".repeat(63),
+            "cognito_config": null,
+            "oidc_config": {
+                "client_id": ascii,
+                "client_secret": ascii,
+                "issuer": url,
+                "authorization_endpoint": url,
+                "token_endpoint": url,
+                "user_info_endpoint": url,
+                "logout_endpoint": url,
+                "jwks_uri": url,
+                "scope": ascii,
+                "authentication_request_extra_params": extra_params,
+            },
+            "vpc_config": {
+                "vpc_id": format!("vpc-{}", "a".repeat(28)),
+                "security_group_ids": (0..5).map(|i| format!("sg-{}{i}", "a".repeat(28))).collect::<Vec<_>>(),
+                "subnets": (0..16).map(|i| format!("subnet-{}{i:x}", "a".repeat(24))).collect::<Vec<_>>(),
+            },
+            "source_ip_config": {
+                "cidrs": (0..10).map(|i| format!("ffff:ffff:ffff:ffff:ffff:ffff:ffff:fff{i}/128")).collect::<Vec<_>>(),
+            },
+            "tags": tags,
+            "ip_address_type": "dualstack",
+        })
+    }
+
+    #[test]
+    fn cidr_pattern_matches_parser() {
+        use crate::domain::{Cidr, IpAddressType};
+
+        let pattern = regex::Regex::new(&super::cidr_pattern()).expect("the pattern compiles");
+        let mut cases: Vec<String> = [
+            "10.0.0.0/16",
+            "0.0.0.0/0",
+            "255.255.255.255/32",
+            "10.0.0.0/33",
+            "010.0.0.0/8",
+            "10.0.0/8",
+            "10.0.0.0/08",
+            "::/0",
+            "::/128",
+            "::/129",
+            "2001:db8::/32",
+            "2001:DB8::/32",
+            "2001:db8::1/128",
+            "2001:0db8:0000:0000:0000:0000:0000:0001/64",
+            "::ffff:192.0.2.1/128",
+            "64:ff9b::192.0.2.1/96",
+            "1:2:3:4:5:6:192.0.2.1/128",
+            "1:2:3:4:5:6:7::/112",
+            "::2:3:4:5:6:7:8/112",
+            "1::8/64",
+            "2001:db8::/032",
+            "2001:db8:::/32",
+            "2001:db8::1::/32",
+            "1:2:3:4:5:6:7:8:9/128",
+            "1:2:3:4:5:6:7/128",
+            "12345::/16",
+            "2001:db8::/",
+            "2001:db8::",
+            "fe80::1%eth0/64",
+            "::ffff:192.0.2.01/128",
+        ]
+        .iter()
+        .map(|case| (*case).to_owned())
+        .collect();
+        // Every way `Ipv6Addr` writes an address with runs of zero groups in different places.
+        for mask in 0u8..=255 {
+            let groups: Vec<u16> = (0..8)
+                .map(|bit| {
+                    if mask & (1 << bit) == 0 {
+                        0
+                    } else {
+                        0xab0 + bit
+                    }
+                })
+                .collect();
+            let groups: [u16; 8] = groups.try_into().expect("8 groups");
+            let address = std::net::Ipv6Addr::from(groups);
+            cases.push(format!("{address}/{}", mask % 129));
+        }
+
+        for case in &cases {
+            let parsed = Cidr::parse("cidr", case, IpAddressType::Dualstack).is_ok();
+            assert_eq!(pattern.is_match(case), parsed, "{case}");
+        }
+    }
+
+    #[test]
+    fn largest_create_body_fits_default_limit() {
+        let mut body = String::new();
+        escape_all(&largest_create_request(), &mut body);
+
+        let request: CreateWorkforceRequest =
+            serde_json::from_str(&body).expect("the body deserializes");
+        let errors = request.validate().err().unwrap_or_default();
+        assert!(errors.is_empty(), "{errors:?}");
+        // The number that the doc comment of DEFAULT_MAX_BODY_BYTES states.
+        assert_eq!(body.len(), 401_852);
+        assert!(body.len() <= DEFAULT_MAX_BODY_BYTES);
+    }
 }

@@ -49,7 +49,7 @@ async fn accept_change(
     secret: Option<crate::domain::OidcSecret>,
 ) -> Result<Response, ApiError> {
     let operation = state
-        .acceptor_with(headers)
+        .acceptor_with(headers)?
         .change(&caller(headers, authorized), region, name, change, secret)
         .await?;
     Ok(accepted(&operation))
@@ -115,6 +115,7 @@ pub struct ListWorkforcesQuery {
     responses(
         (status = 200, description = "Success", body = WorkforceListResponse),
         (status = 400, description = "Malformed request: unreadable JSON, wrong field type, or an invalid path or query parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "The region filter names a region not managed by this service", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn list_workforces(
@@ -131,6 +132,9 @@ pub async fn list_workforces(
         ),
         None => None,
     };
+    if let Some(region) = &region {
+        state.check_managed(region)?;
+    }
     if let Some(status) = &query.status
         && !AWS_STATUSES.contains(&status.as_str())
     {
@@ -220,7 +224,7 @@ pub async fn create_workforce(
         } => super::vpc::require_prerequisites(&state, &region, vpc_config).await?,
         _ => Vec::new(),
     };
-    let acceptor = state.acceptor_with(&headers).with_findings(findings);
+    let acceptor = state.acceptor_with(&headers)?.with_findings(findings);
     let operation = acceptor
         .create(
             &caller(&headers, &authorized),
@@ -397,7 +401,7 @@ pub async fn put_vpc_config(
         )));
     }
     let findings = super::vpc::require_prerequisites(&state, &region, &vpc_config).await?;
-    let acceptor = state.acceptor_with(&headers).with_findings(findings);
+    let acceptor = state.acceptor_with(&headers)?.with_findings(findings);
     let operation = acceptor
         .change(
             &caller(&headers, &authorized),

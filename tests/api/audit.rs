@@ -94,13 +94,13 @@ async fn chain_holds_under_concurrent_writers() {
         writers.push(tokio::spawn(async move {
             for event in 0..25 {
                 let mut tx = db.begin().await.unwrap();
-                let action = format!("test.writer{writer}.event{event}");
                 workforce_service::db::audit::insert(
                     &mut tx,
                     workforce_service::db::audit::NewAuditEvent {
                         actor: "test",
-                        action: &action,
+                        action: "operation.succeeded",
                         outcome: "succeeded",
+                        detail: Some(serde_json::json!({"writer": writer, "event": event})),
                         ..Default::default()
                     },
                 )
@@ -220,6 +220,35 @@ async fn time_range_out_of_bounds_is_rejected() {
     ];
     for (query, field) in cases {
         assert_query_rejected(&app, query, field).await;
+    }
+}
+
+/// A value that the service never writes is rejected instead of matching nothing.
+#[tokio::test]
+async fn unknown_action_or_outcome_is_rejected() {
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    for (query, field, listed) in [
+        ("outcome=bogus", "outcome", "denied"),
+        ("action=bogus", "action", "access.denied"),
+        (
+            "action=operation.succeeded&outcome=Succeeded",
+            "outcome",
+            "succeeded",
+        ),
+    ] {
+        assert_query_rejected(&app, query, field).await;
+        let (_, problem) = app.get(&format!("/v1/audit-events?{query}")).await;
+        let reason = problem["errors"][0]["reason"].as_str().unwrap_or_default();
+        assert!(reason.contains(listed), "{query}: {problem}");
+    }
+
+    for query in ["outcome=denied", "action=access.denied", "outcome=removed"] {
+        let (status, page) = app.get(&format!("/v1/audit-events?{query}")).await;
+        assert_eq!(status, reqwest::StatusCode::OK, "{query}: {page}");
     }
 }
 

@@ -874,3 +874,137 @@ async fn public_endpoints_can_require_credentials() {
         assert_ne!(status, StatusCode::UNAUTHORIZED, "{path} with a key");
     }
 }
+
+/// The CLI reports a name in use, revoked keys included, in words and with a failing exit
+/// status, instead of PostgreSQL's unique-violation error.
+#[tokio::test]
+async fn cli_rejects_name_in_use() {
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    api_keys::create(&app.db, "in-use", Role::Viewer, None, None)
+        .await
+        .unwrap();
+    api_keys::create(&app.db, "retired", Role::Viewer, None, None)
+        .await
+        .unwrap();
+    api_keys::revoke_by_name(&app.db, "retired").await.unwrap();
+
+    for name in ["in-use", "retired"] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_workforce-service"))
+            .arg(format!("--database-url={}", app.database_url))
+            .args(["api-keys", "create", "--name", name, "--role", "viewer"])
+            .output()
+            .expect("the CLI runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{name}: {stderr}");
+        assert!(
+            stderr.contains(&format!("an API key named '{name}' exists or existed")),
+            "{name}: {stderr}"
+        );
+        assert!(
+            stderr.contains("revoked keys stay reserved"),
+            "{name}: {stderr}"
+        );
+        assert!(!stderr.contains("duplicate key"), "{name}: {stderr}");
+        assert!(output.stdout.is_empty(), "{name}");
+    }
+}
+
+/// The last usable admin key cannot revoke itself, so someone can still manage keys; with a
+/// second admin key the revocation goes through.
+#[tokio::test]
+async fn last_admin_key_is_not_revoked() {
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    let (_, keys) = app.get("/v1/api-keys").await;
+    let admins: Vec<&Value> = keys["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|key| key["role"] == "admin")
+        .collect();
+    assert_eq!(admins.len(), 1, "{keys}");
+    let id = admins[0]["id"].as_str().unwrap().to_owned();
+    // An expired admin key does not count as a usable one.
+    let (expired, _) = api_keys::create(
+        &app.db,
+        "expired-admin",
+        Role::Admin,
+        None,
+        Some(Utc::now() - chrono::Duration::minutes(1)),
+    )
+    .await
+    .unwrap();
+    assert!(expired.expires_at.is_some());
+
+    let path = format!("/v1/api-keys/{id}");
+    let (status, _, problem) = app.request(Method::DELETE, &path, None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    assert_eq!(problem["type"], "/problems/last-admin-key", "{problem}");
+    let detail = problem["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("create another admin key"), "{problem}");
+    assert!(detail.contains("api-keys revoke --name"), "{problem}");
+    let (status, _) = app.get("/v1/api-keys").await;
+    assert_eq!(status, StatusCode::OK, "the key still works");
+
+    let body = json!({"name": "second-admin", "role": "admin"});
+    let (status, _, created) = app.request(Method::POST, "/v1/api-keys", Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let (status, _, revoked) = app.request(Method::DELETE, &path, None).await;
+    assert_eq!(status, StatusCode::OK, "{revoked}");
+}
+
+/// Two concurrent revocations of the last two admin keys: one succeeds and the other is
+/// refused, in every round.
+#[tokio::test]
+async fn concurrent_revocations_keep_one_admin() {
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    for round in 0..20 {
+        sqlx::query(
+            "update api_keys set revoked_at = now() where role = 'admin' and revoked_at is null",
+        )
+        .execute(&app.db)
+        .await
+        .unwrap();
+        let (first, _) =
+            api_keys::create(&app.db, &format!("first-{round}"), Role::Admin, None, None)
+                .await
+                .unwrap();
+        let (second, _) =
+            api_keys::create(&app.db, &format!("second-{round}"), Role::Admin, None, None)
+                .await
+                .unwrap();
+
+        let (a, b) = tokio::join!(
+            api_keys::revoke_unless_last_admin(&app.db, first.id),
+            api_keys::revoke_unless_last_admin(&app.db, second.id),
+        );
+
+        let outcomes = [a.unwrap(), b.unwrap()];
+        let revoked = outcomes
+            .iter()
+            .filter(|outcome| matches!(outcome, api_keys::Revocation::Revoked(_)))
+            .count();
+        let refused = outcomes
+            .iter()
+            .filter(|outcome| matches!(outcome, api_keys::Revocation::LastAdmin(_)))
+            .count();
+        assert_eq!(revoked, 1, "round {round}: {outcomes:?}");
+        assert_eq!(refused, 1, "round {round}: {outcomes:?}");
+        assert_eq!(
+            api_keys::count_usable(&app.db).await.unwrap(),
+            1,
+            "round {round}"
+        );
+    }
+}

@@ -160,7 +160,7 @@ async fn oversized_body_is_rejected() {
         ..Default::default()
     })
     .await;
-    let body = format!("{{\"name\": \"{}\"}}", "a".repeat(200_000));
+    let body = format!("{{\"name\": \"{}\"}}", "a".repeat(600_000));
     let response = app
         .client
         .post(format!("{}/v1/regions/{REGION}/workforces", app.base_url))
@@ -173,6 +173,141 @@ async fn oversized_body_is_rejected() {
     assert_eq!(
         response.headers()["content-type"],
         "application/problem+json"
+    );
+    let problem: Value = response.json().await.unwrap();
+    let detail = problem["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("524288 bytes"), "{problem}");
+}
+
+/// Writes `value` as JSON with every character of its strings as a `\u` escape, so that a
+/// character outside the Basic Multilingual Plane takes 12 bytes.
+fn escape_every_character(value: &Value) -> String {
+    let escape = |text: &str| {
+        let units: String = text
+            .encode_utf16()
+            .map(|unit| format!("\\u{unit:04x}"))
+            .collect();
+        format!("\"{units}\"")
+    };
+    match value {
+        Value::String(text) => escape(text),
+        Value::Array(items) => {
+            let items: Vec<String> = items.iter().map(escape_every_character).collect();
+            format!("[{}]", items.join(","))
+        }
+        Value::Object(members) => {
+            let members: Vec<String> = members
+                .iter()
+                .map(|(name, member)| {
+                    format!("{}:{}", escape(name), escape_every_character(member))
+                })
+                .collect();
+            format!("{{{}}}", members.join(","))
+        }
+        other => other.to_string(),
+    }
+}
+
+/// 50 tags and 10 OIDC extra parameters at their maximum lengths, in a CJK letter outside the
+/// Basic Multilingual Plane and fully escaped, make a body of about 350 KB. Every documented
+/// limit allows it, so the body limit must too.
+#[tokio::test]
+async fn largest_tags_and_params_are_accepted() {
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    let letter = |offset: u32| char::from_u32(0x20000 + offset).unwrap();
+    let repeated = |count: usize| letter(0).to_string().repeat(count);
+    let mut oidc = oidc_config("s3cret");
+    for index in 0..10 {
+        let key = format!("{}{}", repeated(511), letter(index + 1));
+        oidc["authentication_request_extra_params"][key] = Value::String(repeated(512));
+    }
+    let tags: Vec<Value> = (0..50)
+        .map(|index| {
+            serde_json::json!({"key": format!("{}{}", repeated(127), letter(index + 1)), "value": repeated(256)})
+        })
+        .collect();
+    let body = serde_json::json!({"name": "escaped", "oidc_config": oidc, "tags": tags});
+    let body = escape_every_character(&body);
+    assert!(body.len() > 300_000, "{}", body.len());
+
+    let response = app
+        .client
+        .post(format!("{}/v1/regions/{REGION}/workforces", app.base_url))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    assert_eq!(status, StatusCode::ACCEPTED, "{text}");
+}
+
+/// A query value that does not parse gets a reason with the parameter's valid range or form,
+/// in place of serde's "invalid digit found in string".
+#[tokio::test]
+async fn unparsable_query_names_valid_form() {
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    let operation = "3f1c7d7e-2c1b-4a8e-9c55-0d6f5a1b2c3d";
+    for (path, field, expected) in [
+        (
+            format!("/v1/operations/{operation}?wait=-1"),
+            "wait",
+            "must be a whole number of seconds from 0 to 60",
+        ),
+        (
+            format!("/v1/operations/{operation}?wait=soon"),
+            "wait",
+            "must be a whole number of seconds from 0 to 60",
+        ),
+        (
+            "/v1/workforces?limit=-5".to_owned(),
+            "limit",
+            "must be a whole number from 1 to 200",
+        ),
+        (
+            "/v1/audit-events?since=yesterday".to_owned(),
+            "since",
+            "must be an RFC 3339 time, such as 2026-01-01T00:00:00Z",
+        ),
+        (
+            "/v1/audit-events?operation_id=42".to_owned(),
+            "operation_id",
+            "must be a UUID",
+        ),
+    ] {
+        let (status, problem) = app.get(&path).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {problem}");
+        assert_eq!(problem["errors"][0]["field"], field, "{path}: {problem}");
+        let reason = problem["errors"][0]["reason"].as_str().unwrap_or_default();
+        assert!(reason.starts_with(expected), "{path}: {problem}");
+        let detail = problem["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains(field), "{path}: {problem}");
+    }
+}
+
+/// One invalid field is written in the singular.
+#[tokio::test]
+async fn one_invalid_field_reads_singular() {
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    let (status, problem) = app.create_workforce(serde_json::json!({"name": "-bad", "cognito_config": {"user_pool": "us-east-1_AbC123", "client_id": "portal"}})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert_eq!(
+        problem["detail"],
+        "1 field is invalid; fix it as its reason says and send the request again"
     );
 }
 
@@ -257,7 +392,7 @@ async fn oversized_chunked_body_is_rejected() {
     )
     .await
     .unwrap();
-    let body = format!("{{\"name\": \"{}\"}}", "a".repeat(200_000));
+    let body = format!("{{\"name\": \"{}\"}}", "a".repeat(600_000));
     let address = app.base_url.trim_start_matches("http://").to_owned();
     for idempotency_key in [None, Some("chunked-1")] {
         let mut head = format!(
@@ -294,6 +429,10 @@ async fn oversized_chunked_body_is_rejected() {
         );
         assert!(
             response.contains("application/problem+json"),
+            "{idempotency_key:?}: {response}"
+        );
+        assert!(
+            response.contains("524288 bytes"),
             "{idempotency_key:?}: {response}"
         );
     }

@@ -281,6 +281,46 @@ async fn etags_do_not_repeat_after_recreation() {
     assert_eq!(response.status(), StatusCode::PRECONDITION_FAILED);
 }
 
+/// A malformed entity tag, such as an unquoted revision, is the caller's mistake and gets 400,
+/// not 412. A well-formed list with a weak tag or an empty element is read.
+#[tokio::test]
+async fn malformed_if_match_is_rejected() {
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    let path = format!("{}/v1/regions/{REGION}/workforces/labelers", app.base_url);
+    for value in ["3", "\"3", "\"3\", 4", "W/3", ",", "\"a\"b\""] {
+        let response = app
+            .client
+            .delete(&path)
+            .header("if-match", value)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{value}");
+        let problem: Value = response.json().await.unwrap();
+        assert_eq!(
+            problem["errors"][0]["field"], "If-Match",
+            "{value}: {problem}"
+        );
+        let reason = problem["errors"][0]["reason"].as_str().unwrap_or_default();
+        assert!(reason.contains("double quotes"), "{value}: {problem}");
+    }
+    // Well-formed values reach the workforce lookup, which finds none.
+    for value in ["\"3\"", "W/\"3\", \"4\"", "\"3\", ,\"4\"", "*"] {
+        let response = app
+            .client
+            .delete(&path)
+            .header("if-match", value)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{value}");
+    }
+}
+
 /// A replayed response is stored, and the response of an API key's creation carries the key,
 /// which must never be stored.
 #[tokio::test]

@@ -137,6 +137,18 @@ async fn canary_secrets_appear_nowhere() {
     let _ = process.wait();
     let logs = std::fs::read_to_string(&log_path).unwrap();
     let _ = std::fs::remove_file(&log_path);
+    // The create and the delete each find no workforce at some point, an expected outcome
+    // that is logged at debug, and a failure line carries no raw response.
+    assert!(
+        logs.lines()
+            .any(|line| line.contains("AWS call found no workforce")
+                && line.contains(r#""level":"DEBUG""#)),
+        "no debug line for a missing workforce"
+    );
+    for line in logs.lines().filter(|line| line.contains("AWS call failed")) {
+        assert!(!line.contains("No workforce"), "{line}");
+        assert!(line.len() < 800, "{line}");
+    }
     assert!(
         logs.contains("submitted change to SageMaker"),
         "the capture saw the service's logs"

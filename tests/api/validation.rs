@@ -346,6 +346,11 @@ async fn path_parameters_are_validated() {
     assert_eq!(status, StatusCode::NOT_FOUND, "{problem}");
     assert!(problem["detail"].as_str().unwrap().contains("us-east-1"));
 
+    // The list's region filter treats a region that the service does not manage the same way.
+    let (status, problem) = app.get("/v1/workforces?region=eu-west-3").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{problem}");
+    assert!(problem["detail"].as_str().unwrap().contains("us-east-1"));
+
     let (status, problem) = app
         .get(&format!("/v1/regions/{REGION}/workforces/bad%20name"))
         .await;
