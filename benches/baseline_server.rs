@@ -7,6 +7,10 @@
 use axum::http::header;
 use axum::response::IntoResponse;
 
+/// The service's allocator, so that the baseline differs from it only in the request path.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
