@@ -337,22 +337,32 @@ async fn stuck_workforce_times_out() {
     // Once SageMaker finishes on its own, a read of the record, once it is older than
     // --refresh-after-seconds (made so here by backdating it), picks up the true state.
     app.sandbox().set_stuck(REGION, "stuck", false);
+    let (_, workforce) = read_after_refresh(&app, "stuck", |_, workforce| {
+        workforce["status"] == "Active"
+    })
+    .await;
+    assert_eq!(workforce["status"], "Active", "{workforce}");
+}
+
+/// Backdates every workforce record past --refresh-after-seconds, then reads the workforce
+/// `name` until `done` accepts the response or 15 s pass, and returns the last response.
+async fn read_after_refresh(
+    app: &TestApp,
+    name: &str,
+    done: impl Fn(StatusCode, &Value) -> bool,
+) -> (StatusCode, Value) {
     sqlx::query("update workforces set aws_refreshed_at = now() - interval '2 hours'")
         .execute(&app.db)
         .await
         .unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
-        let (_, workforce) = app
-            .get(&format!("/v1/regions/{REGION}/workforces/stuck"))
+        let (status, workforce) = app
+            .get(&format!("/v1/regions/{REGION}/workforces/{name}"))
             .await;
-        if workforce["status"] == "Active" {
-            break;
+        if done(status, &workforce) || tokio::time::Instant::now() >= deadline {
+            return (status, workforce);
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the record never showed the Active workforce: {workforce}"
-        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -414,24 +424,9 @@ async fn workforces_deleted_outside_the_service_are_forgotten() {
     // DescribeWorkforce, which finds the workforce gone.
     app.create_active_workforce("read", None).await;
     delete_behind_the_service(&app, "read").await;
-    sqlx::query("update workforces set aws_refreshed_at = now() - interval '2 hours'")
-        .execute(&app.db)
-        .await
-        .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let (status, _) = app
-            .get(&format!("/v1/regions/{REGION}/workforces/read"))
-            .await;
-        if status == StatusCode::NOT_FOUND {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the record of 'read' stayed"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (status, workforce) =
+        read_after_refresh(&app, "read", |status, _| status == StatusCode::NOT_FOUND).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{workforce}");
     let vanished: Vec<String> = sqlx::query_scalar(
         "select workforce_name from audit_events where action = 'workforce.vanished'",
     )

@@ -171,73 +171,59 @@ async fn keys_belong_to_one_caller() {
     assert_eq!(response.status(), StatusCode::CONFLICT);
 }
 
-#[tokio::test]
-async fn if_match_guards_changes() {
-    let app = TestApp::spawn().await;
-    app.create_active_workforce("labelers", None).await;
-    let path = format!("/v1/regions/{REGION}/workforces/labelers");
+/// Returns the ETag of the workforce at `path`.
+async fn etag_of(app: &TestApp, path: &str) -> String {
     let response = app
         .client
         .get(format!("{}{path}", app.base_url))
         .send()
         .await
         .unwrap();
-    let etag = response.headers()["etag"].to_str().unwrap().to_owned();
-    assert!(etag.starts_with('"'));
+    response.headers()["etag"].to_str().unwrap().to_owned()
+}
 
-    let stale = "\"0\"";
-    let response = app
-        .client
+/// Sends a source-IP change with `If-Match: if_match` to the workforce at `path`.
+async fn put_cidrs_if_match(
+    app: &TestApp,
+    path: &str,
+    if_match: &str,
+    cidrs: &[&str],
+) -> reqwest::Response {
+    app.client
         .put(format!("{}{path}/source-ip-config", app.base_url))
-        .header("if-match", stale)
-        .json(&json!({"cidrs": []}))
+        .header("if-match", if_match)
+        .json(&json!({ "cidrs": cidrs }))
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test]
+async fn if_match_guards_changes() {
+    let app = TestApp::spawn().await;
+    app.create_active_workforce("labelers", None).await;
+    let path = format!("/v1/regions/{REGION}/workforces/labelers");
+    let etag = etag_of(&app, &path).await;
+    assert!(etag.starts_with('"'));
+
+    let response = put_cidrs_if_match(&app, &path, "\"0\"", &[]).await;
     assert_eq!(response.status(), StatusCode::PRECONDITION_FAILED);
     assert_eq!(
         response.headers()["content-type"],
         "application/problem+json"
     );
 
-    let response = app
-        .client
-        .put(format!("{}{path}/source-ip-config", app.base_url))
-        .header("if-match", &etag)
-        .json(&json!({"cidrs": ["10.0.0.0/8"]}))
-        .send()
-        .await
-        .unwrap();
+    let response = put_cidrs_if_match(&app, &path, &etag, &["10.0.0.0/8"]).await;
     assert_eq!(response.status(), StatusCode::ACCEPTED);
     let operation: Value = response.json().await.unwrap();
     app.wait_for_operation(operation["id"].as_str().unwrap())
         .await;
 
     // The accepted change gave the workforce a new ETag; the old one no longer matches.
-    let response = app
-        .client
-        .get(format!("{}{path}", app.base_url))
-        .send()
-        .await
-        .unwrap();
-    assert_ne!(response.headers()["etag"].to_str().unwrap(), etag);
-    let response = app
-        .client
-        .put(format!("{}{path}/source-ip-config", app.base_url))
-        .header("if-match", &etag)
-        .json(&json!({"cidrs": []}))
-        .send()
-        .await
-        .unwrap();
+    assert_ne!(etag_of(&app, &path).await, etag);
+    let response = put_cidrs_if_match(&app, &path, &etag, &[]).await;
     assert_eq!(response.status(), StatusCode::PRECONDITION_FAILED);
-    let response = app
-        .client
-        .put(format!("{}{path}/source-ip-config", app.base_url))
-        .header("if-match", "*")
-        .json(&json!({"cidrs": []}))
-        .send()
-        .await
-        .unwrap();
+    let response = put_cidrs_if_match(&app, &path, "*", &[]).await;
     assert_eq!(response.status(), StatusCode::ACCEPTED);
 }
 
@@ -248,36 +234,15 @@ async fn etags_do_not_repeat_after_recreation() {
     let app = TestApp::spawn().await;
     app.create_active_workforce("labelers", None).await;
     let path = format!("/v1/regions/{REGION}/workforces/labelers");
-    let etag_of =
-        |response: &reqwest::Response| response.headers()["etag"].to_str().unwrap().to_owned();
-    let first = app
-        .client
-        .get(format!("{}{path}", app.base_url))
-        .send()
-        .await
-        .unwrap();
-    let old_etag = etag_of(&first);
+    let old_etag = etag_of(&app, &path).await;
     let (status, _, operation) = app.request(Method::DELETE, &path, None).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{operation}");
     app.wait_for_operation(operation["id"].as_str().unwrap())
         .await;
     app.create_active_workforce("labelers", None).await;
 
-    let second = app
-        .client
-        .get(format!("{}{path}", app.base_url))
-        .send()
-        .await
-        .unwrap();
-    assert_ne!(etag_of(&second), old_etag);
-    let response = app
-        .client
-        .put(format!("{}{path}/source-ip-config", app.base_url))
-        .header("if-match", &old_etag)
-        .json(&json!({"cidrs": []}))
-        .send()
-        .await
-        .unwrap();
+    assert_ne!(etag_of(&app, &path).await, old_etag);
+    let response = put_cidrs_if_match(&app, &path, &old_etag, &[]).await;
     assert_eq!(response.status(), StatusCode::PRECONDITION_FAILED);
 }
 
