@@ -10,7 +10,7 @@ use crate::db::idempotency;
 use crate::db::is_unique_violation;
 use crate::db::operations::{self, NewOperation, OperationRow};
 use crate::db::workforces::{self, NewWorkforce, WorkforceRow};
-use crate::domain::{Change, OidcSecret, Region, WorkforceName};
+use crate::domain::{Change, IpAddressType, OidcSecret, Region, WorkforceName};
 use crate::http::error::ApiError;
 use crate::http::models::WorkforceResponse;
 use crate::secrets::SecretSealer;
@@ -243,6 +243,32 @@ impl<'a> Acceptor<'a> {
                 detail,
                 operation_id: None,
             });
+        }
+        // An IPv6 block needs a dual-stack workforce. The request itself is valid, so a
+        // mismatch with the stored address type is a conflict with the workforce's state.
+        if let Change::PutSourceIpConfig { source_ip_config } = &change
+            && workforce.ip_address_type != IpAddressType::Dualstack.as_aws_str()
+        {
+            let ipv6: Vec<&str> = source_ip_config
+                .cidrs
+                .iter()
+                .map(|cidr| cidr.as_str())
+                .filter(|cidr| cidr.contains(':'))
+                .collect();
+            if !ipv6.is_empty() {
+                let detail = format!(
+                    "workforce '{name}' has ip_address_type '{}', which takes only IPv4 blocks, and the list has the IPv6 blocks {}; remove them, or use a workforce created with ip_address_type 'dualstack'",
+                    workforce.ip_address_type,
+                    ipv6.join(", ")
+                );
+                drop(tx);
+                self.record_rejection(caller, region, name, &change, &detail)
+                    .await;
+                return Err(ApiError::Conflict {
+                    detail,
+                    operation_id: None,
+                });
+            }
         }
         let operation = match self
             .insert_operation(&mut tx, caller, region, name, &change, secret.as_ref())

@@ -294,7 +294,8 @@ fn extra_params_schema() -> utoipa::openapi::Object {
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"cidrs": ["10.0.0.0/16", "192.0.2.0/24"]}))]
 pub struct SourceIpConfigRequest {
-    /// 0 to 10 CIDR blocks. IPv6 blocks need a workforce whose `ip_address_type` is `dualstack`.
+    /// 0 to 10 CIDR blocks. IPv6 blocks need a workforce whose `ip_address_type` is `dualstack`:
+    /// a creation without it gets 422, and a replacement on an IPv4 workforce gets 409.
     #[schema(schema_with = cidrs_schema)]
     pub cidrs: Vec<String>,
 }

@@ -264,7 +264,7 @@ pub async fn get_workforce(
     let cached = match state.cache.workforce(region.as_str(), name.as_str()) {
         Some(cached) => cached,
         // Boxed, so that the future of a cached read stays small: it is moved several times on
-        // every request, and the queries' futures take kilobytes.
+        // every request, and the queries' futures are large.
         None => Box::pin(load_workforce(&state, &region, &name)).await?,
     };
     if !cached.in_flight {
@@ -496,24 +496,19 @@ pub async fn put_source_ip_config(
     Json(request): Json<SourceIpConfigRequest>,
 ) -> Result<Response, ApiError> {
     let (region, name) = path.parse(&state)?;
-    // IPv6 blocks are valid only for a dual-stack workforce. The body is checked before a
-    // missing workforce is reported, as on the other routes.
-    let workforce = workforce_store::find(&state.db, region.as_str(), name.as_str()).await?;
-    let ip_address_type = workforce
-        .as_ref()
-        .and_then(|w| IpAddressType::parse(&w.ip_address_type))
-        .unwrap_or_default();
+    // Any valid block passes here. Whether the workforce takes IPv6 blocks depends on its
+    // stored address type, which the change checks under the workforce's row lock (409).
     let mut violations = Violations::default();
-    let parsed = SourceIpConfig::parse("cidrs", &request.cidrs, ip_address_type, &mut violations);
+    let parsed = SourceIpConfig::parse(
+        "cidrs",
+        &request.cidrs,
+        IpAddressType::Dualstack,
+        &mut violations,
+    );
     let source_ip_config = violations
         .finish(|| parsed)
         .map_err(ApiError::Validation)?
         .expect("parsed without violations");
-    if workforce.is_none() {
-        return Err(ApiError::NotFound(format!(
-            "no workforce named '{name}' in region {region}"
-        )));
-    }
     accept_change(
         &state,
         &headers,

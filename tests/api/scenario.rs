@@ -357,6 +357,11 @@ async fn dualstack_workforce_takes_ipv6_blocks() {
             Some(json!({"cidrs": ["2001:db8::/32"]})),
         )
         .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
-    assert_eq!(problem["errors"][0]["field"], "cidrs[0]", "{problem}");
+    // The request is valid in itself; the stored address type is what rules the block out.
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    let detail = problem["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("2001:db8::/32"), "{problem}");
+    assert!(detail.contains("dualstack"), "{problem}");
+    let (_, workforce) = app.get("/v1/regions/us-west-2/workforces/only-four").await;
+    assert!(workforce["operation_in_flight"].is_null(), "{workforce}");
 }
