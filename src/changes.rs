@@ -153,12 +153,9 @@ impl<'a> Acceptor<'a> {
                 let detail = format!(
                     "region {region} already has the workforce '{existing_name}'; AWS allows one private workforce per account and region, so delete it first or change it instead"
                 );
-                self.record_rejection(caller, region, name, &change, &detail)
-                    .await;
-                return Err(ApiError::Conflict {
-                    detail,
-                    operation_id: None,
-                });
+                return Err(self
+                    .state_conflict(caller, region, name, &change, detail)
+                    .await);
             }
             return Err(error.into());
         }
@@ -237,12 +234,9 @@ impl<'a> Acceptor<'a> {
                 "workforce '{name}' is {status}; this change is allowed only when it is {needed}"
             );
             drop(tx);
-            self.record_rejection(caller, region, name, &change, &detail)
-                .await;
-            return Err(ApiError::Conflict {
-                detail,
-                operation_id: None,
-            });
+            return Err(self
+                .state_conflict(caller, region, name, &change, detail)
+                .await);
         }
         // An IPv6 block needs a dual-stack workforce. The request itself is valid, so a
         // mismatch with the stored address type is a conflict with the workforce's state.
@@ -262,12 +256,9 @@ impl<'a> Acceptor<'a> {
                     ipv6.join(", ")
                 );
                 drop(tx);
-                self.record_rejection(caller, region, name, &change, &detail)
-                    .await;
-                return Err(ApiError::Conflict {
-                    detail,
-                    operation_id: None,
-                });
+                return Err(self
+                    .state_conflict(caller, region, name, &change, detail)
+                    .await);
             }
         }
         let operation = match self
@@ -387,6 +378,24 @@ impl<'a> Acceptor<'a> {
         ApiError::Conflict {
             detail,
             operation_id,
+        }
+    }
+
+    /// Audits a change that the workforce's state rules out, and returns its 409. Callers
+    /// end their transaction first, so that no row lock is held while the event is written.
+    async fn state_conflict(
+        &self,
+        caller: &Caller,
+        region: &Region,
+        name: &WorkforceName,
+        change: &Change,
+        detail: String,
+    ) -> ApiError {
+        self.record_rejection(caller, region, name, change, &detail)
+            .await;
+        ApiError::Conflict {
+            detail,
+            operation_id: None,
         }
     }
 

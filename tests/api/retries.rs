@@ -256,14 +256,10 @@ async fn malformed_if_match_is_rejected() {
     })
     .await;
     let path = format!("{}/v1/regions/{REGION}/workforces/labelers", app.base_url);
+    let delete_if_match =
+        |value: &'static str| app.client.delete(&path).header("if-match", value).send();
     for value in ["3", "\"3", "\"3\", 4", "W/3", ",", "\"a\"b\""] {
-        let response = app
-            .client
-            .delete(&path)
-            .header("if-match", value)
-            .send()
-            .await
-            .unwrap();
+        let response = delete_if_match(value).await.unwrap();
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{value}");
         let problem: Value = response.json().await.unwrap();
         assert_eq!(
@@ -275,13 +271,7 @@ async fn malformed_if_match_is_rejected() {
     }
     // Well-formed values reach the workforce lookup, which finds none.
     for value in ["\"3\"", "W/\"3\", \"4\"", "\"3\", ,\"4\"", "*"] {
-        let response = app
-            .client
-            .delete(&path)
-            .header("if-match", value)
-            .send()
-            .await
-            .unwrap();
+        let response = delete_if_match(value).await.unwrap();
         assert_eq!(response.status(), StatusCode::NOT_FOUND, "{value}");
     }
 }
