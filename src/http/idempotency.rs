@@ -111,6 +111,92 @@ pub async fn apply(state: &AppState, request: Request, next: Next, timeout: Dura
     Box::pin(keyed_change(state.clone(), request, next, repeat_wait)).await
 }
 
+/// Returns a JSON body in one form (sorted keys, no white space), so that a client that
+/// serializes the same document differently on its retry still makes the same request.
+///
+/// Returns `None`, and the bytes are hashed as sent, for a body that is not JSON or that
+/// repeats a key within an object. serde_json keeps the last of repeated keys, which the
+/// handlers reject, so such a body must not match an accepted request.
+fn canonical_json(bytes: &[u8]) -> Option<Vec<u8>> {
+    let document: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let keys_sent = serde::Deserializer::deserialize_any(&mut deserializer, KeyCount).ok()?;
+    if keys_sent != keys_kept(&document) {
+        return None;
+    }
+    serde_json::to_vec(&document).ok()
+}
+
+/// A visitor that counts the keys of every object in a JSON document as sent, repeated keys
+/// included.
+#[derive(Clone, Copy)]
+struct KeyCount;
+
+impl<'de> serde::de::DeserializeSeed<'de> for KeyCount {
+    type Value = usize;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<usize, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for KeyCount {
+    type Value = usize;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<usize, E> {
+        Ok(0)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<usize, E> {
+        Ok(0)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<usize, E> {
+        Ok(0)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<usize, E> {
+        Ok(0)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<usize, E> {
+        Ok(0)
+    }
+
+    fn visit_unit<E>(self) -> Result<usize, E> {
+        Ok(0)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut items: A) -> Result<usize, A::Error> {
+        let mut keys = 0;
+        while let Some(inner) = items.next_element_seed(self)? {
+            keys += inner;
+        }
+        Ok(keys)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut entries: A) -> Result<usize, A::Error> {
+        let mut keys = 0;
+        while entries.next_key::<serde::de::IgnoredAny>()?.is_some() {
+            keys += 1 + entries.next_value_seed(self)?;
+        }
+        Ok(keys)
+    }
+}
+
+/// Counts the keys of every object in a parsed document, where repeated keys are merged.
+fn keys_kept(value: &serde_json::Value) -> usize {
+    match value {
+        serde_json::Value::Object(map) => map.len() + map.values().map(keys_kept).sum::<usize>(),
+        serde_json::Value::Array(items) => items.iter().map(keys_kept).sum(),
+        _ => 0,
+    }
+}
+
 /// Handles a change that carries an idempotency key.
 async fn keyed_change(
     state: AppState,
@@ -142,12 +228,7 @@ async fn keyed_change(
     hasher.update([0]);
     hasher.update(parts.uri.path().as_bytes());
     hasher.update([0]);
-    // A JSON body is hashed in one form (sorted keys, no white space), so that a client that
-    // serializes the same document differently on its retry still makes the same request.
-    let canonical = serde_json::from_slice::<serde_json::Value>(&bytes)
-        .ok()
-        .and_then(|document| serde_json::to_vec(&document).ok());
-    hasher.update(canonical.as_deref().unwrap_or(&bytes));
+    hasher.update(canonical_json(&bytes).as_deref().unwrap_or(&bytes));
     let request_hash = hasher.finalize().to_vec();
     let ttl = state.idempotency_ttl;
 

@@ -79,6 +79,24 @@ async fn idempotency_key_replays_original_response() {
     assert_eq!(response.headers()["idempotency-replayed"], "true");
     assert_eq!(app.count_rows("operations").await, 1);
 
+    // A repeated key, whose last value matches, is not the same request: the handler would
+    // reject that body.
+    let repeated = format!(
+        "{{\"name\": \"other\", \"name\": \"labelers\", \"cognito_config\": {}}}",
+        cognito_workforce("labelers")["cognito_config"]
+    );
+    let response = app
+        .client
+        .post(format!("{}{path}", app.base_url))
+        .header("idempotency-key", "create-1")
+        .header("content-type", "application/json")
+        .body(repeated)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(response.headers().get("idempotency-replayed").is_none());
+
     // The same key with another body is rejected, and creates nothing.
     let (status, _, problem) = send_with_key(
         &app,
