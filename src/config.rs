@@ -72,9 +72,9 @@ pub enum ApiKeyCommand {
 }
 
 /// Default of `--max-body-bytes`: 512 KiB. The largest valid body is a create request with every
-/// field at its maximum length, where each character is sent as a JSON `\u` escape and is
-/// outside the Basic Multilingual Plane wherever the model allows (12 bytes for a surrogate
-/// pair). It has 401,852 bytes, and a test in `http::models` builds it.
+/// field at its maximum length. In it, each character is a JSON `\u` escape, and a surrogate
+/// pair (12 bytes) wherever the model allows characters outside the Basic Multilingual Plane.
+/// It has 401,852 bytes, and a test in `http::models` builds it.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 512 * 1024;
 
 /// Service name of the workforce interface endpoints in the sandbox, whose

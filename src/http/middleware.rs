@@ -209,8 +209,8 @@ impl RequestPipeline {
             }
         }
         let response = super::idempotency::apply(&self.state, request, next, self.timeout).await;
-        // A body that was read past the limit fails in the handler's JSON extractor or in the
-        // idempotency layer, neither of which knows the limit.
+        // A body read past the limit fails in the handler's JSON extractor or in the
+        // idempotency layer. Neither has the limit, so the 413 that states it is built here.
         if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
             return self.body_too_large();
         }

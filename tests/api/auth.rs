@@ -961,7 +961,7 @@ async fn last_admin_key_is_not_revoked() {
 }
 
 /// Two concurrent revocations of the last two admin keys: one succeeds and the other is
-/// refused, in every round.
+/// rejected, in every round.
 #[tokio::test]
 async fn concurrent_revocations_keep_one_admin() {
     let app = TestApp::spawn_with(TestOptions {
@@ -995,12 +995,12 @@ async fn concurrent_revocations_keep_one_admin() {
             .iter()
             .filter(|outcome| matches!(outcome, api_keys::Revocation::Revoked(_)))
             .count();
-        let refused = outcomes
+        let rejected = outcomes
             .iter()
             .filter(|outcome| matches!(outcome, api_keys::Revocation::LastAdmin(_)))
             .count();
         assert_eq!(revoked, 1, "round {round}: {outcomes:?}");
-        assert_eq!(refused, 1, "round {round}: {outcomes:?}");
+        assert_eq!(rejected, 1, "round {round}: {outcomes:?}");
         assert_eq!(
             api_keys::count_usable(&app.db).await.unwrap(),
             1,

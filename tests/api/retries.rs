@@ -29,6 +29,18 @@ async fn send_with_key(
     )
 }
 
+/// Sends `body` as it is, as JSON, with an idempotency key to `path`.
+async fn post_json_text(app: &TestApp, path: &str, key: &str, body: String) -> reqwest::Response {
+    app.client
+        .post(format!("{}{path}", app.base_url))
+        .header("idempotency-key", key)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn idempotency_key_replays_original_response() {
     let app = TestApp::spawn_with(TestOptions {
@@ -66,15 +78,7 @@ async fn idempotency_key_replays_original_response() {
         "{{\n  \"cognito_config\": {}, \"name\": \"labelers\"\n}}",
         cognito_workforce("labelers")["cognito_config"]
     );
-    let response = app
-        .client
-        .post(format!("{}{path}", app.base_url))
-        .header("idempotency-key", "create-1")
-        .header("content-type", "application/json")
-        .body(reordered)
-        .send()
-        .await
-        .unwrap();
+    let response = post_json_text(&app, &path, "create-1", reordered).await;
     assert_eq!(response.status(), StatusCode::ACCEPTED);
     assert_eq!(response.headers()["idempotency-replayed"], "true");
     assert_eq!(app.count_rows("operations").await, 1);
@@ -85,15 +89,7 @@ async fn idempotency_key_replays_original_response() {
         "{{\"name\": \"other\", \"name\": \"labelers\", \"cognito_config\": {}}}",
         cognito_workforce("labelers")["cognito_config"]
     );
-    let response = app
-        .client
-        .post(format!("{}{path}", app.base_url))
-        .header("idempotency-key", "create-1")
-        .header("content-type", "application/json")
-        .body(repeated)
-        .send()
-        .await
-        .unwrap();
+    let response = post_json_text(&app, &path, "create-1", repeated).await;
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert!(response.headers().get("idempotency-replayed").is_none());
 
