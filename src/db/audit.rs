@@ -3,9 +3,14 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use serde_json::value::RawValue;
+use sqlx::types::Json;
 use sqlx::{PgConnection, PgExecutor, Postgres, QueryBuilder};
 use uuid::Uuid;
 
+/// An event as listed. Its JSON columns are kept as the text PostgreSQL sends, since the
+/// audit route passes them through unchanged: a page of 50 events with workforce states before
+/// and after holds about 100 documents, which would otherwise be parsed and written again.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct AuditEventRow {
     pub id: i64,
@@ -19,9 +24,9 @@ pub struct AuditEventRow {
     pub workforce_name: Option<String>,
     pub operation_id: Option<Uuid>,
     pub request_id: Option<String>,
-    pub before_state: Option<Value>,
-    pub after_state: Option<Value>,
-    pub detail: Option<Value>,
+    pub before_state: Option<Json<Box<RawValue>>>,
+    pub after_state: Option<Json<Box<RawValue>>>,
+    pub detail: Option<Json<Box<RawValue>>>,
 }
 
 /// Every action that the service writes. `insert` checks each new event against it in debug

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -664,11 +665,11 @@ pub struct AuditEventResponse {
     pub operation_id: Option<Uuid>,
     pub request_id: Option<String>,
     #[schema(value_type = Option<Object>)]
-    pub before: Option<Value>,
+    pub before: Option<Box<RawValue>>,
     #[schema(value_type = Option<Object>)]
-    pub after: Option<Value>,
+    pub after: Option<Box<RawValue>>,
     #[schema(value_type = Option<Object>)]
-    pub detail: Option<Value>,
+    pub detail: Option<Box<RawValue>>,
 }
 
 impl From<AuditEventRow> for AuditEventResponse {
@@ -685,9 +686,9 @@ impl From<AuditEventRow> for AuditEventResponse {
             workforce_name: row.workforce_name,
             operation_id: row.operation_id,
             request_id: row.request_id,
-            before: row.before_state,
-            after: row.after_state,
-            detail: row.detail,
+            before: row.before_state.map(|json| json.0),
+            after: row.after_state.map(|json| json.0),
+            detail: row.detail.map(|json| json.0),
         }
     }
 }
