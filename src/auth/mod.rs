@@ -213,6 +213,36 @@ pub fn permission_for(method: &Method, route: &str) -> Permission {
     }
 }
 
+/// Returns whether the API serves `method` on the matched `route`, according to the routes of
+/// its OpenAPI document.
+fn serves(method: &Method, route: &str) -> bool {
+    static SERVED: std::sync::LazyLock<std::collections::HashMap<String, Vec<Method>>> =
+        std::sync::LazyLock::new(|| {
+            let paths = crate::http::openapi().paths.paths;
+            paths
+                .into_iter()
+                .map(|(path, item)| {
+                    let methods = [
+                        (item.get.is_some(), Method::GET),
+                        (item.get.is_some() || item.head.is_some(), Method::HEAD),
+                        (item.post.is_some(), Method::POST),
+                        (item.put.is_some(), Method::PUT),
+                        (item.delete.is_some(), Method::DELETE),
+                        (item.patch.is_some(), Method::PATCH),
+                    ];
+                    let served = methods
+                        .into_iter()
+                        .filter_map(|(served, method)| served.then_some(method))
+                        .collect();
+                    (path, served)
+                })
+                .collect()
+        });
+    SERVED
+        .get(route)
+        .is_some_and(|methods| methods.contains(method))
+}
+
 /// Returns the route's `region` path parameter, percent-decoded as the handler reads it.
 ///
 /// Reading the raw path instead would let `us%2Deast%2D1` pass the check as no region and
@@ -453,7 +483,13 @@ pub async fn authorize(
     } else {
         None
     };
-    match principal.require(permission, region.as_ref()) {
+    let mut decision = principal.require(permission, region.as_ref());
+    if decision.is_err() && !serves(request.method(), route) {
+        // The router answers a method that the route does not serve with 405, whatever the
+        // caller's role. Checking only after a denial keeps the lookup off allowed requests.
+        decision = principal.require(Permission::Any, None);
+    }
+    match decision {
         Ok(authorized) => {
             request.extensions_mut().insert(authorized.clone());
             Ok(Some(authorized))

@@ -174,8 +174,8 @@ async fn every_route_checks_every_role() {
     }
 }
 
-/// A request that no route serves gets its 404 or 405 with any role's key, and stays a 401
-/// without a key.
+/// A request that no route serves gets its 404 or 405 with any role's key, leaves no audit
+/// event, and stays a 401 without a key.
 #[tokio::test]
 async fn unserved_requests_are_not_forbidden() {
     let app = TestApp::spawn_with(TestOptions {
@@ -201,8 +201,34 @@ async fn unserved_requests_are_not_forbidden() {
             "/v1/api-keys".to_owned(),
             StatusCode::METHOD_NOT_ALLOWED,
         ),
+        // Routes that serve other methods: the method alone reads as a change.
+        (
+            Method::POST,
+            "/v1/operations".to_owned(),
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+        (
+            Method::DELETE,
+            format!("/v1/operations/{}", uuid::Uuid::nil()),
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+        (
+            Method::PUT,
+            "/v1/workforces".to_owned(),
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+        (
+            Method::PUT,
+            "/v1/api-keys".to_owned(),
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+        (
+            Method::DELETE,
+            "/v1/audit-events".to_owned(),
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
     ];
-    for role in [Role::Viewer, Role::Auditor] {
+    for role in [Role::Viewer, Role::Auditor, Role::Operator] {
         let (_, key) =
             api_keys::create(&app.db, &format!("key-{}", role.as_str()), role, None, None)
                 .await
@@ -213,6 +239,12 @@ async fn unserved_requests_are_not_forbidden() {
             assert_eq!(status, *expected, "{role:?} {method} {path}");
         }
     }
+    let denied: i64 =
+        sqlx::query_scalar("select count(*) from audit_events where action = 'access.denied'")
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(denied, 0);
     for (method, path, _) in &cases {
         let status = send(&reqwest::Client::new(), &app, method, path, &None)
             .await
