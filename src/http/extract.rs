@@ -178,6 +178,9 @@ fn parameter_with_nul(query: &str) -> Option<&str> {
 /// one, a message about a duplicate or unknown field names that field, as in
 /// "duplicate field `limit`".
 fn field_error_from(text: &str) -> Vec<FieldError> {
+    if let Some(missing) = missing_field(text) {
+        return vec![missing];
+    }
     match text.split_once(": ") {
         Some((path, reason)) if !path.contains(' ') && !path.is_empty() => {
             vec![FieldError::new(path, reason)]
@@ -196,6 +199,24 @@ fn field_error_from(text: &str) -> Vec<FieldError> {
         })
         .unwrap_or_default(),
     }
+}
+
+/// Names a missing required field by its whole path, as in `oidc_config.client_secret`, from
+/// serde's "oidc_config: missing field `client_secret` at line 1 column 80".
+fn missing_field(text: &str) -> Option<FieldError> {
+    let (path, message) = match text.split_once(": ") {
+        Some((path, message)) if !path.contains(' ') && !path.is_empty() => (Some(path), message),
+        _ => (None, text),
+    };
+    let (name, _) = message.strip_prefix("missing field `")?.split_once('`')?;
+    let field = match path {
+        Some(path) => format!("{path}.{name}"),
+        None => name.to_owned(),
+    };
+    Some(FieldError::new(
+        truncate_for_message(&field),
+        "is required; see /docs for the fields of this request",
+    ))
 }
 
 impl From<JsonRejection> for ApiError {

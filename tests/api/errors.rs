@@ -311,6 +311,34 @@ async fn one_invalid_field_reads_singular() {
     );
 }
 
+/// A missing required field is named by its whole path in the problem's `errors`.
+#[tokio::test]
+async fn missing_field_is_named() {
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    let mut oidc = oidc_config("s3cret");
+    oidc.as_object_mut().unwrap().remove("client_secret");
+    let (status, problem) = app
+        .create_workforce(serde_json::json!({"name": "no-secret", "oidc_config": oidc}))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+    assert_eq!(problem["errors"][0]["field"], "oidc_config.client_secret");
+
+    let response = app
+        .client
+        .post(format!("{}/v1/api-keys", app.base_url))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["errors"][0]["field"], "name", "{problem}");
+}
+
 /// A body is read as UTF-8 JSON as sent, so a compressed body or another character set is
 /// rejected with 415 rather than misread. UTF-8 named in any case is accepted.
 #[tokio::test]
