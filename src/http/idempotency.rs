@@ -204,9 +204,13 @@ async fn keyed_change(
     next: Next,
     repeat_wait: Duration,
 ) -> Response {
-    let Some(key) = request.headers().get(IDEMPOTENCY_KEY).cloned() else {
+    let mut sent = request.headers().get_all(IDEMPOTENCY_KEY).iter();
+    let Some(key) = sent.next().cloned() else {
         return next.run(request).await;
     };
+    if sent.next().is_some() {
+        return invalid_key("must be sent once; send one Idempotency-Key header per request");
+    }
     let Ok(key) = key.to_str().map(str::to_owned) else {
         return invalid_key("must be printable ASCII");
     };

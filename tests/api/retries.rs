@@ -320,6 +320,34 @@ async fn idempotency_key_rejected_for_api_key_creation() {
     assert_eq!(app.count_rows("idempotency_keys").await, 0);
 }
 
+/// Two `Idempotency-Key` headers on one request are rejected, because a retry could send
+/// either of them and get a second operation.
+#[tokio::test]
+async fn repeated_idempotency_header_is_rejected() {
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    let response = app
+        .client
+        .post(format!("{}/v1/regions/{REGION}/workforces", app.base_url))
+        .header("idempotency-key", "first")
+        .header("idempotency-key", "second")
+        .json(&json!({"name": "twice", "cognito_config": {"user_pool": "us-east-1_AbC123", "client_id": "portal"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(
+        problem["errors"][0]["field"], "Idempotency-Key",
+        "{problem}"
+    );
+    assert_eq!(app.count_rows("operations").await, 0);
+    assert_eq!(app.count_rows("idempotency_keys").await, 0);
+}
+
 /// A request that times out has no response to replay, so its key is freed and a repeat runs
 /// again instead of waiting for the key's lock to expire.
 #[tokio::test]
