@@ -415,7 +415,8 @@ async fn bootstrap_admin_key(db: &sqlx::PgPool, path: &std::path::Path) -> anyho
         "bootstrap-admin-{}",
         chrono::Utc::now().format("%Y%m%d%H%M%S")
     );
-    let (_, key) = api_keys::create(db, &name, Role::Admin, None, None).await?;
+    let by = api_keys::KeyChanger::SERVICE;
+    let (_, key) = api_keys::create_recorded(db, &by, &name, Role::Admin, None, None).await?;
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("failed to create {}", parent.display()))?;

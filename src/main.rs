@@ -110,7 +110,15 @@ async fn manage_api_keys(
             }
             let expires_at = expires_in_days
                 .map(|days| chrono::Utc::now() + chrono::Duration::days(i64::from(days)));
-            let created = api_keys::create(&db, &name, role, regions.as_deref(), expires_at).await;
+            let created = api_keys::create_recorded(
+                &db,
+                &api_keys::KeyChanger::COMMAND_LINE,
+                &name,
+                role,
+                regions.as_deref(),
+                expires_at,
+            )
+            .await;
             let (row, key) = match created {
                 Ok(created) => created,
                 Err(error)
@@ -139,13 +147,15 @@ async fn manage_api_keys(
             );
         }
         ApiKeyCommand::Revoke { name } => {
-            api_keys::revoke_by_name(&db, &name)
+            let by = api_keys::KeyChanger::COMMAND_LINE;
+            api_keys::change_by_name(&db, &by, &name, api_keys::NamedChange::Revoke)
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("no API key named '{name}'"))?;
             eprintln!("Revoked API key '{name}'.");
         }
         ApiKeyCommand::Expire { name } => {
-            api_keys::expire_by_name(&db, &name)
+            let by = api_keys::KeyChanger::COMMAND_LINE;
+            api_keys::change_by_name(&db, &by, &name, api_keys::NamedChange::Expire)
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("no API key named '{name}'"))?;
             eprintln!("Expired API key '{name}'.");

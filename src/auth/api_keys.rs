@@ -9,10 +9,11 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
-use sqlx::PgExecutor;
+use sqlx::{PgConnection, PgExecutor, PgPool};
 use uuid::Uuid;
 
 use super::Role;
+use crate::db::audit::NewAuditEvent;
 
 /// Prefix that marks a bearer token as an API key of this service rather than a JWT.
 pub const KEY_PREFIX: &str = "wfs_";
@@ -59,7 +60,88 @@ pub fn hash_key(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
 
-/// Stores a new key and returns its row and the key itself, which is never available again.
+/// The caller of a change to a key, recorded in the change's audit event.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyChanger<'a> {
+    pub actor: &'a str,
+    /// `api_key`, `jwt` or `system`.
+    pub kind: &'a str,
+    pub role: Option<&'a str>,
+    pub request_id: Option<&'a str>,
+}
+
+impl KeyChanger<'static> {
+    /// The command line, `workforce-service api-keys`.
+    pub const COMMAND_LINE: Self = Self {
+        actor: "command-line",
+        kind: "system",
+        role: None,
+        request_id: None,
+    };
+    /// The service itself, which creates the admin key of sandbox mode.
+    pub const SERVICE: Self = Self {
+        actor: "system",
+        kind: "system",
+        role: None,
+        request_id: None,
+    };
+}
+
+/// Key names that the audit log uses for callers other than keys, and that a key therefore
+/// cannot take.
+pub const RESERVED_NAMES: [&str; 3] = ["system", "anonymous", "command-line"];
+
+/// Writes the audit event of a change to `key` on the change's own connection, so that both
+/// commit together.
+async fn record(
+    conn: &mut PgConnection,
+    by: &KeyChanger<'_>,
+    action: &str,
+    key: &ApiKeyRow,
+) -> Result<(), sqlx::Error> {
+    let detail = serde_json::json!({ "api_key": {
+        "id": key.id,
+        "name": key.name,
+        "role": key.role,
+        "regions": key.regions,
+        "expires_at": key.expires_at,
+    }});
+    crate::db::audit::insert(
+        conn,
+        NewAuditEvent {
+            actor: by.actor,
+            actor_kind: by.kind,
+            actor_role: by.role,
+            action,
+            outcome: "succeeded",
+            request_id: by.request_id,
+            detail: Some(detail),
+            ..Default::default()
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// Stores a new key with the audit event of its creation, in one transaction. Returns its row
+/// and the key itself, which is never available again.
+pub async fn create_recorded(
+    db: &PgPool,
+    by: &KeyChanger<'_>,
+    name: &str,
+    role: Role,
+    regions: Option<&[String]>,
+    expires_at: Option<DateTime<Utc>>,
+) -> Result<(ApiKeyRow, String), sqlx::Error> {
+    let mut tx = db.begin().await?;
+    let created = create(&mut *tx, name, role, regions, expires_at).await?;
+    record(&mut tx, by, "api_key.created", &created.0).await?;
+    tx.commit().await?;
+    Ok(created)
+}
+
+/// Stores a new key without an audit event, as test fixtures do; the service uses
+/// [`create_recorded`]. Returns its row and the key itself.
 pub async fn create(
     executor: impl PgExecutor<'_>,
     name: &str,
@@ -124,19 +206,22 @@ pub async fn revoke(
 #[derive(Debug)]
 pub enum Revocation {
     Revoked(ApiKeyRow),
+    /// The key was revoked before, and nothing changed.
+    AlreadyRevoked(ApiKeyRow),
     NotFound,
     /// The key is the last usable admin key, and stays usable.
     LastAdmin(ApiKeyRow),
 }
 
-/// Revokes a key unless it is the last usable (unrevoked, unexpired) admin key, whose loss
-/// would leave no one able to manage keys over HTTP.
+/// Revokes a key, with its audit event, unless it is the last usable (unrevoked, unexpired)
+/// admin key, whose loss would leave no one able to manage keys over HTTP.
 ///
 /// The transaction locks every usable admin key, in id order, before it counts them. So of two
 /// concurrent revocations of the last two admin keys, the second waits for the first to commit,
 /// then finds the first key revoked and refuses.
 pub async fn revoke_unless_last_admin(
-    db: &sqlx::PgPool,
+    db: &PgPool,
+    by: &KeyChanger<'_>,
     id: Uuid,
 ) -> Result<Revocation, sqlx::Error> {
     let mut tx = db.begin().await?;
@@ -148,23 +233,85 @@ pub async fn revoke_unless_last_admin(
     )
     .fetch_all(&mut *tx)
     .await?;
+    let Some(row) = sqlx::query_as!(
+        ApiKeyRow,
+        "select id, name, role, regions, created_at, expires_at, revoked_at
+           from api_keys where id = $1
+            for update",
+        id,
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    else {
+        return Ok(Revocation::NotFound);
+    };
+    if row.revoked_at.is_some() {
+        return Ok(Revocation::AlreadyRevoked(row));
+    }
     if usable_admins == [id] {
-        let row = sqlx::query_as!(
-            ApiKeyRow,
-            "select id, name, role, regions, created_at, expires_at, revoked_at
-               from api_keys where id = $1",
-            id,
-        )
-        .fetch_one(&mut *tx)
-        .await?;
         return Ok(Revocation::LastAdmin(row));
     }
-    let row = revoke(&mut *tx, id).await?;
+    let row = revoke(&mut *tx, id)
+        .await?
+        .expect("the key row is locked by this transaction");
+    record(&mut tx, by, "api_key.revoked", &row).await?;
     tx.commit().await?;
-    Ok(row.map_or(Revocation::NotFound, Revocation::Revoked))
+    Ok(Revocation::Revoked(row))
 }
 
-/// Revokes a key by name, for the command line.
+/// What the command line does to a key by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NamedChange {
+    Revoke,
+    /// Ends the key's validity now, without marking it revoked.
+    Expire,
+}
+
+/// Revokes or expires a key by name for the command line, with its audit event in the same
+/// transaction. Returns the row, or `None` when no key has that name. A key that was already
+/// revoked, or already expired, is returned unchanged and gets no event.
+pub async fn change_by_name(
+    db: &PgPool,
+    by: &KeyChanger<'_>,
+    name: &str,
+    change: NamedChange,
+) -> Result<Option<ApiKeyRow>, sqlx::Error> {
+    let mut tx = db.begin().await?;
+    let Some(before) = sqlx::query_as!(
+        ApiKeyRow,
+        "select id, name, role, regions, created_at, expires_at, revoked_at
+           from api_keys where name = $1
+            for update",
+        name,
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let now = Utc::now();
+    let (unchanged, action) = match change {
+        NamedChange::Revoke => (before.revoked_at.is_some(), "api_key.revoked"),
+        NamedChange::Expire => (
+            before.expires_at.is_some_and(|at| at <= now),
+            "api_key.expired",
+        ),
+    };
+    if unchanged {
+        return Ok(Some(before));
+    }
+    let after = match change {
+        NamedChange::Revoke => revoke_by_name(&mut *tx, name).await?,
+        NamedChange::Expire => expire_by_name(&mut *tx, name).await?,
+    }
+    .expect("the key row is locked by this transaction");
+    record(&mut tx, by, action, &after).await?;
+    tx.commit().await?;
+    Ok(Some(after))
+}
+
+/// Revokes a key by name without an audit event, as test fixtures do; the command line uses
+/// [`change_by_name`].
 pub async fn revoke_by_name(
     executor: impl PgExecutor<'_>,
     name: &str,
@@ -179,7 +326,7 @@ pub async fn revoke_by_name(
     .await
 }
 
-/// Ends a key's validity now, by name, without marking it revoked.
+/// Ends a key's validity now, by name, without marking it revoked or writing an audit event.
 pub async fn expire_by_name(
     executor: impl PgExecutor<'_>,
     name: &str,

@@ -30,7 +30,7 @@ pub struct AuditEventRow {
 
 /// Every action that the service writes. `insert` checks each new event against it in debug
 /// builds, so that the list filter of the audit route stays complete.
-pub const ACTIONS: [&str; 14] = [
+pub const ACTIONS: [&str; 15] = [
     "workforce.create.requested",
     "workforce.delete.requested",
     "workforce.vpc_config.put.requested",
@@ -45,6 +45,7 @@ pub const ACTIONS: [&str; 14] = [
     "access.denied",
     "api_key.created",
     "api_key.revoked",
+    "api_key.expired",
 ];
 
 /// Every outcome that the service writes, checked like [`ACTIONS`].

@@ -1,7 +1,7 @@
 //! API key management for admins: create (the key is shown once), list and revoke.
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -11,9 +11,8 @@ use uuid::Uuid;
 use super::AppState;
 use super::error::{ApiError, Problem};
 use super::extract::{Json, Path};
-use crate::auth::api_keys::{self as key_store, ApiKeyRow};
+use crate::auth::api_keys::{self as key_store, ApiKeyRow, KeyChanger};
 use crate::auth::{Authorized, Role};
-use crate::db::audit::{self, NewAuditEvent};
 use crate::domain::{FieldError, Region, check_length};
 
 /// A new API key.
@@ -21,7 +20,7 @@ use crate::domain::{FieldError, Region, check_length};
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"name": "labeling-portal", "role": "operator", "regions": ["us-east-1"]}))]
 pub struct CreateApiKeyRequest {
-    /// Unique name, recorded as the actor of the key's changes: 1 to 64 letters, digits, `.`, `_` or `-`.
+    /// Unique name, recorded as the actor of the key's changes: 1 to 64 letters, digits, `.`, `_` or `-`, except `system`, `anonymous` and `command-line`.
     #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub name: String,
     pub role: Role,
@@ -93,7 +92,6 @@ impl From<ApiKeyRow> for ApiKeyResponse {
     }
 }
 
-/// Checks an API key name: 1 to 64 ASCII letters, digits, `.`, `_` or `-`.
 /// Builds the message for a new key whose name an existing or revoked key has.
 pub fn name_in_use_message(name: &str) -> String {
     format!(
@@ -101,8 +99,19 @@ pub fn name_in_use_message(name: &str) -> String {
     )
 }
 
+/// Checks an API key name: 1 to 64 ASCII letters, digits, `.`, `_` or `-`, and not a name
+/// from [`key_store::RESERVED_NAMES`].
 pub fn validate_key_name(name: &str) -> Result<(), FieldError> {
     check_length("name", name, 1, 64)?;
+    if key_store::RESERVED_NAMES.contains(&name) {
+        return Err(FieldError::new(
+            "name",
+            format!(
+                "must not be one of {}, which the audit log uses for callers other than keys",
+                key_store::RESERVED_NAMES.join(", ")
+            ),
+        ));
+    }
     if name
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
@@ -166,27 +175,16 @@ pub fn check_key_regions(
     errors
 }
 
-async fn audit_key_event(
-    state: &AppState,
-    authorized: &Authorized,
-    action: &str,
-    key: &ApiKeyRow,
-) -> Result<(), ApiError> {
-    let mut conn = state.db.acquire().await?;
-    audit::insert(
-        &mut conn,
-        NewAuditEvent {
-            actor: &authorized.actor,
-            actor_kind: authorized.kind.as_str(),
-            actor_role: Some(authorized.role.as_str()),
-            action,
-            outcome: "succeeded",
-            detail: Some(serde_json::json!({ "api_key": { "id": key.id, "name": key.name, "role": key.role } })),
-            ..Default::default()
-        },
-    )
-    .await?;
-    Ok(())
+/// Returns the caller of a key change, for its audit event.
+fn changer<'a>(headers: &'a HeaderMap, authorized: &'a Authorized) -> KeyChanger<'a> {
+    KeyChanger {
+        actor: &authorized.actor,
+        kind: authorized.kind.as_str(),
+        role: Some(authorized.role.as_str()),
+        request_id: headers
+            .get(super::REQUEST_ID_HEADER)
+            .and_then(|value| value.to_str().ok()),
+    }
 }
 
 /// Create an API key
@@ -209,6 +207,7 @@ async fn audit_key_event(
 pub async fn create_api_key(
     State(state): State<AppState>,
     authorized: Authorized,
+    headers: HeaderMap,
     Json(request): Json<CreateApiKeyRequest>,
 ) -> Result<Response, ApiError> {
     let mut errors = Vec::new();
@@ -226,8 +225,9 @@ pub async fn create_api_key(
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    let created = key_store::create(
+    let created = key_store::create_recorded(
         &state.db,
+        &changer(&headers, &authorized),
         &request.name,
         request.role,
         request.regions.as_deref(),
@@ -241,7 +241,6 @@ pub async fn create_api_key(
         }
         Err(error) => return Err(error.into()),
     };
-    audit_key_event(&state, &authorized, "api_key.created", &row).await?;
     Ok((
         StatusCode::CREATED,
         axum::Json(CreatedApiKeyResponse {
@@ -272,8 +271,9 @@ pub async fn list_api_keys(
 
 /// Revoke an API key
 ///
-/// Revokes a key; requests with it fail from the next one on. The last unrevoked, unexpired
-/// admin key cannot be revoked here, so that someone can still manage keys.
+/// Revokes a key; requests with it fail from the next one on. Revoking a revoked key changes
+/// nothing and returns it. The last unrevoked, unexpired admin key cannot be revoked here, so
+/// that someone can still manage keys.
 #[utoipa::path(
     delete,
     path = "/v1/api-keys/{id}",
@@ -289,10 +289,13 @@ pub async fn list_api_keys(
 pub async fn revoke_api_key(
     State(state): State<AppState>,
     authorized: Authorized,
+    headers: HeaderMap,
     Path(id): Path<Uuid>,
 ) -> Result<axum::Json<ApiKeyResponse>, ApiError> {
-    let row = match key_store::revoke_unless_last_admin(&state.db, id).await? {
+    let by = changer(&headers, &authorized);
+    let row = match key_store::revoke_unless_last_admin(&state.db, &by, id).await? {
         key_store::Revocation::Revoked(row) => row,
+        key_store::Revocation::AlreadyRevoked(row) => return Ok(axum::Json(row.into())),
         key_store::Revocation::NotFound => {
             return Err(ApiError::NotFound(format!("no API key with id {id}")));
         }
@@ -307,6 +310,5 @@ pub async fn revoke_api_key(
     state
         .cache
         .invalidate(&crate::cache::Invalidation::ApiKey(id));
-    audit_key_event(&state, &authorized, "api_key.revoked", &row).await?;
     Ok(axum::Json(row.into()))
 }

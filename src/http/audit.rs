@@ -23,7 +23,8 @@ pub struct ListAuditEventsQuery {
     /// `workforce.vpc_config.put.requested`, `workforce.vpc_config.delete.requested`,
     /// `workforce.source_ip_config.put.requested`, `workforce.oidc_config.put.requested`,
     /// `workforce.vanished`, `operation.started`, `operation.submitted`, `operation.succeeded`,
-    /// `operation.failed`, `access.denied`, `api_key.created` and `api_key.revoked`.
+    /// `operation.failed`, `access.denied`, `api_key.created`, `api_key.revoked` and
+    /// `api_key.expired`.
     action: Option<String>,
     actor: Option<String>,
     /// One of `accepted`, `rejected`, `denied`, `started`, `submitted`, `succeeded`, `failed`

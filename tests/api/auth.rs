@@ -945,6 +945,125 @@ async fn cli_rejects_name_in_use() {
     }
 }
 
+/// Runs `workforce-service api-keys ARGS` against the test database and returns whether it
+/// succeeded.
+fn key_command(app: &TestApp, args: &[&str]) -> bool {
+    std::process::Command::new(env!("CARGO_BIN_EXE_workforce-service"))
+        .arg(format!("--database-url={}", app.database_url))
+        .arg("api-keys")
+        .args(args)
+        .output()
+        .expect("the CLI runs")
+        .status
+        .success()
+}
+
+/// Each change to a key, over HTTP or on the command line, writes one audit event naming the
+/// key's scope. Revoking a revoked key changes nothing and writes none.
+#[tokio::test]
+async fn key_changes_are_audited_once() {
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    let response = app
+        .client
+        .post(format!("{}/v1/api-keys", app.base_url))
+        .header("x-request-id", "create-scoped")
+        .json(&json!({"name": "scoped", "role": "operator", "regions": [REGION]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let created: Value = response.json().await.unwrap();
+    let path = format!("/v1/api-keys/{}", created["id"].as_str().unwrap());
+    for _ in 0..2 {
+        let (status, _, revoked) = app.request(Method::DELETE, &path, None).await;
+        assert_eq!(status, StatusCode::OK, "{revoked}");
+        assert!(revoked["revoked_at"].is_string(), "{revoked}");
+    }
+    let admin: String = sqlx::query_scalar("select name from api_keys where role = 'admin'")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert!(key_command(
+        &app,
+        &["create", "--name", "from-cli", "--role", "viewer"]
+    ));
+    assert!(key_command(&app, &["expire", "--name", "from-cli"]));
+    assert!(key_command(&app, &["revoke", "--name", "from-cli"]));
+    assert!(key_command(&app, &["revoke", "--name", "from-cli"]));
+
+    let events: Vec<(String, String, Option<String>, Value)> = sqlx::query_as(
+        "select action, actor, request_id, detail->'api_key' from audit_events
+          where detail->'api_key'->>'name' in ('scoped', 'from-cli') order by id",
+    )
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    let actions: Vec<(&str, &str, &str)> = events
+        .iter()
+        .map(|(action, actor, _, key)| {
+            (
+                action.as_str(),
+                actor.as_str(),
+                key["name"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("api_key.created", admin.as_str(), "scoped"),
+            ("api_key.revoked", admin.as_str(), "scoped"),
+            ("api_key.created", "command-line", "from-cli"),
+            ("api_key.expired", "command-line", "from-cli"),
+            ("api_key.revoked", "command-line", "from-cli"),
+        ]
+    );
+    assert_eq!(events[0].2.as_deref(), Some("create-scoped"));
+    assert_eq!(events[0].3["regions"], json!([REGION]));
+    assert_eq!(events[0].3["role"], "operator");
+    assert!(events[3].3["expires_at"].is_string(), "{:?}", events[3]);
+}
+
+/// Names that the audit log uses for callers other than keys are not given to keys.
+#[tokio::test]
+async fn reserved_key_names_are_rejected() {
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    for name in ["system", "anonymous", "command-line"] {
+        let (status, _, problem) = app
+            .request(
+                Method::POST,
+                "/v1/api-keys",
+                Some(json!({"name": name, "role": "operator"})),
+            )
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{name}: {problem}"
+        );
+        assert_eq!(problem["errors"][0]["field"], "name", "{problem}");
+        assert!(!key_command(
+            &app,
+            &["create", "--name", name, "--role", "viewer"]
+        ));
+    }
+    let stored: i64 = sqlx::query_scalar(
+        "select count(*) from api_keys where name in ('system', 'anonymous', 'command-line')",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(stored, 0);
+}
+
 /// The last usable admin key cannot revoke itself, so someone can still manage keys; with a
 /// second admin key the revocation goes through.
 #[tokio::test]
@@ -1017,9 +1136,10 @@ async fn concurrent_revocations_keep_one_admin() {
                 .await
                 .unwrap();
 
+        let by = api_keys::KeyChanger::COMMAND_LINE;
         let (a, b) = tokio::join!(
-            api_keys::revoke_unless_last_admin(&app.db, first.id),
-            api_keys::revoke_unless_last_admin(&app.db, second.id),
+            api_keys::revoke_unless_last_admin(&app.db, &by, first.id),
+            api_keys::revoke_unless_last_admin(&app.db, &by, second.id),
         );
 
         let outcomes = [a.unwrap(), b.unwrap()];

@@ -56,6 +56,8 @@ pub struct TestApp {
     pub db: PgPool,
     pub service: Option<RunningService>,
     pub database_url: String,
+    /// Audit events written before the test began, such as the creation of the admin key.
+    pub events_at_start: i64,
 }
 
 /// Builds an HTTP client that sends `key` as a bearer credential on every request.
@@ -133,13 +135,34 @@ impl TestApp {
                 .1
             }
         };
+        let events_at_start = sqlx::query_scalar("select count(*) from audit_events")
+            .fetch_one(&db)
+            .await
+            .expect("count the audit events");
         Self {
             base_url,
             client: client_with_key(&admin_key),
             db,
             service: Some(service),
             database_url,
+            events_at_start,
         }
+    }
+
+    /// Asserts that no workforce, operation or audit event was written since the start.
+    pub async fn assert_nothing_written(&self) {
+        assert_eq!(
+            self.count_rows("workforces").await,
+            0,
+            "workforces has rows"
+        );
+        assert_eq!(
+            self.count_rows("operations").await,
+            0,
+            "operations has rows"
+        );
+        let events = self.count_rows("audit_events").await - self.events_at_start;
+        assert_eq!(events, 0, "audit events were written");
     }
 
     pub fn sandbox(&self) -> &SandboxHandle {

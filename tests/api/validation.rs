@@ -10,12 +10,6 @@ fn with(mut body: Value, field: &str, value: Value) -> Value {
     body
 }
 
-async fn assert_nothing_written(app: &TestApp) {
-    for table in ["workforces", "operations", "audit_events"] {
-        assert_eq!(app.count_rows(table).await, 0, "{table} has rows");
-    }
-}
-
 /// Asserts a 422 problem whose errors name `field`.
 fn assert_rejects_field(status: StatusCode, problem: &Value, field: &str) {
     assert_eq!(
@@ -235,7 +229,7 @@ async fn create_rejects_each_model_violation() {
         assert_eq!(problem["type"], "/problems/validation-error");
         assert!(problem["request_id"].is_string(), "{problem}");
     }
-    assert_nothing_written(&app).await;
+    app.assert_nothing_written().await;
 }
 
 #[tokio::test]
@@ -253,7 +247,7 @@ async fn create_reports_every_invalid_field_at_once() {
     let (status, problem) = app.create_workforce(body).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(problem["errors"].as_array().unwrap().len(), 4, "{problem}");
-    assert_nothing_written(&app).await;
+    app.assert_nothing_written().await;
 }
 
 /// A body with hundreds of invalid fields gets a problem that lists the first 50 and counts
@@ -279,7 +273,7 @@ async fn create_lists_first_fifty_errors() {
         detail.starts_with("601 fields are invalid (the first 50 are listed)"),
         "{detail}"
     );
-    assert_nothing_written(&app).await;
+    app.assert_nothing_written().await;
 }
 
 #[tokio::test]
@@ -316,7 +310,7 @@ async fn changes_reject_invalid_bodies() {
             .await;
         assert_rejects_field(status, &problem, field);
     }
-    assert_nothing_written(&app).await;
+    app.assert_nothing_written().await;
 }
 
 #[tokio::test]
