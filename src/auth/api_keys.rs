@@ -259,7 +259,7 @@ pub async fn revoke_unless_last_admin(
     Ok(Revocation::Revoked(row))
 }
 
-/// What the command line does to a key by name.
+/// A change that the command line makes to a key by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NamedChange {
     Revoke,

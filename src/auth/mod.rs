@@ -215,7 +215,7 @@ pub fn permission_for(method: &Method, route: &str) -> Permission {
 
 /// Returns whether the API serves `method` on the matched `route`, according to the routes of
 /// its OpenAPI document.
-fn serves(method: &Method, route: &str) -> bool {
+pub fn serves(method: &Method, route: &str) -> bool {
     static SERVED: std::sync::LazyLock<std::collections::HashMap<String, Vec<Method>>> =
         std::sync::LazyLock::new(|| {
             let paths = crate::http::openapi().paths.paths;

@@ -14,7 +14,7 @@
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::Request;
+use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -95,6 +95,14 @@ pub async fn apply(state: &AppState, request: Request, next: Next, timeout: Dura
         Method::POST | Method::PUT | Method::DELETE
     ) && request.uri().path().starts_with("/v1/");
     if !is_change || !request.headers().contains_key(IDEMPOTENCY_KEY) {
+        return next.run(request).await;
+    }
+    // A method that the route does not serve gets its 405 from the router, key or not.
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("", MatchedPath::as_str);
+    if !crate::auth::serves(request.method(), route) {
         return next.run(request).await;
     }
     // A stored response is replayed, and this one carries a new API key, which the service

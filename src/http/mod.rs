@@ -339,6 +339,108 @@ impl utoipa::Modify for ParameterRules {
     }
 }
 
+/// Documents the request headers that changes read from the request, where utoipa cannot see
+/// them: `Idempotency-Key` on every change except the creation of an API key, and `If-Match` on
+/// the changes that reject a stale entity tag with 412.
+struct ChangeHeaders;
+
+impl utoipa::Modify for ChangeHeaders {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::RefOr;
+
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if !path.starts_with("/v1/") {
+                continue;
+            }
+            for (is_post, operation) in [
+                (true, &mut item.post),
+                (false, &mut item.put),
+                (false, &mut item.delete),
+            ] {
+                let Some(operation) = operation else {
+                    continue;
+                };
+                // A replay would need the stored response, which carries the new key.
+                if is_post && path == "/v1/api-keys" {
+                    continue;
+                }
+                let responses = &mut operation.responses.responses;
+                let parameters = operation.parameters.get_or_insert_with(Vec::new);
+                parameters.push(idempotency_key_parameter());
+                if responses.contains_key("412") {
+                    parameters.push(if_match_parameter());
+                }
+                let reused = "the Idempotency-Key header was already used for a different request";
+                match responses.get_mut("422") {
+                    Some(RefOr::T(response)) => {
+                        response.description = format!("{}, or {reused}", response.description);
+                    }
+                    Some(RefOr::Ref(_)) => {}
+                    None => {
+                        // Any problem response has the same content; only its text changes.
+                        if let Some(RefOr::T(mut response)) = responses.get("400").cloned() {
+                            let mut first = reused.to_owned();
+                            first[..1].make_ascii_uppercase();
+                            response.description = first;
+                            responses.insert("422".to_owned(), RefOr::T(response));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn idempotency_key_parameter() -> utoipa::openapi::RefOr<utoipa::openapi::path::Parameter> {
+    use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+    use utoipa::openapi::{ObjectBuilder, Required, Type};
+
+    ParameterBuilder::new()
+        .name("Idempotency-Key")
+        .parameter_in(ParameterIn::Header)
+        .required(Required::False)
+        .description(Some(
+            "A key of 1 to 255 printable ASCII characters that makes a retry safe. A repeat with \
+             the same key, method, path and body gets the first response again, with the header \
+             `Idempotency-Replayed: true`, instead of a second operation. The same key with \
+             another request gets 422. A response other than a success frees the key.",
+        ))
+        .schema(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(255))
+                .pattern(Some("^[\\x20-\\x7E]+$")),
+        ))
+        .build()
+        .into()
+}
+
+fn if_match_parameter() -> utoipa::openapi::RefOr<utoipa::openapi::path::Parameter> {
+    use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+    use utoipa::openapi::{ObjectBuilder, Required, Type};
+
+    ParameterBuilder::new()
+        .name("If-Match")
+        .parameter_in(ParameterIn::Header)
+        .required(Required::False)
+        .description(Some(
+            "The `ETag` of the workforce as last read, such as `\"3\"`, or `*`. The change is \
+             accepted only while the workforce still has that revision, and gets 412 otherwise.",
+        ))
+        .schema(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(IF_MATCH_PATTERN)),
+        ))
+        .build()
+        .into()
+}
+
+/// Pattern of an `If-Match` value that [`check_if_match`] accepts: `*`, or entity tags in
+/// double quotes, each with an optional `W/`, separated by commas.
+const IF_MATCH_PATTERN: &str = r#"^(\*|(W/)?"[\x21\x23-\x7E]*"( *, *(W/)?"[\x21\x23-\x7E]*")*)$"#;
+
 /// Builds the routes and the OpenAPI document from the same handler list.
 pub fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let (router, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
@@ -369,6 +471,7 @@ pub fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     // `#[openapi(modifiers(...))]` they would run on an empty path list.
     utoipa::Modify::modify(&SecurityAddon, &mut openapi);
     utoipa::Modify::modify(&ParameterRules, &mut openapi);
+    utoipa::Modify::modify(&ChangeHeaders, &mut openapi);
     utoipa::Modify::modify(&models::OneAuthConfig, &mut openapi);
     (router, openapi)
 }

@@ -348,6 +348,35 @@ async fn repeated_idempotency_header_is_rejected() {
     assert_eq!(app.count_rows("idempotency_keys").await, 0);
 }
 
+/// A method that the route does not serve gets 405 even with a key that an accepted request
+/// used, instead of the 422 of a reused key.
+#[tokio::test]
+async fn unserved_method_ignores_idempotency_key() {
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    let (status, _, checked) = send_with_key(
+        &app,
+        Method::POST,
+        &format!("/v1/regions/{REGION}/vpc-config-checks"),
+        "used-once",
+        Some(vpc_config(&[SUBNET_A])),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{checked}");
+    let (status, _, problem) = send_with_key(
+        &app,
+        Method::POST,
+        &format!("/v1/regions/{REGION}/workforces/team/vpc-config"),
+        "used-once",
+        Some(vpc_config(&[SUBNET_A])),
+    )
+    .await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{problem}");
+}
+
 /// A request that times out has no response to replay, so its key is freed and a repeat runs
 /// again instead of waiting for the key's lock to expire.
 #[tokio::test]
