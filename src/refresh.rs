@@ -197,9 +197,13 @@ async fn forget_vanished(
     name: &str,
     reason: &str,
 ) -> Result<bool, sqlx::Error> {
+    let Some(last_known) = workforces::find(&mut *tx, region.as_str(), name).await? else {
+        return Ok(false);
+    };
     if !workforces::delete(tx, region.as_str(), name).await? {
         return Ok(false);
     }
+    let before = crate::http::models::WorkforceResponse::from_row(&last_known, None);
     crate::db::audit::insert(
         tx,
         crate::db::audit::NewAuditEvent {
@@ -208,6 +212,7 @@ async fn forget_vanished(
             outcome: "removed",
             region: Some(region.as_str()),
             workforce_name: Some(name),
+            before_state: Some(serde_json::to_value(before).expect("a workforce serializes")),
             detail: Some(serde_json::json!({ "reason": reason })),
             ..Default::default()
         },

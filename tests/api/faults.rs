@@ -427,13 +427,15 @@ async fn workforces_deleted_outside_the_service_are_forgotten() {
     let (status, workforce) =
         read_after_refresh(&app, "read", |status, _| status == StatusCode::NOT_FOUND).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{workforce}");
-    let vanished: Vec<String> = sqlx::query_scalar(
-        "select workforce_name from audit_events where action = 'workforce.vanished'",
+    let vanished: Vec<(String, Option<String>)> = sqlx::query_as(
+        "select workforce_name, before_state->>'status' from audit_events
+          where action = 'workforce.vanished'",
     )
     .fetch_all(&app.db)
     .await
     .unwrap();
-    assert_eq!(vanished, ["read"]);
+    // The event keeps the record's last known state.
+    assert_eq!(vanished, [("read".to_owned(), Some("Active".to_owned()))]);
     let changed_actions = app.audit_actions("changed").await;
     assert!(
         changed_actions
