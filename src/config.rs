@@ -38,7 +38,12 @@ pub enum Command {
 pub enum AuditCommand {
     /// Walk the audit log's hash chain and report the first broken link; exits with 1 if one
     /// is found.
-    Verify,
+    Verify {
+        /// Stop after the event with this chain sequence number, to compare its hash with a
+        /// `last_hash` kept from an earlier run.
+        #[arg(long)]
+        through: Option<i64>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

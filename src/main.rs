@@ -49,9 +49,9 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!("database is migrated");
             Ok(())
         }
-        Command::Audit(AuditCommand::Verify) => {
+        Command::Audit(AuditCommand::Verify { through }) => {
             let db = workforce_service::db::connect(&cli.serve.database_url, 2).await?;
-            let report = workforce_service::db::audit::verify_chain(&db).await?;
+            let report = workforce_service::db::audit::verify_chain(&db, through).await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             match &report.first_broken {
                 None => {

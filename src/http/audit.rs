@@ -189,10 +189,34 @@ fn decode_cursor(cursor: &str) -> Result<PagePosition, ApiError> {
     get,
     path = "/v1/audit-events/verify",
     tag = "audit",
-    responses((status = 200, description = "The result of the walk", body = audit_store::ChainReport))
+    params(VerifyAuditChainQuery),
+    responses(
+        (status = 200, description = "The result of the walk", body = audit_store::ChainReport),
+        (status = 400, description = "Invalid query parameter", body = Problem, content_type = "application/problem+json"),
+    )
 )]
 pub async fn verify_audit_chain(
     State(state): State<AppState>,
+    Query(query): Query<VerifyAuditChainQuery>,
 ) -> Result<axum::Json<audit_store::ChainReport>, ApiError> {
-    Ok(axum::Json(audit_store::verify_chain(&state.db).await?))
+    if let Some(through) = query.through.filter(|through| *through < 1) {
+        let error = crate::domain::FieldError::new("through", "must be 1 or more");
+        return Err(ApiError::BadRequest {
+            detail: format!("invalid query parameter through: {through} is less than 1"),
+            errors: vec![error],
+        });
+    }
+    Ok(axum::Json(
+        audit_store::verify_chain(&state.db, query.through).await?,
+    ))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyAuditChainQuery {
+    /// Stop after the event with this chain sequence number, so that `last_hash` can be
+    /// compared with the one an earlier walk reported at that point.
+    #[param(minimum = 1)]
+    through: Option<i64>,
 }

@@ -61,6 +61,60 @@ async fn verify_names_tampered_event() {
     assert_eq!(report["first_broken"]["reason"], "content_changed");
 }
 
+/// A rewrite of the whole chain after an edit passes the walk, and only the last hash,
+/// compared with a copy kept outside, shows it.
+#[tokio::test]
+async fn rewritten_chain_changes_last_hash() {
+    let app = TestApp::spawn().await;
+    app.create_active_workforce("labelers", None).await;
+    let (_, before) = app.get("/v1/audit-events/verify").await;
+    let kept = before["last_hash"]
+        .as_str()
+        .expect("a last hash")
+        .to_owned();
+    assert_eq!(kept.len(), 64, "{before}");
+    let through = before["events_checked"].as_i64().unwrap();
+    let (_, unchanged) = app
+        .get(&format!("/v1/audit-events/verify?through={through}"))
+        .await;
+    assert_eq!(unchanged["last_hash"], kept.as_str(), "{unchanged}");
+
+    let mut tx = app.db.begin().await.unwrap();
+    sqlx::query("set local session_replication_role = replica")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query(
+        "do $$
+         declare
+             event record;
+             previous bytea;
+         begin
+             update audit_events set actor = 'mallory' where chain_seq = 2;
+             for event in select id, chain_seq from audit_events order by chain_seq loop
+                 update audit_events set prev_hash = previous where id = event.id;
+                 update audit_events e set hash = audit_event_digest(e, e.prev_hash)
+                  where id = event.id
+                 returning hash into previous;
+             end loop;
+         end $$",
+    )
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+
+    // New events move the last hash on, so the walk stops where the kept copy was taken.
+    app.create_workforce(cognito_workforce("later")).await;
+    let through = before["events_checked"].as_i64().unwrap();
+    let (_, after) = app
+        .get(&format!("/v1/audit-events/verify?through={through}"))
+        .await;
+    assert_eq!(after["valid"], true, "{after}");
+    assert_eq!(after["events_checked"], through);
+    assert_ne!(after["last_hash"], kept.as_str(), "{after}");
+}
+
 #[tokio::test]
 async fn verify_detects_deleted_event() {
     let app = TestApp::spawn().await;
