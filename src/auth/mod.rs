@@ -213,8 +213,10 @@ pub fn permission_for(method: &Method, route: &str) -> Permission {
     }
 }
 
-/// Returns whether the API serves `method` on the matched `route`, according to the routes of
-/// its OpenAPI document.
+/// Returns whether the router serves `method` on the matched `route`. No route matched is
+/// not served (404). A route of the OpenAPI document serves the methods it lists (405 for
+/// others). Routes outside the document, such as `/metrics` and the docs, count as served, so
+/// that they keep their permission check when they are not public.
 pub fn serves(method: &Method, route: &str) -> bool {
     static SERVED: std::sync::LazyLock<std::collections::HashMap<String, Vec<Method>>> =
         std::sync::LazyLock::new(|| {
@@ -238,9 +240,10 @@ pub fn serves(method: &Method, route: &str) -> bool {
                 })
                 .collect()
         });
-    SERVED
-        .get(route)
-        .is_some_and(|methods| methods.contains(method))
+    !route.is_empty()
+        && SERVED
+            .get(route)
+            .is_none_or(|methods| methods.contains(method))
 }
 
 /// Returns the route's `region` path parameter, percent-decoded as the handler reads it.
@@ -424,7 +427,8 @@ impl From<ApiError> for Rejection {
 /// of the matched route, and stores the [`Authorized`] caller in the request for the handler.
 /// A change that the caller's role or regions do not allow is recorded in the audit log.
 ///
-/// Returns the caller, or `None` for a public route, or the rejection.
+/// Returns the caller, or `None` for a public route or a request that no route serves, or the
+/// rejection.
 /// The HTTP middleware calls it for every request (see `crate::http::middleware::observe`).
 pub async fn authorize(
     auth: &Authenticator,
@@ -483,13 +487,11 @@ pub async fn authorize(
     } else {
         None
     };
-    let mut decision = principal.require(permission, region.as_ref());
-    if decision.is_err() && !serves(request.method(), route) {
-        // The router answers a method that the route does not serve with 405, whatever the
-        // caller's role. Checking only after a denial keeps the lookup off allowed requests.
-        decision = principal.require(Permission::Any, None);
-    }
-    match decision {
+    match principal.require(permission, region.as_ref()) {
+        // The router answers a request that no route serves with 404 or 405, whatever the
+        // caller's roles, so it passes without a caller. Checking only after a denial keeps
+        // the lookup off allowed requests.
+        Err(_) if !serves(request.method(), route) => Ok(None),
         Ok(authorized) => {
             request.extensions_mut().insert(authorized.clone());
             Ok(Some(authorized))

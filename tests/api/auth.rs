@@ -905,6 +905,20 @@ async fn public_endpoints_can_require_credentials() {
             .status();
         assert_ne!(status, StatusCode::UNAUTHORIZED, "{path} with a key");
     }
+    // Made private, these routes keep the viewer's permission: an auditor reads none of them.
+    let (_, auditor_key) = api_keys::create(&app.db, "auditor", Role::Auditor, None, None)
+        .await
+        .unwrap();
+    let auditor = client_with_key(&auditor_key);
+    for path in ["/readyz", "/metrics", "/openapi.json", "/docs/"] {
+        let status = auditor
+            .get(format!("{}{path}", app.base_url))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path} as an auditor");
+    }
 }
 
 /// The CLI reports a name in use, revoked keys included, in words and with a failing exit
