@@ -50,10 +50,33 @@ pub fn etag(revision: i64) -> String {
 /// Returns true when an `If-Match` header value (`*` or a list of ETags) matches `revision`.
 pub fn if_match_allows(header: &str, revision: i64) -> bool {
     let current = etag(revision);
-    header
-        .split(',')
-        .map(str::trim)
-        .any(|tag| tag == "*" || tag == current)
+    header.trim() == "*" || entity_tags(header).is_some_and(|tags| tags.contains(&current.as_str()))
+}
+
+/// Splits a list of entity tags, such as an `If-Match` value, into its tags, or returns `None`
+/// when an element is not a tag in double quotes with an optional `W/`. A comma inside the
+/// quotes belongs to the tag, and empty elements are skipped (RFC 9110 sections 5.6.1 and 8.8.3).
+pub fn entity_tags(list: &str) -> Option<Vec<&str>> {
+    let mut tags = Vec::new();
+    let mut rest = list;
+    loop {
+        rest = rest.trim_start_matches([' ', '\t', ',']);
+        if rest.is_empty() {
+            return Some(tags);
+        }
+        let quoted = rest.strip_prefix("W/").unwrap_or(rest).strip_prefix('"')?;
+        let closing = quoted.find('"')?;
+        let is_etagc = |b: u8| b == 0x21 || (0x23..=0x7e).contains(&b);
+        if !quoted[..closing].bytes().all(is_etagc) {
+            return None;
+        }
+        let length = rest.len() - quoted.len() + closing + 1;
+        tags.push(&rest[..length]);
+        rest = rest[length..].trim_start_matches([' ', '\t']);
+        if !rest.is_empty() && !rest.starts_with(',') {
+            return None;
+        }
+    }
 }
 
 fn change_json(change: &Change) -> Value {
@@ -434,5 +457,41 @@ impl<'a> Acceptor<'a> {
         if let Err(error) = result {
             tracing::warn!(error = %error, workforce.name = %name, aws.region = %region, "failed to audit a rejected change");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{entity_tags, if_match_allows};
+
+    #[test]
+    fn entity_tags_keep_commas_inside_quotes() {
+        assert_eq!(
+            entity_tags(r#""a,b", W/"3""#),
+            Some(vec![r#""a,b""#, r#"W/"3""#])
+        );
+    }
+
+    #[test]
+    fn entity_tags_skip_empty_elements() {
+        assert_eq!(
+            entity_tags(", \"9\",,\t\"8\" ,"),
+            Some(vec!["\"9\"", "\"8\""])
+        );
+    }
+
+    #[test]
+    fn entity_tags_reject_unquoted_values() {
+        for invalid in ["3", "\"3\" \"4\"", "\"3", "W/3", "\"a\"b\""] {
+            assert_eq!(entity_tags(invalid), None, "{invalid}");
+        }
+    }
+
+    #[test]
+    fn if_match_compares_whole_strong_tags() {
+        assert!(if_match_allows("\"2\", \"3\"", 3));
+        assert!(if_match_allows("*", 3));
+        assert!(!if_match_allows("W/\"3\"", 3));
+        assert!(!if_match_allows("\"3,\"", 3));
     }
 }

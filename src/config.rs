@@ -41,7 +41,7 @@ pub enum AuditCommand {
     Verify {
         /// Stop after the event with this chain sequence number, to compare its hash with a
         /// `last_hash` kept from an earlier run.
-        #[arg(long)]
+        #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
         through: Option<i64>,
     },
 }
@@ -58,8 +58,8 @@ pub enum ApiKeyCommand {
         /// Regions an operator key may change, comma-separated; all when omitted.
         #[arg(long, value_delimiter = ',')]
         regions: Option<Vec<String>>,
-        /// Days until the key expires; it never expires when omitted.
-        #[arg(long)]
+        /// Days until the key expires, 1 or more; it never expires when omitted.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         expires_in_days: Option<u32>,
     },
     /// List keys without showing them.

@@ -54,6 +54,13 @@ async fn main() -> anyhow::Result<()> {
             let report = workforce_service::db::audit::verify_chain(&db, through).await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             match &report.first_broken {
+                None if through.is_some() => {
+                    eprintln!(
+                        "The audit log is intact through event {}; later events were not checked.",
+                        report.events_checked
+                    );
+                    Ok(())
+                }
                 None => {
                     eprintln!(
                         "The audit log is intact: {} events checked.",
@@ -148,17 +155,27 @@ async fn manage_api_keys(
         }
         ApiKeyCommand::Revoke { name } => {
             let by = api_keys::KeyChanger::COMMAND_LINE;
-            api_keys::change_by_name(&db, &by, &name, api_keys::NamedChange::Revoke)
-                .await?
-                .ok_or_else(|| anyhow::anyhow!("no API key named '{name}'"))?;
-            eprintln!("Revoked API key '{name}'.");
+            let (_, changed) =
+                api_keys::change_by_name(&db, &by, &name, api_keys::NamedChange::Revoke)
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!("no API key named '{name}'"))?;
+            if changed {
+                eprintln!("Revoked API key '{name}'.");
+            } else {
+                eprintln!("API key '{name}' was already revoked; nothing changed.");
+            }
         }
         ApiKeyCommand::Expire { name } => {
             let by = api_keys::KeyChanger::COMMAND_LINE;
-            api_keys::change_by_name(&db, &by, &name, api_keys::NamedChange::Expire)
-                .await?
-                .ok_or_else(|| anyhow::anyhow!("no API key named '{name}'"))?;
-            eprintln!("Expired API key '{name}'.");
+            let (_, changed) =
+                api_keys::change_by_name(&db, &by, &name, api_keys::NamedChange::Expire)
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!("no API key named '{name}'"))?;
+            if changed {
+                eprintln!("Expired API key '{name}'.");
+            } else {
+                eprintln!("API key '{name}' had already expired; nothing changed.");
+            }
         }
     }
     Ok(())

@@ -268,14 +268,14 @@ pub enum NamedChange {
 }
 
 /// Revokes or expires a key by name for the command line, with its audit event in the same
-/// transaction. Returns the row, or `None` when no key has that name. A key that was already
-/// revoked, or already expired, is returned unchanged and gets no event.
+/// transaction. Returns the row and whether it changed, or `None` when no key has that name. A
+/// key that was already revoked, or already expired, is returned unchanged and gets no event.
 pub async fn change_by_name(
     db: &PgPool,
     by: &KeyChanger<'_>,
     name: &str,
     change: NamedChange,
-) -> Result<Option<ApiKeyRow>, sqlx::Error> {
+) -> Result<Option<(ApiKeyRow, bool)>, sqlx::Error> {
     let mut tx = db.begin().await?;
     let Some(before) = sqlx::query_as!(
         ApiKeyRow,
@@ -298,7 +298,7 @@ pub async fn change_by_name(
         ),
     };
     if unchanged {
-        return Ok(Some(before));
+        return Ok(Some((before, false)));
     }
     let after = match change {
         NamedChange::Revoke => revoke_by_name(&mut *tx, name).await?,
@@ -307,7 +307,7 @@ pub async fn change_by_name(
     .expect("the key row is locked by this transaction");
     record(&mut tx, by, action, &after).await?;
     tx.commit().await?;
-    Ok(Some(after))
+    Ok(Some((after, true)))
 }
 
 /// Revokes a key by name without an audit event, as test fixtures do; the command line uses

@@ -103,11 +103,14 @@ pub fn name_in_use_message(name: &str) -> String {
 /// from [`key_store::RESERVED_NAMES`].
 pub fn validate_key_name(name: &str) -> Result<(), FieldError> {
     check_length("name", name, 1, 64)?;
-    if key_store::RESERVED_NAMES.contains(&name) {
+    if key_store::RESERVED_NAMES
+        .iter()
+        .any(|reserved| reserved.eq_ignore_ascii_case(name))
+    {
         return Err(FieldError::new(
             "name",
             format!(
-                "must not be one of {}, which the audit log uses for callers other than keys",
+                "must not be one of {} in any letter case, because the audit log uses them for callers other than keys",
                 key_store::RESERVED_NAMES.join(", ")
             ),
         ));

@@ -208,7 +208,17 @@ fn missing_field(text: &str) -> Option<FieldError> {
         Some((path, message)) if !path.contains(' ') && !path.is_empty() => (Some(path), message),
         _ => (None, text),
     };
-    let (name, _) = message.strip_prefix("missing field `")?.split_once('`')?;
+    // serde_json's whole message is "missing field `NAME` at line L column C". Anything after
+    // it means that the text came from elsewhere, such as a map key in the path.
+    let (name, position) = message.strip_prefix("missing field `")?.split_once('`')?;
+    let (line, column) = position.strip_prefix(" at line ")?.split_once(" column ")?;
+    if !line
+        .bytes()
+        .chain(column.bytes())
+        .all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
     let field = match path {
         Some(path) => format!("{path}.{name}"),
         None => name.to_owned(),
@@ -298,5 +308,25 @@ impl From<QueryRejection> for ApiError {
             detail: format!("invalid query parameter: {reason}"),
             errors,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::missing_field;
+
+    #[test]
+    fn missing_field_names_whole_path() {
+        let error = missing_field("oidc_config: missing field `client_secret` at line 1 column 80");
+        assert_eq!(
+            error.map(|e| e.field),
+            Some("oidc_config.client_secret".to_owned())
+        );
+    }
+
+    #[test]
+    fn missing_field_ignores_text_in_map_key() {
+        let text = "params.x: missing field `evil`: invalid type: integer `1`, expected a string at line 1 column 9";
+        assert!(missing_field(text).is_none());
     }
 }

@@ -219,7 +219,13 @@ async fn keyed_change(
     if sent.next().is_some() {
         return invalid_key("must be sent once; send one Idempotency-Key header per request");
     }
-    let Ok(key) = key.to_str().map(str::to_owned) else {
+    // HeaderValue::to_str also passes a tab, which is not printable.
+    let Some(key) = key
+        .to_str()
+        .ok()
+        .filter(|key| key.bytes().all(|b| (0x20..=0x7e).contains(&b)))
+        .map(str::to_owned)
+    else {
         return invalid_key("must be printable ASCII");
     };
     if key.is_empty() || key.len() > 255 {

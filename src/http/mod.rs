@@ -142,23 +142,8 @@ fn check_if_match(value: &HeaderValue) -> Result<String, ApiError> {
         }
     };
     let text = value.to_str().map_err(|_| invalid())?;
-    let is_entity_tag = |tag: &str| {
-        let opaque = tag.strip_prefix("W/").unwrap_or(tag);
-        opaque.len() >= 2
-            && opaque.starts_with('"')
-            && opaque.ends_with('"')
-            && opaque[1..opaque.len() - 1]
-                .bytes()
-                .all(|b| b == 0x21 || (0x23..=0x7e).contains(&b))
-    };
-    // Lists may contain empty elements, which recipients ignore (RFC 9110 section 5.6.1).
-    let tags: Vec<&str> = text
-        .split(',')
-        .map(str::trim)
-        .filter(|tag| !tag.is_empty())
-        .collect();
-    let valid =
-        text.trim() == "*" || (!tags.is_empty() && tags.iter().all(|tag| is_entity_tag(tag)));
+    let valid = text.trim() == "*"
+        || crate::changes::entity_tags(text).is_some_and(|tags| !tags.is_empty());
     if valid {
         Ok(text.to_owned())
     } else {
@@ -438,8 +423,11 @@ fn if_match_parameter() -> utoipa::openapi::RefOr<utoipa::openapi::path::Paramet
 }
 
 /// Pattern of an `If-Match` value that [`check_if_match`] accepts: `*`, or entity tags in
-/// double quotes, each with an optional `W/`, separated by commas.
-const IF_MATCH_PATTERN: &str = r#"^(\*|(W/)?"[\x21\x23-\x7E]*"( *, *(W/)?"[\x21\x23-\x7E]*")*)$"#;
+/// double quotes, each with an optional `W/`, in a list that may have empty elements.
+const IF_MATCH_PATTERN: &str = concat!(
+    r#"^(\*|[ \t,]*(W/)?"[\x21\x23-\x7E]*""#,
+    r#"([ \t]*,[ \t,]*(W/)?"[\x21\x23-\x7E]*")*[ \t,]*)$"#
+);
 
 /// Builds the routes and the OpenAPI document from the same handler list.
 pub fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {

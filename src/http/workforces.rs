@@ -224,7 +224,8 @@ pub async fn create_workforce(
         } => super::vpc::require_prerequisites(&state, &region, vpc_config).await?,
         _ => Vec::new(),
     };
-    let acceptor = state.acceptor_with(&headers)?.with_findings(findings);
+    // A creation has no earlier revision to match, so If-Match is not read here.
+    let acceptor = state.acceptor().with_findings(findings);
     let operation = acceptor
         .create(
             &caller(&headers, &authorized),

@@ -698,6 +698,29 @@ async fn jwt_roles_and_rejections() {
             .status(),
         StatusCode::FORBIDDEN
     );
+    // A request that no route serves gets its 404 or 405 without a role, and no audit event.
+    let denied_before: i64 =
+        sqlx::query_scalar("select count(*) from audit_events where action = 'access.denied'")
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    for (method, path, expected) in [
+        (
+            Method::POST,
+            "/v1/operations",
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+        (Method::GET, "/v1/nothing-here", StatusCode::NOT_FOUND),
+    ] {
+        let status = send(&no_roles, &app, &method, path, &None).await.status();
+        assert_eq!(status, expected, "{method} {path}");
+    }
+    let denied_after: i64 =
+        sqlx::query_scalar("select count(*) from audit_events where action = 'access.denied'")
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(denied_after, denied_before);
 
     let rejected = [
         (

@@ -284,7 +284,15 @@ async fn malformed_if_match_is_rejected() {
         assert!(reason.contains("double quotes"), "{value}: {problem}");
     }
     // Well-formed values reach the workforce lookup, which finds none.
-    for value in ["\"3\"", "W/\"3\", \"4\"", "\"3\", ,\"4\"", "*"] {
+    // A comma inside the quotes belongs to the tag (RFC 9110), and a tab is white space.
+    for value in [
+        "\"3\"",
+        "W/\"3\", \"4\"",
+        "\"3\", ,\"4\"",
+        "*",
+        "\"a,b\"",
+        "\"3\",\t\"4\",",
+    ] {
         let response = delete_if_match(value).await.unwrap();
         assert_eq!(response.status(), StatusCode::NOT_FOUND, "{value}");
     }
@@ -346,6 +354,30 @@ async fn repeated_idempotency_header_is_rejected() {
     );
     assert_eq!(app.count_rows("operations").await, 0);
     assert_eq!(app.count_rows("idempotency_keys").await, 0);
+}
+
+/// An Idempotency-Key with a tab is rejected, as HTTP allows tabs in header values but the
+/// key must be printable.
+#[tokio::test]
+async fn idempotency_key_with_tab_is_rejected() {
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    let (status, _, problem) = send_with_key(
+        &app,
+        Method::POST,
+        &format!("/v1/regions/{REGION}/vpc-config-checks"),
+        "a\tb",
+        Some(vpc_config(&[SUBNET_A])),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+    assert_eq!(
+        problem["errors"][0]["field"], "Idempotency-Key",
+        "{problem}"
+    );
 }
 
 /// A method that the route does not serve gets 405 even with a key that an accepted request
