@@ -488,7 +488,7 @@ pub async fn authorize(
         None
     };
     match principal.require(permission, region.as_ref()) {
-        // The router answers a request that no route serves with 404 or 405, whatever the
+        // The router rejects a request that no route serves with 404 or 405, whatever the
         // caller's roles, so it passes without a caller. Checking only after a denial keeps
         // the lookup off allowed requests.
         Err(_) if !serves(request.method(), route) => Ok(None),
