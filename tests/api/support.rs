@@ -72,6 +72,46 @@ pub fn client_with_key(key: &str) -> reqwest::Client {
         .expect("an HTTP client builds")
 }
 
+impl Drop for TestApp {
+    /// Drops the test's database, so that a run does not leave one database per test behind.
+    /// The database of a failed test is kept for inspection. `with (force)` ends the
+    /// connections that the service and the test still hold.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        let Some(name) = self.database_url.rsplit('/').next().map(str::to_owned) else {
+            return;
+        };
+        let server = server_url();
+        // The test's own runtime may have one thread, which must not block on this statement,
+        // so it runs on a thread and runtime of its own.
+        let dropped = std::thread::spawn(move || -> Result<(), sqlx::Error> {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime builds");
+            runtime.block_on(async {
+                use sqlx::Connection;
+                let mut connection =
+                    sqlx::PgConnection::connect(&format!("{server}/postgres")).await?;
+                let statement = format!("drop database if exists \"{name}\" with (force)");
+                sqlx::query(sqlx::AssertSqlSafe(statement))
+                    .execute(&mut connection)
+                    .await?;
+                Ok(())
+            })
+        })
+        .join();
+        if let Ok(Err(error)) = dropped {
+            eprintln!(
+                "failed to drop the test database {}: {error}",
+                self.database_url
+            );
+        }
+    }
+}
+
 impl TestApp {
     pub async fn spawn() -> Self {
         Self::spawn_with(TestOptions::default()).await
