@@ -154,29 +154,33 @@ async fn manage_api_keys(
             );
         }
         ApiKeyCommand::Revoke { name } => {
-            let by = api_keys::KeyChanger::COMMAND_LINE;
-            let (_, changed) =
-                api_keys::change_by_name(&db, &by, &name, api_keys::NamedChange::Revoke)
-                    .await?
-                    .ok_or_else(|| anyhow::anyhow!("no API key named '{name}'"))?;
-            if changed {
-                eprintln!("Revoked API key '{name}'.");
-            } else {
-                eprintln!("API key '{name}' was already revoked; nothing changed.");
-            }
+            change_key(&db, &name, api_keys::NamedChange::Revoke).await?;
         }
         ApiKeyCommand::Expire { name } => {
-            let by = api_keys::KeyChanger::COMMAND_LINE;
-            let (_, changed) =
-                api_keys::change_by_name(&db, &by, &name, api_keys::NamedChange::Expire)
-                    .await?
-                    .ok_or_else(|| anyhow::anyhow!("no API key named '{name}'"))?;
-            if changed {
-                eprintln!("Expired API key '{name}'.");
-            } else {
-                eprintln!("API key '{name}' had already expired; nothing changed.");
-            }
+            change_key(&db, &name, api_keys::NamedChange::Expire).await?;
         }
+    }
+    Ok(())
+}
+
+/// Revokes or expires a key by name, and says whether anything changed.
+async fn change_key(
+    db: &sqlx::PgPool,
+    name: &str,
+    change: api_keys::NamedChange,
+) -> anyhow::Result<()> {
+    let by = api_keys::KeyChanger::COMMAND_LINE;
+    let (_, changed) = api_keys::change_by_name(db, &by, name, change)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no API key named '{name}'"))?;
+    let done = match change {
+        api_keys::NamedChange::Revoke => "revoked",
+        api_keys::NamedChange::Expire => "expired",
+    };
+    if changed {
+        eprintln!("API key '{name}' is now {done}.");
+    } else {
+        eprintln!("API key '{name}' was already {done}, so nothing changed.");
     }
     Ok(())
 }

@@ -140,8 +140,8 @@ pub async fn create_recorded(
     Ok(created)
 }
 
-/// Stores a new key without an audit event, as test fixtures do; the service uses
-/// [`create_recorded`]. Returns its row and the key itself.
+/// Stores a new key without an audit event, for test fixtures, and returns its row and the key
+/// itself. The service uses [`create_recorded`].
 pub async fn create(
     executor: impl PgExecutor<'_>,
     name: &str,
@@ -268,8 +268,8 @@ pub enum NamedChange {
 }
 
 /// Revokes or expires a key by name for the command line, with its audit event in the same
-/// transaction. Returns the row and whether it changed, or `None` when no key has that name. A
-/// key that was already revoked, or already expired, is returned unchanged and gets no event.
+/// transaction. Returns the row and whether it changed, or `None` when no key has that name.
+/// A key that was already revoked or expired stays unchanged and gets no event.
 pub async fn change_by_name(
     db: &PgPool,
     by: &KeyChanger<'_>,
@@ -310,7 +310,7 @@ pub async fn change_by_name(
     Ok(Some((after, true)))
 }
 
-/// Revokes a key by name without an audit event, as test fixtures do; the command line uses
+/// Revokes a key by name without an audit event, for test fixtures. The command line uses
 /// [`change_by_name`].
 pub async fn revoke_by_name(
     executor: impl PgExecutor<'_>,

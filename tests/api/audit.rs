@@ -68,16 +68,16 @@ async fn rewritten_chain_changes_last_hash() {
     let app = TestApp::spawn().await;
     app.create_active_workforce("labelers", None).await;
     let (_, before) = app.get("/v1/audit-events/verify").await;
-    let kept = before["last_hash"]
+    let kept_hash = before["last_hash"]
         .as_str()
         .expect("a last hash")
         .to_owned();
-    assert_eq!(kept.len(), 64, "{before}");
+    assert_eq!(kept_hash.len(), 64, "{before}");
     let through = before["events_checked"].as_i64().unwrap();
     let (_, unchanged) = app
         .get(&format!("/v1/audit-events/verify?through={through}"))
         .await;
-    assert_eq!(unchanged["last_hash"], kept.as_str(), "{unchanged}");
+    assert_eq!(unchanged["last_hash"], kept_hash.as_str(), "{unchanged}");
 
     let mut tx = app.db.begin().await.unwrap();
     sqlx::query("set local session_replication_role = replica")
@@ -112,7 +112,7 @@ async fn rewritten_chain_changes_last_hash() {
         .await;
     assert_eq!(after["valid"], true, "{after}");
     assert_eq!(after["events_checked"], through);
-    assert_ne!(after["last_hash"], kept.as_str(), "{after}");
+    assert_ne!(after["last_hash"], kept_hash.as_str(), "{after}");
 }
 
 #[tokio::test]

@@ -201,7 +201,7 @@ async fn unserved_requests_are_not_forbidden() {
             "/v1/api-keys".to_owned(),
             StatusCode::METHOD_NOT_ALLOWED,
         ),
-        // Routes that serve other methods: the method alone reads as a change.
+        // These routes serve other methods, and the method alone makes each request a change.
         (
             Method::POST,
             "/v1/operations".to_owned(),

@@ -356,6 +356,15 @@ async fn repeated_idempotency_header_is_rejected() {
     assert_eq!(app.count_rows("idempotency_keys").await, 0);
 }
 
+/// Sends a VPC prerequisite check, a keyed change that succeeds without a workforce, with
+/// `key` as its Idempotency-Key.
+async fn check_vpc_with_key(app: &TestApp, key: &str) -> (StatusCode, Value) {
+    let path = format!("/v1/regions/{REGION}/vpc-config-checks");
+    let body = Some(vpc_config(&[SUBNET_A]));
+    let (status, _, response) = send_with_key(app, Method::POST, &path, key, body).await;
+    (status, response)
+}
+
 /// An Idempotency-Key with a tab is rejected, as HTTP allows tabs in header values but the
 /// key must be printable.
 #[tokio::test]
@@ -365,14 +374,7 @@ async fn idempotency_key_with_tab_is_rejected() {
         ..Default::default()
     })
     .await;
-    let (status, _, problem) = send_with_key(
-        &app,
-        Method::POST,
-        &format!("/v1/regions/{REGION}/vpc-config-checks"),
-        "a\tb",
-        Some(vpc_config(&[SUBNET_A])),
-    )
-    .await;
+    let (status, problem) = check_vpc_with_key(&app, "a\tb").await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
     assert_eq!(
         problem["errors"][0]["field"], "Idempotency-Key",
@@ -389,14 +391,7 @@ async fn unserved_method_ignores_idempotency_key() {
         ..Default::default()
     })
     .await;
-    let (status, _, checked) = send_with_key(
-        &app,
-        Method::POST,
-        &format!("/v1/regions/{REGION}/vpc-config-checks"),
-        "used-once",
-        Some(vpc_config(&[SUBNET_A])),
-    )
-    .await;
+    let (status, checked) = check_vpc_with_key(&app, "used-once").await;
     assert_eq!(status, StatusCode::OK, "{checked}");
     let (status, _, problem) = send_with_key(
         &app,
