@@ -184,8 +184,10 @@ class Database:
         """Runs one query with psql and returns its rows as lists of strings."""
         result = subprocess.run(
             ["psql", self.url, "-X", "-q", "-At", "-F", "\t", "-v", "ON_ERROR_STOP=1", "-c", sql],
-            check=True, capture_output=True, text=True,
+            check=False, capture_output=True, text=True,
         )
+        if result.returncode != 0:
+            raise RuntimeError(f"psql failed with {result.returncode}: {result.stderr.strip()}")
         return [line.split("\t") for line in result.stdout.splitlines() if line]
 
     def drop(self):
