@@ -68,6 +68,14 @@ async fn main() -> anyhow::Result<()> {
                     );
                     Ok(())
                 }
+                Some(broken) if broken.reason == "events_missing" => {
+                    eprintln!(
+                        "The audit log ends after {} events, before event {}: events were removed from its end.",
+                        report.events_checked,
+                        through.unwrap_or_default()
+                    );
+                    std::process::exit(1)
+                }
                 Some(broken) => {
                     eprintln!(
                         "The audit log is broken at event {} ({}).",

@@ -60,6 +60,10 @@ pub const OUTCOMES: [&str; 8] = [
     "removed",
 ];
 
+/// Every kind of caller that the service records: a key, a token subject, an unauthenticated
+/// request, or the service and its command line.
+pub const ACTOR_KINDS: [&str; 4] = ["api_key", "jwt", "anonymous", "system"];
+
 #[derive(Debug, Default)]
 pub struct NewAuditEvent<'a> {
     pub actor: &'a str,
@@ -118,6 +122,7 @@ pub struct AuditFilter<'a> {
     pub operation_id: Option<Uuid>,
     pub action: Option<&'a str>,
     pub actor: Option<&'a str>,
+    pub actor_kind: Option<&'a str>,
     pub outcome: Option<&'a str>,
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
@@ -156,6 +161,7 @@ pub fn list_query(filter: &AuditFilter<'_>) -> QueryBuilder<Postgres> {
         (" and workforce_name = ", filter.workforce_name),
         (" and action = ", filter.action),
         (" and actor = ", filter.actor),
+        (" and actor_kind = ", filter.actor_kind),
         (" and outcome = ", filter.outcome),
     ];
     for (condition, value) in text_conditions {
@@ -227,11 +233,14 @@ pub struct ChainReport {
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct BrokenLink {
-    /// Id of the event, or of the event after a gap.
+    /// Id of the event, or of the event after a gap. For `events_missing`, the id of the last
+    /// event found, or 0 when there is none.
     pub id: i64,
+    /// The event's number in the chain; for `events_missing`, the first number not found.
     pub chain_seq: Option<i64>,
     /// `content_changed`, `link_broken` (an event before it was changed, removed or moved),
-    /// `sequence_gap` (events were removed) or `not_chained`.
+    /// `sequence_gap` (events were removed), `events_missing` (the chain ends before the event
+    /// asked for with `through`) or `not_chained`.
     pub reason: String,
 }
 
@@ -239,9 +248,10 @@ pub struct BrokenLink {
 const VERIFY_PAGE: i64 = 5_000;
 
 /// Walks the chain in order, up to the event numbered `through` if given, and reports the
-/// first event that does not check out. Events removed from the end, or an edit followed by
-/// new hashes for every later event, leave no trace in the table. Copies of `events_checked`
-/// and `last_hash` kept elsewhere show them.
+/// first event that does not check out. A chain that ends before `through` is broken, because
+/// events were removed from its end. Without `through`, such a removal, or an edit followed
+/// by new hashes for every later event, leaves no trace in the table. Copies of
+/// `events_checked` and `last_hash` kept elsewhere show them.
 pub async fn verify_chain(
     db: &sqlx::PgPool,
     through: Option<i64>,
@@ -263,6 +273,7 @@ pub async fn verify_chain(
         });
     }
     let mut checked = 0i64;
+    let mut last_id = 0i64;
     let mut previous_seq = 0i64;
     let mut previous_hash: Option<Vec<u8>> = None;
     loop {
@@ -279,6 +290,18 @@ pub async fn verify_chain(
         .fetch_all(db)
         .await?;
         if rows.is_empty() {
+            if through.is_some_and(|through| checked < through) {
+                return Ok(ChainReport {
+                    valid: false,
+                    events_checked: checked,
+                    first_broken: Some(BrokenLink {
+                        id: last_id,
+                        chain_seq: Some(checked + 1),
+                        reason: "events_missing".into(),
+                    }),
+                    last_hash: None,
+                });
+            }
             let last_hash = previous_hash.map(|hash| {
                 hash.iter()
                     .map(|byte| format!("{byte:02x}"))
@@ -312,6 +335,7 @@ pub async fn verify_chain(
                 return Ok(broken("content_changed"));
             }
             checked += 1;
+            last_id = row.id;
             previous_seq = row.chain_seq;
             previous_hash = row.hash;
         }

@@ -26,7 +26,12 @@ pub struct ListAuditEventsQuery {
     /// `operation.failed`, `access.denied`, `api_key.created`, `api_key.revoked` and
     /// `api_key.expired`.
     action: Option<String>,
+    /// An API key's name, a token's subject, `anonymous`, `system` (the service) or
+    /// `command-line`.
     actor: Option<String>,
+    /// One of `api_key`, `jwt`, `anonymous` and `system` (the service and its command line).
+    /// With `actor`, it distinguishes a token subject from a key or the service of the same name.
+    actor_kind: Option<String>,
     /// One of `accepted`, `rejected`, `denied`, `started`, `submitted`, `succeeded`, `failed`
     /// and `removed`.
     outcome: Option<String>,
@@ -64,6 +69,11 @@ pub async fn list_audit_events(
     check_time_range(query.since, query.until)?;
     check_one_of("action", query.action.as_deref(), &audit_store::ACTIONS)?;
     check_one_of("outcome", query.outcome.as_deref(), &audit_store::OUTCOMES)?;
+    check_one_of(
+        "actor_kind",
+        query.actor_kind.as_deref(),
+        &audit_store::ACTOR_KINDS,
+    )?;
     let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
     let rows = audit_store::list(
         &state.db,
@@ -73,6 +83,7 @@ pub async fn list_audit_events(
             operation_id: query.operation_id,
             action: query.action.as_deref(),
             actor: query.actor.as_deref(),
+            actor_kind: query.actor_kind.as_deref(),
             outcome: query.outcome.as_deref(),
             since: query.since,
             until: query.until,

@@ -135,6 +135,43 @@ async fn verify_detects_deleted_event() {
     assert_eq!(report["first_broken"]["chain_seq"], 3);
 }
 
+/// Events removed from the end leave a valid chain behind, so only a walk through the count
+/// kept from an earlier walk finds that they are missing.
+#[tokio::test]
+async fn verify_through_finds_removed_tail() {
+    let app = TestApp::spawn().await;
+    app.create_active_workforce("labelers", None).await;
+    let (_, before) = app.get("/v1/audit-events/verify").await;
+    let kept_count = before["events_checked"].as_i64().unwrap();
+    assert!(kept_count >= 3, "{before}");
+
+    let mut tx = app.db.begin().await.unwrap();
+    sqlx::query("set local session_replication_role = replica")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("delete from audit_events where chain_seq > $1")
+        .bind(kept_count - 2)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    let (_, shortened) = app.get("/v1/audit-events/verify").await;
+    assert_eq!(shortened["valid"], true, "{shortened}");
+    assert_eq!(shortened["events_checked"], kept_count - 2);
+
+    let (status, report) = app
+        .get(&format!("/v1/audit-events/verify?through={kept_count}"))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(report["valid"], false, "{report}");
+    assert_eq!(report["events_checked"], kept_count - 2);
+    assert_eq!(report["first_broken"]["reason"], "events_missing");
+    assert_eq!(report["first_broken"]["chain_seq"], kept_count - 1);
+    assert_eq!(report["last_hash"], serde_json::Value::Null);
+}
+
 #[tokio::test]
 async fn chain_holds_under_concurrent_writers() {
     let app = TestApp::spawn_with(TestOptions {
@@ -241,6 +278,45 @@ async fn pages_cover_every_event_once_in_order() {
     assert_eq!(by_time.len(), 8);
 }
 
+/// A token whose subject is `system` is distinguished from the service by the actor kind.
+#[tokio::test]
+async fn actor_kind_separates_callers_of_one_name() {
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    for kind in ["jwt", "system", "jwt"] {
+        sqlx::query(
+            "insert into audit_events (actor, actor_kind, action, outcome, region, workforce_name)
+             values ('system', $1, 'test.named', 'recorded', 'us-east-1', 'named')",
+        )
+        .bind(kind)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    }
+    let kinds_of = |page: &serde_json::Value| -> Vec<String> {
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|event| event["workforce_name"] == "named")
+            .map(|event| event["actor_kind"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (_, all) = app.get("/v1/audit-events?actor=system").await;
+    assert_eq!(kinds_of(&all), ["jwt", "system", "jwt"], "{all}");
+    let (_, tokens) = app
+        .get("/v1/audit-events?actor=system&actor_kind=jwt")
+        .await;
+    assert_eq!(kinds_of(&tokens), ["jwt", "jwt"], "{tokens}");
+    let (_, service) = app
+        .get("/v1/audit-events?actor=system&actor_kind=system")
+        .await;
+    assert_eq!(kinds_of(&service), ["system"], "{service}");
+}
+
 /// Checks that an audit query gets a 400 whose first error names `field`.
 async fn assert_query_rejected(app: &TestApp, query: &str, field: &str) {
     let (status, problem) = app.get(&format!("/v1/audit-events?{query}")).await;
@@ -293,6 +369,7 @@ async fn unknown_action_or_outcome_is_rejected() {
             "outcome",
             "succeeded",
         ),
+        ("actor_kind=key", "actor_kind", "api_key"),
     ] {
         assert_query_rejected(&app, query, field).await;
         let (_, problem) = app.get(&format!("/v1/audit-events?{query}")).await;
