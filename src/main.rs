@@ -178,7 +178,7 @@ async fn change_key(
     change: api_keys::NamedChange,
 ) -> anyhow::Result<()> {
     let by = api_keys::KeyChanger::COMMAND_LINE;
-    let (_, changed) = api_keys::change_by_name(db, &by, name, change)
+    let (row, changed) = api_keys::change_by_name(db, &by, name, change)
         .await?
         .ok_or_else(|| anyhow::anyhow!("no API key named '{name}'"))?;
     let done = match change {
@@ -187,6 +187,8 @@ async fn change_key(
     };
     if changed {
         eprintln!("API key '{name}' is now {done}.");
+    } else if change == api_keys::NamedChange::Expire && row.revoked_at.is_some() {
+        eprintln!("API key '{name}' is revoked, so nothing changed.");
     } else {
         eprintln!("API key '{name}' was already {done}, so nothing changed.");
     }

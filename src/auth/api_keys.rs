@@ -269,7 +269,8 @@ pub enum NamedChange {
 
 /// Revokes or expires a key by name for the command line, with its audit event in the same
 /// transaction. Returns the row and whether it changed, or `None` when no key has that name.
-/// A key that was already revoked or expired stays unchanged and gets no event.
+/// A key that was already revoked or expired stays unchanged and gets no event, and so does
+/// a revoked key that is to be expired.
 pub async fn change_by_name(
     db: &PgPool,
     by: &KeyChanger<'_>,
@@ -292,8 +293,9 @@ pub async fn change_by_name(
     let now = Utc::now();
     let (unchanged, action) = match change {
         NamedChange::Revoke => (before.revoked_at.is_some(), "api_key.revoked"),
+        // A revoked key can no longer be used, so its expiry stays as it was.
         NamedChange::Expire => (
-            before.expires_at.is_some_and(|at| at <= now),
+            before.revoked_at.is_some() || before.expires_at.is_some_and(|at| at <= now),
             "api_key.expired",
         ),
     };

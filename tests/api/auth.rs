@@ -996,7 +996,7 @@ fn key_command(app: &TestApp, args: &[&str]) -> bool {
 }
 
 /// Each change to a key, over HTTP or on the command line, writes one audit event naming the
-/// key's scope. Revoking a revoked key changes nothing and writes none.
+/// key's scope. Revoking a revoked key, or expiring it, changes nothing and writes none.
 #[tokio::test]
 async fn key_changes_are_audited_once() {
     let app = TestApp::spawn_with(TestOptions {
@@ -1028,13 +1028,20 @@ async fn key_changes_are_audited_once() {
         &app,
         &["create", "--name", "from-cli", "--role", "viewer"]
     ));
+    assert!(key_command(&app, &["revoke", "--name", "from-cli"]));
+    assert!(key_command(&app, &["revoke", "--name", "from-cli"]));
+    // A revoked key keeps its expiry.
     assert!(key_command(&app, &["expire", "--name", "from-cli"]));
-    assert!(key_command(&app, &["revoke", "--name", "from-cli"]));
-    assert!(key_command(&app, &["revoke", "--name", "from-cli"]));
+    assert!(key_command(
+        &app,
+        &["create", "--name", "expiring", "--role", "viewer"]
+    ));
+    assert!(key_command(&app, &["expire", "--name", "expiring"]));
+    assert!(key_command(&app, &["expire", "--name", "expiring"]));
 
     let events: Vec<(String, String, Option<String>, Value)> = sqlx::query_as(
         "select action, actor, request_id, detail->'api_key' from audit_events
-          where detail->'api_key'->>'name' in ('scoped', 'from-cli') order by id",
+          where detail->'api_key'->>'name' in ('scoped', 'from-cli', 'expiring') order by id",
     )
     .fetch_all(&app.db)
     .await
@@ -1055,14 +1062,15 @@ async fn key_changes_are_audited_once() {
             ("api_key.created", admin.as_str(), "scoped"),
             ("api_key.revoked", admin.as_str(), "scoped"),
             ("api_key.created", "command-line", "from-cli"),
-            ("api_key.expired", "command-line", "from-cli"),
             ("api_key.revoked", "command-line", "from-cli"),
+            ("api_key.created", "command-line", "expiring"),
+            ("api_key.expired", "command-line", "expiring"),
         ]
     );
     assert_eq!(events[0].2.as_deref(), Some("create-scoped"));
     assert_eq!(events[0].3["regions"], json!([REGION]));
     assert_eq!(events[0].3["role"], "operator");
-    assert!(events[3].3["expires_at"].is_string(), "{:?}", events[3]);
+    assert!(events[5].3["expires_at"].is_string(), "{:?}", events[5]);
 }
 
 /// Names that the audit log uses for callers other than keys are not given to keys.
