@@ -2,6 +2,20 @@
 
 use crate::support::*;
 
+/// Runs a statement as a superuser who has switched the append-only triggers off.
+async fn tamper(app: &TestApp, statement: &str) {
+    let mut tx = app.db.begin().await.unwrap();
+    sqlx::query("set local session_replication_role = replica")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(statement.to_owned()))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+}
+
 #[tokio::test]
 async fn audit_table_rejects_update_delete_truncate() {
     let app = TestApp::spawn().await;
@@ -43,17 +57,11 @@ async fn verify_names_tampered_event() {
             .fetch_one(&app.db)
             .await
             .unwrap();
-    let mut tx = app.db.begin().await.unwrap();
-    sqlx::query("set local session_replication_role = replica")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    sqlx::query("update audit_events set actor = 'mallory' where id = $1")
-        .bind(target)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    tamper(
+        &app,
+        &format!("update audit_events set actor = 'mallory' where id = {target}"),
+    )
+    .await;
 
     let (_, report) = app.get("/v1/audit-events/verify").await;
     assert_eq!(report["valid"], false);
@@ -79,12 +87,8 @@ async fn rewritten_chain_changes_last_hash() {
         .await;
     assert_eq!(unchanged["last_hash"], kept_hash.as_str(), "{unchanged}");
 
-    let mut tx = app.db.begin().await.unwrap();
-    sqlx::query("set local session_replication_role = replica")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    sqlx::query(
+    tamper(
+        &app,
         "do $$
          declare
              event record;
@@ -99,10 +103,7 @@ async fn rewritten_chain_changes_last_hash() {
              end loop;
          end $$",
     )
-    .execute(&mut *tx)
-    .await
-    .unwrap();
-    tx.commit().await.unwrap();
+    .await;
 
     // New events move the last hash on, so the walk stops where the kept copy was taken.
     app.create_workforce(cognito_workforce("later")).await;
@@ -119,16 +120,7 @@ async fn rewritten_chain_changes_last_hash() {
 async fn verify_detects_deleted_event() {
     let app = TestApp::spawn().await;
     app.create_active_workforce("labelers", None).await;
-    let mut tx = app.db.begin().await.unwrap();
-    sqlx::query("set local session_replication_role = replica")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    sqlx::query("delete from audit_events where chain_seq = 2")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    tamper(&app, "delete from audit_events where chain_seq = 2").await;
     let (_, report) = app.get("/v1/audit-events/verify").await;
     assert_eq!(report["valid"], false);
     assert_eq!(report["first_broken"]["reason"], "sequence_gap");
@@ -145,17 +137,14 @@ async fn verify_through_finds_removed_tail() {
     let kept_count = before["events_checked"].as_i64().unwrap();
     assert!(kept_count >= 3, "{before}");
 
-    let mut tx = app.db.begin().await.unwrap();
-    sqlx::query("set local session_replication_role = replica")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    sqlx::query("delete from audit_events where chain_seq > $1")
-        .bind(kept_count - 2)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    tamper(
+        &app,
+        &format!(
+            "delete from audit_events where chain_seq > {}",
+            kept_count - 2
+        ),
+    )
+    .await;
 
     let (_, shortened) = app.get("/v1/audit-events/verify").await;
     assert_eq!(shortened["valid"], true, "{shortened}");
