@@ -25,6 +25,7 @@ use super::error::ApiError;
 use crate::auth::Authorized;
 use crate::db::idempotency;
 use crate::domain::FieldError;
+use crate::secrets::SecretSealer;
 
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 const REPLAYED: HeaderName = HeaderName::from_static("idempotency-replayed");
@@ -125,14 +126,43 @@ pub async fn apply(state: &AppState, request: Request, next: Next, timeout: Dura
 /// Returns `None`, and the bytes are hashed as sent, for a body that is not JSON or that
 /// repeats a key within an object. serde_json keeps the last of repeated keys, which the
 /// handlers reject, so such a body must not match an accepted request.
-fn canonical_json(bytes: &[u8]) -> Option<Vec<u8>> {
-    let document: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+///
+/// Each `client_secret` value is replaced by its fingerprint under the process's secret key
+/// (see [`SecretSealer::fingerprint`]), so that the stored hash does not help to guess it.
+fn canonical_json(bytes: &[u8], sealer: &SecretSealer) -> Option<Vec<u8>> {
+    let mut document: serde_json::Value = serde_json::from_slice(bytes).ok()?;
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let keys_sent = serde::Deserializer::deserialize_any(&mut deserializer, KeyCount).ok()?;
     if keys_sent != keys_kept(&document) {
         return None;
     }
+    fingerprint_secrets(&mut document, sealer);
     serde_json::to_vec(&document).ok()
+}
+
+/// Replaces the value of every `client_secret` key, at any depth, by its fingerprint.
+fn fingerprint_secrets(value: &mut serde_json::Value, sealer: &SecretSealer) {
+    match value {
+        serde_json::Value::Object(fields) => {
+            for (name, field) in fields.iter_mut() {
+                if name == "client_secret" {
+                    let text = match &mut *field {
+                        serde_json::Value::String(text) => std::mem::take(text),
+                        other => other.to_string(),
+                    };
+                    *field = serde_json::Value::String(sealer.fingerprint(text.as_bytes()));
+                } else {
+                    fingerprint_secrets(field, sealer);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for item in items {
+                fingerprint_secrets(item, sealer);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// A visitor that counts the keys of every object in a JSON document as sent, repeated keys
@@ -246,7 +276,13 @@ async fn keyed_change(
     hasher.update([0]);
     hasher.update(parts.uri.path().as_bytes());
     hasher.update([0]);
-    hasher.update(canonical_json(&bytes).as_deref().unwrap_or(&bytes));
+    match canonical_json(&bytes, &state.sealer) {
+        Some(canonical) => hasher.update(canonical),
+        None if bytes.is_empty() => {}
+        // A body that is not canonical JSON may still hold a secret, so it enters the hash
+        // only as a fingerprint.
+        None => hasher.update(state.sealer.fingerprint(&bytes)),
+    }
     let request_hash = hasher.finalize().to_vec();
     let ttl = state.idempotency_ttl;
 

@@ -300,6 +300,43 @@ async fn malformed_if_match_is_rejected() {
 
 /// A replayed response is stored, and the response of an API key's creation carries the key,
 /// which must never be stored.
+/// The stored hash of a keyed OIDC change covers the client secret only as an HMAC under the
+/// service's key, so that a reader of the database cannot test guesses of the secret with it.
+/// The same secret still makes the same request, and another secret does not.
+#[tokio::test]
+async fn stored_hash_does_not_test_secret_guesses() {
+    use sha2::{Digest, Sha256};
+
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    let path = format!("/v1/regions/{REGION}/workforces");
+    let body = |secret: &str| json!({"name": "oidc-team", "oidc_config": oidc_config(secret)});
+    let (status, _, first) =
+        send_with_key(&app, Method::POST, &path, "oidc-1", Some(body("hunter2"))).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{first}");
+    let (status, headers, _) =
+        send_with_key(&app, Method::POST, &path, "oidc-1", Some(body("hunter2"))).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(headers["idempotency-replayed"], "true");
+    let (status, _, problem) =
+        send_with_key(&app, Method::POST, &path, "oidc-1", Some(body("hunter3"))).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+
+    let stored: Vec<u8> =
+        sqlx::query_scalar("select request_hash from idempotency_keys where key = 'oidc-1'")
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    // A guess of the secret, hashed the way the request is hashed but with a bare SHA-256.
+    let mut guess = Sha256::new();
+    guess.update(format!("POST\0{path}\0"));
+    guess.update(serde_json::to_vec(&body("hunter2")).unwrap());
+    assert_ne!(stored, guess.finalize().to_vec());
+}
+
 #[tokio::test]
 async fn idempotency_key_rejected_for_api_key_creation() {
     let app = TestApp::spawn_with(TestOptions {
