@@ -18,6 +18,36 @@ use super::Role;
 /// Shortest time between two JWKS refreshes caused by unknown key ids.
 pub const UNKNOWN_KID_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
 
+/// Seconds by which a token's `exp` and `nbf` may be off from this machine's clock.
+pub const CLOCK_SKEW_SECONDS: u64 = 60;
+
+/// Maximum length of a token subject, in characters. The subject is written to the audit log and
+/// to every access log line of the token's requests.
+pub const MAX_SUBJECT_CHARS: usize = 256;
+
+/// Checks that a token's subject can name the caller in the logs: 1 to [`MAX_SUBJECT_CHARS`]
+/// characters, with no control or bidirectional formatting characters, and none of the names
+/// that the audit log uses for callers other than tokens. Returns the reason otherwise.
+fn check_subject(subject: &str) -> Result<(), &'static str> {
+    let chars = subject.chars().count();
+    if chars == 0 || chars > MAX_SUBJECT_CHARS {
+        return Err("is empty or too long");
+    }
+    // U+200E, U+200F, U+061C and U+202A to U+202E and U+2066 to U+2069 reorder the text
+    // around them when a log is displayed.
+    let reorders = |c: char| matches!(c, '\u{200e}' | '\u{200f}' | '\u{061c}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    if subject.chars().any(|c| c.is_control() || reorders(c)) {
+        return Err("contains a control or bidirectional formatting character");
+    }
+    if super::api_keys::RESERVED_NAMES
+        .iter()
+        .any(|reserved| reserved.eq_ignore_ascii_case(subject))
+    {
+        return Err("is a name that the audit log uses for callers other than tokens");
+    }
+    Ok(())
+}
+
 /// Settings for checking tokens and mapping them to roles.
 #[derive(Debug, Clone)]
 pub struct JwtSettings {
@@ -169,6 +199,9 @@ impl JwtVerifier {
         validation.set_issuer(&[&self.settings.issuer]);
         validation.set_audience(&[&self.settings.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        // A token is usable from `nbf` to `exp`, each with this much clock skew allowed.
+        validation.validate_nbf = true;
+        validation.leeway = CLOCK_SKEW_SECONDS;
         let data = jsonwebtoken::decode::<Value>(token, &key, &validation)
             .map_err(|_| JwtError::Invalid)?;
         let claims = data.claims;
@@ -177,6 +210,14 @@ impl JwtVerifier {
             .and_then(Value::as_str)
             .ok_or(JwtError::Invalid)?
             .to_owned();
+        if let Err(reason) = check_subject(&subject) {
+            tracing::warn!(
+                subject_chars = subject.chars().count(),
+                max_chars = MAX_SUBJECT_CHARS,
+                "rejected a token because its subject {reason}"
+            );
+            return Err(JwtError::Invalid);
+        }
         let values: Vec<&str> = match claims.get(&self.settings.role_claim) {
             Some(Value::String(value)) => value.split(' ').collect(),
             Some(Value::Array(values)) => values.iter().filter_map(Value::as_str).collect(),
@@ -193,5 +234,39 @@ impl JwtVerifier {
             })
             .collect();
         Ok(VerifiedToken { subject, roles })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_that_name_a_caller_pass() {
+        for subject in [
+            "alice@example.com",
+            "00u1ab2cd3",
+            "systems",
+            &"x".repeat(256),
+        ] {
+            assert_eq!(check_subject(subject), Ok(()), "{subject}");
+        }
+    }
+
+    #[test]
+    fn unusable_subjects_are_rejected() {
+        let long = "x".repeat(257);
+        for subject in [
+            "",
+            long.as_str(),
+            "alice\nadmin",
+            "alice\u{202e}moc.elpmaxe",
+            "\u{2066}bob",
+            "System",
+            "command-line",
+            "ANONYMOUS",
+        ] {
+            assert!(check_subject(subject).is_err(), "{subject:?}");
+        }
     }
 }

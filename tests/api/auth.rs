@@ -450,7 +450,7 @@ async fn admin_manages_keys_through_api() {
         ..Default::default()
     })
     .await;
-    let (status, _, created) = app
+    let (status, headers, created) = app
         .request(
             Method::POST,
             "/v1/api-keys",
@@ -458,6 +458,7 @@ async fn admin_manages_keys_through_api() {
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(headers["cache-control"], "no-store");
     let key = created["api_key"].as_str().unwrap().to_owned();
     let stored: Vec<u8> = sqlx::query_scalar("select key_hash from api_keys where name = 'portal'")
         .fetch_one(&app.db)
@@ -606,18 +607,92 @@ async fn serve_jwks() -> String {
 }
 
 fn token(key: &[u8], kid: &str, audience: &str, expires_in: i64, groups: &[&str]) -> String {
-    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
-    header.kid = Some(kid.to_owned());
     let claims = json!({
         "iss": ISSUER, "aud": audience, "sub": "alice@example.com", "groups": groups,
         "iat": Utc::now().timestamp(), "exp": Utc::now().timestamp() + expires_in,
     });
+    signed_token(key, kid, &claims)
+}
+
+fn signed_token(key: &[u8], kid: &str, claims: &Value) -> String {
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = Some(kid.to_owned());
     jsonwebtoken::encode(
         &header,
-        &claims,
+        claims,
         &jsonwebtoken::EncodingKey::from_ec_pem(key).unwrap(),
     )
     .unwrap()
+}
+
+/// A token is rejected before its `nbf` and after its `exp`, each with 60 s of clock skew,
+/// and when its subject could not name the caller in the logs.
+#[tokio::test]
+async fn jwt_lifetime_and_subject_are_checked() {
+    let jwks_url = serve_jwks().await;
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        extra_args: vec![
+            format!("--jwt-issuer={ISSUER}"),
+            format!("--jwt-audience={AUDIENCE}"),
+            format!("--jwt-jwks-url={jwks_url}"),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let now = Utc::now().timestamp();
+    let claims = |subject: &str, not_before: i64, expires: i64| {
+        json!({
+            "iss": ISSUER, "aud": AUDIENCE, "sub": subject, "groups": ["viewer"],
+            "iat": now, "nbf": now + not_before, "exp": now + expires,
+        })
+    };
+    let long_subject = "x".repeat(257);
+    let cases = [
+        ("valid", claims("alice@example.com", 0, 300), StatusCode::OK),
+        (
+            "within the skew",
+            claims("alice@example.com", 30, 300),
+            StatusCode::OK,
+        ),
+        (
+            "expired within the skew",
+            claims("alice@example.com", -600, -30),
+            StatusCode::OK,
+        ),
+        (
+            "not yet valid",
+            claims("alice@example.com", 3600, 7200),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "expired",
+            claims("alice@example.com", -600, -120),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "reserved subject",
+            claims("System", 0, 300),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "long subject",
+            claims(&long_subject, 0, 300),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "reordering subject",
+            claims("eve\u{202e}nimda", 0, 300),
+            StatusCode::UNAUTHORIZED,
+        ),
+    ];
+    for (case, claims, expected) in cases {
+        let client = client_with_key(&signed_token(SIGNING_KEY, "test-key-1", &claims));
+        let status = send(&client, &app, &Method::GET, "/v1/workforces", &None)
+            .await
+            .status();
+        assert_eq!(status, expected, "{case}");
+    }
 }
 
 #[tokio::test]
