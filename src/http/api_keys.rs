@@ -1,7 +1,7 @@
 //! API key management for admins: create (the key is shown once), list and revoke.
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -244,8 +244,10 @@ pub async fn create_api_key(
         }
         Err(error) => return Err(error.into()),
     };
+    // The body contains the key itself, so no cache on the way to the caller may keep it.
     Ok((
         StatusCode::CREATED,
+        [(header::CACHE_CONTROL, "no-store")],
         axum::Json(CreatedApiKeyResponse {
             key: row.into(),
             api_key: key,
