@@ -229,6 +229,31 @@ fn missing_field(text: &str) -> Option<FieldError> {
     ))
 }
 
+/// Fields whose values are secrets, which error messages must not repeat.
+const SECRET_FIELDS: [&str; 1] = ["client_secret"];
+
+/// Removes the quoted value from serde's message about a secret field, as in
+/// "oidc_config.client_secret: invalid type: integer `42`, expected a string", so that a secret
+/// sent with the wrong type is not returned in the response.
+fn without_secret_value(text: &str) -> String {
+    let Some((path, message)) = text.split_once(": ") else {
+        return text.to_owned();
+    };
+    let field = path.rsplit('.').next().unwrap_or(path);
+    if path.contains(' ') || !SECRET_FIELDS.contains(&field) {
+        return text.to_owned();
+    }
+    let mut redacted = String::with_capacity(message.len());
+    let mut quoted = false;
+    for part in message.split('`') {
+        if !quoted {
+            redacted.push_str(part);
+        }
+        quoted = !quoted;
+    }
+    format!("{path}: {}", redacted.replace(" ,", ","))
+}
+
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
         match rejection {
@@ -240,6 +265,7 @@ impl From<JsonRejection> for ApiError {
                 let inner = std::error::Error::source(&error)
                     .map(ToString::to_string)
                     .unwrap_or_default();
+                let inner = without_secret_value(&inner);
                 ApiError::BadRequest {
                     detail: format!("the JSON body does not match the expected schema: {inner}"),
                     errors: field_error_from(&inner),
@@ -313,7 +339,18 @@ impl From<QueryRejection> for ApiError {
 
 #[cfg(test)]
 mod tests {
-    use super::missing_field;
+    use super::{missing_field, without_secret_value};
+
+    #[test]
+    fn secret_value_is_not_repeated() {
+        let text = "oidc_config.client_secret: invalid type: integer `-99887766`, expected a string at line 1 column 80";
+        assert_eq!(
+            without_secret_value(text),
+            "oidc_config.client_secret: invalid type: integer, expected a string at line 1 column 80"
+        );
+        let other = "name: invalid type: integer `5`, expected a string at line 1 column 9";
+        assert_eq!(without_secret_value(other), other);
+    }
 
     #[test]
     fn missing_field_names_whole_path() {

@@ -194,3 +194,34 @@ async fn canary_secrets_appear_nowhere() {
     // The audit log shows that a secret was set, and a change of it, without the value.
     assert!(database.contains("client_secret_set"));
 }
+
+/// A client secret sent with the wrong type is rejected without being repeated.
+#[tokio::test]
+async fn mistyped_secret_is_not_echoed() {
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    let mut oidc = oidc_config("unused");
+    oidc["client_secret"] = json!(99887766);
+    let response = app
+        .client
+        .post(format!("{}/v1/regions/{REGION}/workforces", app.base_url))
+        .json(&json!({"name": "typed", "oidc_config": oidc}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let text = response.text().await.unwrap();
+    assert!(!text.contains("99887766"), "{text}");
+    let problem: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(problem["errors"][0]["field"], "oidc_config.client_secret");
+    assert!(
+        problem["errors"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("expected a string"),
+        "{problem}"
+    );
+}
