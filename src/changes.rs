@@ -396,8 +396,12 @@ impl<'a> Acceptor<'a> {
                 "workforce '{name}' already has an operation in flight; wait for it to finish, then send the change again"
             ),
         };
-        self.record_rejection(caller, region, name, change, &detail)
-            .await;
+        if let Err(error) = self
+            .record_rejection(caller, region, name, change, &detail)
+            .await
+        {
+            return error;
+        }
         ApiError::Conflict {
             detail,
             operation_id,
@@ -414,16 +418,21 @@ impl<'a> Acceptor<'a> {
         change: &Change,
         detail: String,
     ) -> ApiError {
-        self.record_rejection(caller, region, name, change, &detail)
-            .await;
+        if let Err(error) = self
+            .record_rejection(caller, region, name, change, &detail)
+            .await
+        {
+            return error;
+        }
         ApiError::Conflict {
             detail,
             operation_id: None,
         }
     }
 
-    /// Audits a change rejected because of the workforce's state. A failure to write this
-    /// event is logged and does not change the response, since nothing was changed.
+    /// Audits a change rejected because of the workforce's state. When the event cannot be
+    /// written, the caller gets that error (a 503 while the database is unreachable) in place
+    /// of the 409, so that every 409 sent has its event. Nothing was changed either way.
     async fn record_rejection(
         &self,
         caller: &Caller,
@@ -431,7 +440,7 @@ impl<'a> Acceptor<'a> {
         name: &WorkforceName,
         change: &Change,
         reason: &str,
-    ) {
+    ) -> Result<(), ApiError> {
         let result = async {
             let mut conn = self.db.acquire().await?;
             audit::insert(
@@ -454,9 +463,16 @@ impl<'a> Acceptor<'a> {
             .await
         }
         .await;
-        if let Err(error) = result {
-            tracing::warn!(error = %error, workforce.name = %name, aws.region = %region, "failed to audit a rejected change");
-        }
+        result.map(drop).map_err(|error| {
+            tracing::warn!(
+                error = %error,
+                workforce.name = %name,
+                aws.region = %region,
+                request_id = caller.request_id.as_deref().unwrap_or_default(),
+                "failed to audit a change rejected with 409, so the request fails instead"
+            );
+            ApiError::from(error)
+        })
     }
 }
 

@@ -22,6 +22,51 @@ async fn create_conflicts_when_region_has_a_workforce() {
     );
 }
 
+/// A 409 is sent only with its audit event: when the event cannot be written, the request
+/// fails instead, and a retry once the log takes events again gets its 409.
+#[tokio::test]
+async fn conflict_without_audit_event_is_not_sent() {
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    let (status, _) = app.create_workforce(cognito_workforce("first")).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    sqlx::raw_sql(
+        "create function reject_rejections() returns trigger language plpgsql as $$
+         begin
+             if new.outcome = 'rejected' then
+                 raise exception 'the audit log takes no rejections in this test';
+             end if;
+             return new;
+         end $$;
+         create trigger reject_rejections before insert on audit_events
+             for each row execute function reject_rejections();",
+    )
+    .execute(&app.db)
+    .await
+    .unwrap();
+
+    let (status, problem) = app.create_workforce(cognito_workforce("second")).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{problem}");
+    assert!(app.audit_actions("second").await.is_empty());
+
+    sqlx::raw_sql("drop trigger reject_rejections on audit_events")
+        .execute(&app.db)
+        .await
+        .unwrap();
+    let (status, problem) = app.create_workforce(cognito_workforce("second")).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    assert_eq!(
+        app.audit_actions("second").await,
+        [(
+            "workforce.create.requested".to_owned(),
+            "rejected".to_owned()
+        )]
+    );
+}
+
 #[tokio::test]
 async fn change_conflicts_while_operation_in_flight() {
     // SageMaker takes 2 s per transition, so the first change is still in flight.
