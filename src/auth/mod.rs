@@ -442,6 +442,25 @@ pub async fn authorize(
         .get::<MatchedPath>()
         .map(|p| p.as_str())
         .unwrap_or_default();
+    // Authorization is a single field, and a second credential could make logs and proxies
+    // disagree with the service about the caller.
+    if request
+        .headers()
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .nth(1)
+        .is_some()
+    {
+        let error = crate::domain::FieldError::new(
+            "Authorization",
+            "must be sent once; send one credential per request",
+        );
+        return Err(ApiError::BadRequest {
+            detail: "invalid Authorization header: it was sent more than once".to_owned(),
+            errors: vec![error],
+        }
+        .into());
+    }
     let token = request
         .headers()
         .get(header::AUTHORIZATION)

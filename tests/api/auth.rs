@@ -1280,3 +1280,27 @@ async fn concurrent_revocations_keep_one_admin() {
         );
     }
 }
+
+/// A request with two credentials is rejected before either is looked at.
+#[tokio::test]
+async fn second_authorization_header_is_rejected() {
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    let (_, key) = api_keys::create(&app.db, "viewer-key", Role::Viewer, None, None)
+        .await
+        .unwrap();
+    let response = app
+        .client
+        .get(format!("{}/v1/workforces", app.base_url))
+        .header("authorization", format!("Bearer {key}"))
+        .header("authorization", "Bearer not-a-key")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["errors"][0]["field"], "Authorization", "{problem}");
+}
