@@ -732,10 +732,13 @@ impl Worker {
                     "failed",
                     elapsed_seconds(&current),
                 );
+                // Like the operation, the event keeps the last status that SageMaker reported
+                // when this step found no workforce to report one.
+                let last_status = aws_status.or(current.aws_status.as_deref());
                 event = Some((
                     "operation.failed",
                     "failed",
-                    json!({ "code": code, "message": message, "aws_status": aws_status }),
+                    json!({ "code": code, "message": message, "aws_status": last_status }),
                 ));
             }
             StepOutcome::PrerequisitesFailed { .. } => unreachable!("converted to Failed above"),

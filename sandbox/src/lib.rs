@@ -204,6 +204,14 @@ impl SandboxHandle {
         control::fail_next_transition(&mut inner, &account, region, workforce_name, reason);
     }
 
+    /// Removes the workforce, work teams and created endpoints of the default account in
+    /// `region` at once, as a restart of the in-process sandbox does.
+    pub fn forget_region(&self, region: &str) {
+        let mut inner = self.shared.lock();
+        let account = inner.topology.default_account.clone();
+        inner.regions.remove(&Scope::new(&account, region));
+    }
+
     /// Holds a workforce of the default account in its transitional status (`stuck` true)
     /// or lets the transition end again (`stuck` false).
     pub fn set_stuck(&self, region: &str, workforce_name: &str, stuck: bool) {

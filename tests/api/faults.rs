@@ -390,6 +390,52 @@ async fn delete_behind_the_service(app: &TestApp, name: &str) {
     }
 }
 
+/// A workforce that disappears while its change is polled, as after a restart of the
+/// in-process sandbox, fails the operation. Its failure event keeps the last status that
+/// SageMaker reported, as the operation does.
+#[tokio::test]
+async fn vanished_during_poll_keeps_last_status() {
+    let app = TestApp::spawn_with(TestOptions {
+        sandbox_delay_ms: 2_000,
+        ..Default::default()
+    })
+    .await;
+    app.create_active_workforce("polled", None).await;
+    let (status, _, operation) = app
+        .request(
+            Method::PUT,
+            &format!("/v1/regions/{REGION}/workforces/polled/source-ip-config"),
+            Some(json!({"cidrs": ["10.0.0.0/8"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{operation}");
+    let id = operation["id"].as_str().unwrap().to_owned();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, polled) = app.get(&format!("/v1/operations/{id}")).await;
+        if polled["aws_status"] == "Updating" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{polled}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    app.sandbox().forget_region(REGION);
+    let finished = app.wait_for_operation(&id).await;
+    assert_eq!(finished["status"], "failed", "{finished}");
+    assert_eq!(finished["failure"]["code"], "WorkforceNotFound");
+    assert_eq!(finished["aws_status"], "Updating");
+    let event_status: Option<String> = sqlx::query_scalar(
+        "select detail->>'aws_status' from audit_events
+          where operation_id = $1 and action = 'operation.failed'",
+    )
+    .bind(uuid::Uuid::parse_str(&id).unwrap())
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(event_status.as_deref(), Some("Updating"));
+}
+
 /// A workforce deleted in AWS by someone else leaves no record behind once a change or a read
 /// finds it gone, and both removals are audited. The name can then be used again.
 #[tokio::test]
