@@ -24,6 +24,21 @@ where
 
     async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
         let headers = request.headers();
+        // A second line of either header could make a proxy read the body differently from
+        // the service, which reads the first.
+        for name in [header::CONTENT_TYPE, header::CONTENT_ENCODING] {
+            if headers.get_all(&name).iter().nth(1).is_some() {
+                let field = if name == header::CONTENT_TYPE {
+                    "Content-Type"
+                } else {
+                    "Content-Encoding"
+                };
+                return Err(ApiError::BadRequest {
+                    detail: format!("invalid {field} header: it was sent more than once"),
+                    errors: vec![FieldError::new(field, "must be sent once")],
+                });
+            }
+        }
         if let Some(encoding) = headers.get(header::CONTENT_ENCODING)
             && !encoding.as_bytes().eq_ignore_ascii_case(b"identity")
         {

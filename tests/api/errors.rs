@@ -383,6 +383,28 @@ async fn body_encodings_are_checked() {
         let response = request.send().await.unwrap();
         assert_eq!(response.status(), expected, "{content_type} {encoding:?}");
     }
+
+    // A second line of Content-Type or Content-Encoding is rejected, whatever it says.
+    for (name, first, second) in [
+        ("content-type", "application/json", "text/plain"),
+        ("content-encoding", "identity", "identity"),
+    ] {
+        let response = app
+            .client
+            .post(format!("{}/v1/regions/{REGION}/workforces", app.base_url))
+            .header("content-type", "application/json")
+            .header(name, first)
+            .header(name, second)
+            .body(cognito_workforce("twice").to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{name}");
+        let problem: serde_json::Value = response.json().await.unwrap();
+        let field = problem["errors"][0]["field"].as_str().unwrap().to_owned();
+        assert!(field.eq_ignore_ascii_case(name), "{name}: {problem}");
+    }
+    assert_eq!(app.audit_actions("twice").await, []);
 }
 
 /// A repeated or unknown query parameter gets a problem whose `errors` name it.
