@@ -384,7 +384,7 @@ async fn body_encodings_are_checked() {
         assert_eq!(response.status(), expected, "{content_type} {encoding:?}");
     }
 
-    // A second line of Content-Type or Content-Encoding is rejected, whatever it says.
+    // A second line of Content-Type or Content-Encoding is rejected, whatever its value.
     for (name, first, second) in [
         ("content-type", "application/json", "text/plain"),
         ("content-encoding", "identity", "identity"),
