@@ -160,7 +160,7 @@ pub async fn start(config: &ServeConfig, listener: TcpListener) -> anyhow::Resul
         Some(key) => SecretSealer::from_base64(key).context("invalid WORKFORCE_SECRET_KEY")?,
         None => {
             tracing::warn!(
-                "no WORKFORCE_SECRET_KEY set; OIDC changes accepted by this process can be submitted only by this process"
+                "no WORKFORCE_SECRET_KEY set; OIDC changes accepted by this process can be submitted, and repeated with their Idempotency-Key, only by this process"
             );
             SecretSealer::ephemeral()
         }
