@@ -244,29 +244,39 @@ fn missing_field(text: &str) -> Option<FieldError> {
     ))
 }
 
-/// Fields whose values are secrets, which error messages must not repeat.
-const SECRET_FIELDS: [&str; 1] = ["client_secret"];
-
-/// Removes the quoted value from serde's message about a secret field, as in
-/// "oidc_config.client_secret: invalid type: integer `42`, expected a string", so that a secret
-/// sent with the wrong type is not returned in the response.
-fn without_secret_value(text: &str) -> String {
-    let Some((path, message)) = text.split_once(": ") else {
-        return text.to_owned();
-    };
-    let field = path.rsplit('.').next().unwrap_or(path);
-    if path.contains(' ') || !SECRET_FIELDS.contains(&field) {
-        return text.to_owned();
+/// Removes the value that serde quotes after "invalid type: " or "invalid value: ", as in
+/// "invalid type: integer `42`, expected a string" or "invalid type: string \"...\", expected
+/// struct OidcConfigRequest". The value may be a client secret, or an object that holds one,
+/// sent in the wrong place; the kind of value and what was expected stay in the message.
+fn without_sent_value(text: &str) -> String {
+    let mut rest = text;
+    let mut kept = String::with_capacity(text.len());
+    while let Some(start) = ["invalid type: ", "invalid value: "]
+        .iter()
+        .filter_map(|prefix| rest.find(prefix).map(|at| at + prefix.len()))
+        .min()
+    {
+        kept.push_str(&rest[..start]);
+        rest = &rest[start..];
+        // The kind ends where the quoted value begins; serde writes no value for a map, a
+        // sequence or null.
+        let Some(expected) = rest.rfind(", expected ") else {
+            break;
+        };
+        let sent = &rest[..expected];
+        let kind_end = sent.find([' ', '`', '"']).map_or(sent.len(), |at| {
+            // "floating point `1.5`" has a space inside its kind.
+            if sent.starts_with("floating point") {
+                "floating point".len()
+            } else {
+                at
+            }
+        });
+        kept.push_str(&sent[..kind_end]);
+        rest = &rest[expected..];
     }
-    let mut redacted = String::with_capacity(message.len());
-    let mut quoted = false;
-    for part in message.split('`') {
-        if !quoted {
-            redacted.push_str(part);
-        }
-        quoted = !quoted;
-    }
-    format!("{path}: {}", redacted.replace(" ,", ","))
+    kept.push_str(rest);
+    kept
 }
 
 impl From<JsonRejection> for ApiError {
@@ -280,7 +290,7 @@ impl From<JsonRejection> for ApiError {
                 let inner = std::error::Error::source(&error)
                     .map(ToString::to_string)
                     .unwrap_or_default();
-                let inner = without_secret_value(&inner);
+                let inner = without_sent_value(&inner);
                 ApiError::BadRequest {
                     detail: format!("the JSON body does not match the expected schema: {inner}"),
                     errors: field_error_from(&inner),
@@ -354,17 +364,36 @@ impl From<QueryRejection> for ApiError {
 
 #[cfg(test)]
 mod tests {
-    use super::{missing_field, without_secret_value};
+    use super::{missing_field, without_sent_value};
 
     #[test]
-    fn secret_value_is_not_repeated() {
-        let text = "oidc_config.client_secret: invalid type: integer `-99887766`, expected a string at line 1 column 80";
-        assert_eq!(
-            without_secret_value(text),
-            "oidc_config.client_secret: invalid type: integer, expected a string at line 1 column 80"
-        );
-        let other = "name: invalid type: integer `5`, expected a string at line 1 column 9";
-        assert_eq!(without_secret_value(other), other);
+    fn sent_value_is_not_repeated() {
+        let cases = [
+            (
+                "oidc_config.client_secret: invalid type: integer `-99887766`, expected a string at line 1 column 80",
+                "oidc_config.client_secret: invalid type: integer, expected a string at line 1 column 80",
+            ),
+            (
+                "invalid type: string \"{\\\"client_secret\\\": \\\"s3cr3t, expected x\\\"}\", expected struct OidcConfigRequest at line 1 column 60",
+                "invalid type: string, expected struct OidcConfigRequest at line 1 column 60",
+            ),
+            (
+                "limit: invalid value: floating point `1.5`, expected u32",
+                "limit: invalid value: floating point, expected u32",
+            ),
+            (
+                "oidc_config: invalid type: sequence, expected struct OidcConfigRequest",
+                "oidc_config: invalid type: sequence, expected struct OidcConfigRequest",
+            ),
+            // Field names that serde lists are not values, and stay.
+            (
+                "cognito_config.client_secret: unknown field `client_secret`, expected `user_pool` or `client_id`",
+                "cognito_config.client_secret: unknown field `client_secret`, expected `user_pool` or `client_id`",
+            ),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(without_sent_value(text), expected, "{text}");
+        }
     }
 
     #[test]

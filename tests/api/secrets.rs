@@ -195,7 +195,8 @@ async fn canary_secrets_appear_nowhere() {
     assert!(database.contains("client_secret_set"));
 }
 
-/// A client secret sent with the wrong type is rejected without being repeated.
+/// A client secret sent with the wrong type, or inside an OIDC object sent as a string, is
+/// rejected without being repeated.
 #[tokio::test]
 async fn mistyped_secret_is_not_echoed() {
     let app = TestApp::spawn_with(TestOptions {
@@ -224,4 +225,30 @@ async fn mistyped_secret_is_not_echoed() {
             .contains("expected a string"),
         "{problem}"
     );
+
+    let as_text = oidc_config("double-encoded-secret").to_string();
+    for (method, path, body) in [
+        (
+            Method::POST,
+            format!("/v1/regions/{REGION}/workforces"),
+            json!({"name": "typed", "oidc_config": as_text}),
+        ),
+        (
+            Method::PUT,
+            format!("/v1/regions/{REGION}/workforces/typed/oidc-config"),
+            json!(as_text),
+        ),
+    ] {
+        let response = app
+            .client
+            .request(method, format!("{}{path}", app.base_url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{path}");
+        let text = response.text().await.unwrap();
+        assert!(!text.contains("double-encoded"), "{text}");
+        assert!(text.contains("expected struct"), "{text}");
+    }
 }
