@@ -284,6 +284,21 @@ impl<'a> Acceptor<'a> {
                     .await);
             }
         }
+        let unsupported = match &change {
+            Change::DeleteVpcConfig if workforce.vpc_config.is_none() => Some(format!(
+                "workforce '{name}' has no VPC configuration to remove"
+            )),
+            Change::PutOidcConfig { .. } if workforce.auth_kind != "oidc" => Some(format!(
+                "workforce '{name}' signs workers in with Cognito; SageMaker cannot switch a workforce to OIDC, so create a new workforce instead"
+            )),
+            _ => None,
+        };
+        if let Some(detail) = unsupported {
+            drop(tx);
+            return Err(self
+                .state_conflict(caller, region, name, &change, detail)
+                .await);
+        }
         let operation = match self
             .insert_operation(&mut tx, caller, region, name, &change, secret.as_ref())
             .await

@@ -443,17 +443,6 @@ pub async fn delete_vpc_config(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let (region, name) = path.parse(&state)?;
-    let Some(row) = workforce_store::find(&state.db, region.as_str(), name.as_str()).await? else {
-        return Err(ApiError::NotFound(format!(
-            "no workforce named '{name}' in region {region}"
-        )));
-    };
-    if row.vpc_config.is_none() {
-        return Err(ApiError::Conflict {
-            detail: format!("workforce '{name}' has no VPC configuration to remove"),
-            operation_id: None,
-        });
-    }
     accept_change(
         &state,
         &headers,
@@ -561,16 +550,6 @@ pub async fn put_oidc_config(
         .finish(|| parsed)
         .map_err(ApiError::Validation)?
         .expect("parsed without violations");
-    if let Some(row) = workforce_store::find(&state.db, region.as_str(), name.as_str()).await?
-        && row.auth_kind != "oidc"
-    {
-        return Err(ApiError::Conflict {
-            detail: format!(
-                "workforce '{name}' signs workers in with Cognito; SageMaker cannot switch a workforce to OIDC, so create a new workforce instead"
-            ),
-            operation_id: None,
-        });
-    }
     let change = Change::PutOidcConfig {
         oidc_config: config.settings,
     };

@@ -22,6 +22,45 @@ async fn create_conflicts_when_region_has_a_workforce() {
     );
 }
 
+/// A change that the workforce's configuration rules out is audited like any other 409.
+#[tokio::test]
+async fn unsupported_change_conflicts_and_is_audited() {
+    let app = TestApp::spawn().await;
+    app.create_active_workforce("plain", None).await;
+    let path = format!("/v1/regions/{REGION}/workforces/plain");
+    let cases = [
+        (
+            Method::DELETE,
+            format!("{path}/vpc-config"),
+            None,
+            "no VPC configuration",
+            "workforce.vpc_config.delete.requested",
+        ),
+        (
+            Method::PUT,
+            format!("{path}/oidc-config"),
+            Some(oidc_config("never-sent")),
+            "signs workers in with Cognito",
+            "workforce.oidc_config.put.requested",
+        ),
+    ];
+    for (method, path, body, reason, action) in cases {
+        let (status, _, problem) = app.request(method, &path, body).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+        assert!(
+            problem["detail"].as_str().unwrap().contains(reason),
+            "{problem}"
+        );
+        let actions = app.audit_actions("plain").await;
+        assert_eq!(
+            actions.last(),
+            Some(&(action.to_owned(), "rejected".to_owned())),
+            "{actions:?}"
+        );
+    }
+    assert_eq!(app.count_rows("operations").await, 1);
+}
+
 /// A 409 is sent only with its audit event: when the event cannot be written, the request
 /// fails instead, and a retry once the log takes events again gets its 409.
 #[tokio::test]
