@@ -548,7 +548,13 @@ pub async fn authorize(
                     request_id: request_id.as_deref(),
                     detail,
                 };
-                Box::pin(denied.record(&auth.db)).await;
+                // A 403 is sent only with its event, as a 409 is; without it the request fails.
+                if let Err(failure) = Box::pin(denied.record(&auth.db)).await {
+                    return Err(Rejection {
+                        response: failure.into_response(),
+                        actor: Some(principal.actor),
+                    });
+                }
             }
             Err(Rejection {
                 response: error.into_response(),
@@ -569,9 +575,10 @@ struct DeniedChange<'a> {
 }
 
 impl DeniedChange<'_> {
-    /// Records the attempt as an `access.denied` event. A failed write is logged, and the
-    /// request is rejected all the same.
-    async fn record(self, db: &sqlx::PgPool) {
+    /// Records the attempt as an `access.denied` event. A failed write is logged and returned
+    /// as the error that the request gets in place of its 403 (a 503 while the database is
+    /// unreachable).
+    async fn record(self, db: &sqlx::PgPool) -> Result<(), ApiError> {
         let written = async {
             let mut connection = db.acquire().await?;
             crate::db::audit::insert(
@@ -592,9 +599,10 @@ impl DeniedChange<'_> {
             .await
         }
         .await;
-        if let Err(error) = written {
-            tracing::error!(request_id = self.request_id, actor = %self.principal.actor, error = %error, "failed to record a denied change in the audit log");
-        }
+        written.map(drop).map_err(|error| {
+            tracing::error!(request_id = self.request_id, actor = %self.principal.actor, error = %error, "failed to record a denied change in the audit log, so the request fails instead of getting its 403");
+            ApiError::from(error)
+        })
     }
 }
 

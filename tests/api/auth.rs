@@ -1304,3 +1304,56 @@ async fn second_authorization_header_is_rejected() {
     let problem: Value = response.json().await.unwrap();
     assert_eq!(problem["errors"][0]["field"], "Authorization", "{problem}");
 }
+
+/// A 403 is sent only with its `access.denied` event: when the event cannot be written, the
+/// request fails instead.
+#[tokio::test]
+async fn denial_without_audit_event_is_not_sent() {
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    let (_, key) = api_keys::create(&app.db, "reader", Role::Viewer, None, None)
+        .await
+        .unwrap();
+    let viewer = client_with_key(&key);
+    let path = format!("/v1/regions/{REGION}/workforces");
+    let body = Some(cognito_workforce("denied"));
+    let denials = async || -> i64 {
+        sqlx::query_scalar("select count(*) from audit_events where action = 'access.denied'")
+            .fetch_one(&app.db)
+            .await
+            .unwrap()
+    };
+    sqlx::raw_sql(
+        "create function reject_denials() returns trigger language plpgsql as $$
+         begin
+             if new.outcome = 'denied' then
+                 raise exception 'the audit log takes no denials in this test';
+             end if;
+             return new;
+         end $$;
+         create trigger reject_denials before insert on audit_events
+             for each row execute function reject_denials();",
+    )
+    .execute(&app.db)
+    .await
+    .unwrap();
+
+    let status = send(&viewer, &app, &Method::POST, &path, &body)
+        .await
+        .status();
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(denials().await, 0);
+
+    sqlx::raw_sql("drop trigger reject_denials on audit_events")
+        .execute(&app.db)
+        .await
+        .unwrap();
+    let status = send(&viewer, &app, &Method::POST, &path, &body)
+        .await
+        .status();
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(denials().await, 1);
+}
