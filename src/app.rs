@@ -287,30 +287,6 @@ fn public_paths(name: &str) -> anyhow::Result<&'static [&'static str]> {
     })
 }
 
-/// Checks that the JWKS is fetched over HTTPS, or over HTTP from this machine only: keys read
-/// over plain HTTP from elsewhere could be replaced on the way, and with them any token.
-fn check_jwks_url(url: &str) -> anyhow::Result<()> {
-    let parsed = reqwest::Url::parse(url)
-        .map_err(|error| anyhow::anyhow!("invalid --jwt-jwks-url '{url}': {error}"))?;
-    // An IPv6 host keeps its brackets in the URL's text.
-    let host = parsed
-        .host_str()
-        .unwrap_or_default()
-        .trim_start_matches('[')
-        .trim_end_matches(']');
-    let loopback = host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|address| address.is_loopback());
-    match parsed.scheme() {
-        "https" => Ok(()),
-        "http" if loopback => Ok(()),
-        scheme => anyhow::bail!(
-            "invalid --jwt-jwks-url '{url}': the scheme {scheme} is accepted only as https, or as http for a loopback host such as 127.0.0.1"
-        ),
-    }
-}
-
 fn jwt_settings(config: &ServeConfig) -> anyhow::Result<Option<JwtSettings>> {
     let (issuer, audience, jwks_url) = match (
         &config.jwt_issuer,
@@ -319,7 +295,9 @@ fn jwt_settings(config: &ServeConfig) -> anyhow::Result<Option<JwtSettings>> {
     ) {
         (None, None, None) => return Ok(None),
         (Some(issuer), Some(audience), Some(jwks_url)) => {
-            check_jwks_url(jwks_url)?;
+            crate::auth::jwt::check_jwks_url(jwks_url).map_err(|reason| {
+                anyhow::anyhow!("invalid --jwt-jwks-url '{jwks_url}': {reason}")
+            })?;
             (issuer.clone(), audience.clone(), jwks_url.clone())
         }
         _ => anyhow::bail!(
@@ -460,28 +438,7 @@ async fn bootstrap_admin_key(db: &sqlx::PgPool, path: &std::path::Path) -> anyho
 
 #[cfg(test)]
 mod tests {
-    use super::{check_jwks_url, is_origin};
-
-    #[test]
-    fn jwks_url_needs_https_off_this_machine() {
-        for url in [
-            "https://idp.example.com/.well-known/jwks.json",
-            "http://127.0.0.1:9000/jwks.json",
-            "http://localhost/jwks.json",
-            "http://[::1]:9000/jwks.json",
-        ] {
-            assert!(check_jwks_url(url).is_ok(), "{url}");
-        }
-        for url in [
-            "http://idp.example.com/jwks.json",
-            "http://10.0.0.7/jwks.json",
-            "http://localhost.example.com/jwks.json",
-            "ftp://127.0.0.1/jwks.json",
-            "idp.example.com/jwks.json",
-        ] {
-            assert!(check_jwks_url(url).is_err(), "{url}");
-        }
-    }
+    use super::is_origin;
 
     #[test]
     fn origins_match_what_browsers_send() {

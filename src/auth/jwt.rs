@@ -15,6 +15,9 @@ use tokio::sync::RwLock;
 
 use super::Role;
 
+/// Redirects that a JWKS request follows, each to a URL that [`check_jwks_url`] accepts.
+const MAX_JWKS_REDIRECTS: usize = 5;
+
 /// Shortest time between two JWKS refreshes caused by unknown key ids.
 pub const UNKNOWN_KID_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -46,6 +49,34 @@ fn check_subject(subject: &str) -> Result<(), &'static str> {
         return Err("is a name that the audit log uses for callers other than tokens");
     }
     Ok(())
+}
+
+/// Checks that a JWKS URL uses HTTPS, or HTTP to this machine only: keys read over plain
+/// HTTP from elsewhere could be replaced on the way, and with them any token. Returns the
+/// reason otherwise. Redirects of the JWKS request are held to the same rule.
+pub fn check_jwks_url(url: &str) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|error| error.to_string())?;
+    check_jwks_location(&parsed)
+}
+
+fn check_jwks_location(url: &reqwest::Url) -> Result<(), String> {
+    // An IPv6 host keeps its brackets in the URL's text.
+    let host = url
+        .host_str()
+        .unwrap_or_default()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|address| address.is_loopback());
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if loopback => Ok(()),
+        scheme => Err(format!(
+            "it uses {scheme}, and only https, or http to a loopback host such as 127.0.0.1, is accepted"
+        )),
+    }
 }
 
 /// Settings for checking tokens and mapping them to roles.
@@ -108,6 +139,19 @@ impl JwtVerifier {
     pub fn new(settings: JwtSettings) -> Self {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
+            .redirect(reqwest::redirect::Policy::custom(
+                |attempt| match check_jwks_location(attempt.url()) {
+                    // `previous` holds the first URL and every earlier redirect.
+                    Ok(()) if attempt.previous().len() <= MAX_JWKS_REDIRECTS => attempt.follow(),
+                    Ok(()) => attempt.error("the JWKS URL redirects too many times"),
+                    Err(reason) => {
+                        let target = attempt.url().to_string();
+                        attempt.error(format!(
+                            "the JWKS URL redirects to {target}, which is not accepted: {reason}"
+                        ))
+                    }
+                },
+            ))
             .build()
             .expect("an HTTP client builds");
         Self {
@@ -128,7 +172,7 @@ impl JwtVerifier {
             .send()
             .await
             .map_err(|error| {
-                tracing::warn!(error = %error, "failed to fetch the JWKS");
+                tracing::warn!(error = ?error, "failed to fetch the JWKS");
                 JwtError::JwksUnavailable
             })?;
         let set: JwkSet = response
@@ -240,6 +284,27 @@ impl JwtVerifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jwks_url_needs_https_off_this_machine() {
+        for url in [
+            "https://idp.example.com/.well-known/jwks.json",
+            "http://127.0.0.1:9000/jwks.json",
+            "http://localhost/jwks.json",
+            "http://[::1]:9000/jwks.json",
+        ] {
+            assert!(check_jwks_url(url).is_ok(), "{url}");
+        }
+        for url in [
+            "http://idp.example.com/jwks.json",
+            "http://10.0.0.7/jwks.json",
+            "http://localhost.example.com/jwks.json",
+            "ftp://127.0.0.1/jwks.json",
+            "idp.example.com/jwks.json",
+        ] {
+            assert!(check_jwks_url(url).is_err(), "{url}");
+        }
+    }
 
     #[test]
     fn subjects_that_name_a_caller_pass() {

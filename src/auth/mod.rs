@@ -397,9 +397,7 @@ impl Authenticator {
                 roles: verified.roles,
                 regions: None,
             }),
-            Err(jwt::JwtError::JwksUnavailable) => Err(ApiError::Unavailable(
-                "the identity provider's keys could not be fetched".into(),
-            )),
+            Err(jwt::JwtError::JwksUnavailable) => Err(ApiError::IdentityProviderUnavailable),
             Err(_) => Err(ApiError::Unauthenticated {
                 invalid_token: true,
             }),

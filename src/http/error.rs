@@ -132,6 +132,9 @@ pub enum ApiError {
     /// The database cannot be reached; the client may retry shortly.
     #[error("service unavailable: {0}")]
     Unavailable(String),
+    /// The identity provider's JWKS cannot be fetched, so a token cannot be checked.
+    #[error("identity provider unavailable")]
+    IdentityProviderUnavailable,
     #[error("internal error: {0:#}")]
     Internal(#[from] anyhow::Error),
 }
@@ -296,6 +299,12 @@ impl IntoResponse for ApiError {
                 "service-unavailable",
                 "Service unavailable",
                 "the database is unreachable; nothing was changed, retry in a few seconds",
+            ),
+            Self::IdentityProviderUnavailable => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service-unavailable",
+                "Service unavailable",
+                "the identity provider's signing keys could not be fetched to check the token; nothing was changed, retry in a few seconds",
             ),
             Self::Internal(_) => Problem::new(
                 StatusCode::INTERNAL_SERVER_ERROR,

@@ -1357,3 +1357,62 @@ async fn denial_without_audit_event_is_not_sent() {
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(denials().await, 1);
 }
+
+/// The JWKS request follows up to five redirects, each checked like the configured URL, and
+/// a token that cannot be checked gets a 503 that names the identity provider.
+#[tokio::test]
+async fn jwks_redirects_are_limited() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let router = axum::Router::new()
+        .route(
+            "/jwks.json",
+            axum::routing::get(|| async { ([("content-type", "application/json")], JWKS) }),
+        )
+        .route(
+            "/hop/{left}",
+            axum::routing::get(
+                |axum::extract::Path(left): axum::extract::Path<u32>| async move {
+                    let next = match left {
+                        0 => "/jwks.json".to_owned(),
+                        _ => format!("/hop/{}", left - 1),
+                    };
+                    axum::response::Redirect::temporary(&next)
+                },
+            ),
+        );
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+
+    // /hop/4 redirects five times, and /hop/5 six times.
+    for (hops, expected) in [(4, StatusCode::OK), (5, StatusCode::SERVICE_UNAVAILABLE)] {
+        let app = TestApp::spawn_with(TestOptions {
+            workers: 0,
+            extra_args: vec![
+                format!("--jwt-issuer={ISSUER}"),
+                format!("--jwt-audience={AUDIENCE}"),
+                format!("--jwt-jwks-url={base}/hop/{hops}"),
+            ],
+            ..Default::default()
+        })
+        .await;
+        let viewer = client_with_key(&token(
+            SIGNING_KEY,
+            "test-key-1",
+            AUDIENCE,
+            300,
+            &["viewer"],
+        ));
+        let response = send(&viewer, &app, &Method::GET, "/v1/workforces", &None).await;
+        assert_eq!(response.status(), expected, "/hop/{hops}");
+        if expected != StatusCode::OK {
+            let problem: Value = response.json().await.unwrap();
+            assert!(
+                problem["detail"]
+                    .as_str()
+                    .unwrap()
+                    .contains("identity provider"),
+                "{problem}"
+            );
+        }
+    }
+}
