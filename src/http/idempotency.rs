@@ -146,9 +146,10 @@ fn fingerprint_secrets(value: &mut serde_json::Value, sealer: &SecretSealer) {
         serde_json::Value::Object(fields) => {
             for (name, field) in fields.iter_mut() {
                 if name == "client_secret" {
+                    // The prefix keeps the string "42" apart from the number 42.
                     let text = match &mut *field {
-                        serde_json::Value::String(text) => std::mem::take(text),
-                        other => other.to_string(),
+                        serde_json::Value::String(text) => format!("string:{text}"),
+                        other => format!("json:{other}"),
                     };
                     *field = serde_json::Value::String(sealer.fingerprint(text.as_bytes()));
                 } else {

@@ -324,6 +324,16 @@ async fn stored_hash_does_not_test_secret_guesses() {
     let (status, _, problem) =
         send_with_key(&app, Method::POST, &path, "oidc-1", Some(body("hunter3"))).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    // A secret of another JSON type with the same text is another request.
+    let west = "/v1/regions/us-west-2/workforces";
+    let mut as_number = body("42");
+    let (status, _, accepted) =
+        send_with_key(&app, Method::POST, west, "oidc-2", Some(as_number.clone())).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    as_number["oidc_config"]["client_secret"] = json!(42);
+    let (status, _, problem) =
+        send_with_key(&app, Method::POST, west, "oidc-2", Some(as_number)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
 
     let stored: Vec<u8> =
         sqlx::query_scalar("select request_hash from idempotency_keys where key = 'oidc-1'")
