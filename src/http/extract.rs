@@ -47,10 +47,27 @@ where
                 truncate_for_message(&String::from_utf8_lossy(encoding.as_bytes()))
             )));
         }
-        let charset = headers
+        let media_type = headers
             .get(header::CONTENT_TYPE)
             .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.parse::<mime::Mime>().ok())
+            .and_then(|value| value.parse::<mime::Mime>().ok());
+        // Like a repeated header, a repeated charset could be read differently elsewhere.
+        if media_type.as_ref().is_some_and(|media_type| {
+            media_type
+                .params()
+                .filter(|(name, _)| *name == mime::CHARSET)
+                .nth(1)
+                .is_some()
+        }) {
+            return Err(ApiError::BadRequest {
+                detail: "invalid Content-Type header: it names charset more than once".to_owned(),
+                errors: vec![FieldError::new(
+                    "Content-Type",
+                    "must name charset at most once",
+                )],
+            });
+        }
+        let charset = media_type
             .and_then(|mime| mime.get_param(mime::CHARSET).map(|c| c.as_str().to_owned()));
         if let Some(charset) = charset
             && !charset.eq_ignore_ascii_case("utf-8")

@@ -404,6 +404,19 @@ async fn body_encodings_are_checked() {
         let field = problem["errors"][0]["field"].as_str().unwrap().to_owned();
         assert!(field.eq_ignore_ascii_case(name), "{name}: {problem}");
     }
+    // So is a charset named twice in one line.
+    let response = app
+        .client
+        .post(format!("{}/v1/regions/{REGION}/workforces", app.base_url))
+        .header(
+            "content-type",
+            "application/json; charset=utf-8; charset=latin1",
+        )
+        .body(cognito_workforce("twice").to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     assert_eq!(app.audit_actions("twice").await, []);
 }
 
