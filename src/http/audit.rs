@@ -26,10 +26,10 @@ pub struct ListAuditEventsQuery {
     /// `operation.failed`, `access.denied`, `api_key.created`, `api_key.revoked` and
     /// `api_key.expired`.
     action: Option<String>,
-    /// An API key's name, a token's subject, `anonymous`, `system` (the service) or
-    /// `command-line`.
+    /// An API key's name, a token's subject, `system` (the service) or `command-line`.
     actor: Option<String>,
-    /// One of `api_key`, `jwt`, `anonymous` and `system` (the service and its command line).
+    /// One of `api_key`, `jwt`, `system` (the service and its command line) and `anonymous`
+    /// (an event written without a known kind of caller).
     /// With `actor`, it distinguishes a token subject from a key or the service of the same name.
     actor_kind: Option<String>,
     /// One of `accepted`, `rejected`, `denied`, `started`, `submitted`, `succeeded`, `failed`

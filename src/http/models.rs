@@ -649,9 +649,11 @@ impl OperationResponse {
 pub struct AuditEventResponse {
     pub id: i64,
     pub occurred_at: DateTime<Utc>,
-    /// API key name, token subject, or `system` for the workers.
+    /// API key name, token subject, `system` for the service and its workers, or
+    /// `command-line` for the service's command line.
     pub actor: String,
-    /// `api_key`, `jwt` or `system`.
+    /// `api_key`, `jwt`, `system` (the service, its workers and its command line), or
+    /// `anonymous` for an event written without a known kind of caller.
     pub actor_kind: String,
     /// The role that allowed the request, for changes made by callers.
     pub actor_role: Option<String>,
