@@ -29,18 +29,19 @@ pub const CLOCK_SKEW_SECONDS: u64 = 60;
 pub const MAX_SUBJECT_CHARS: usize = 256;
 
 /// Checks that a token's subject can name the caller in the logs: 1 to [`MAX_SUBJECT_CHARS`]
-/// characters, with no control or bidirectional formatting characters, and none of the names
-/// that the audit log uses for callers other than tokens. Returns the reason otherwise.
+/// characters, with no control or [`hidden`] characters, no space at either end, and none of
+/// the names that the audit log uses for callers other than tokens. Returns the reason
+/// otherwise.
 fn check_subject(subject: &str) -> Result<(), &'static str> {
     let chars = subject.chars().count();
     if chars == 0 || chars > MAX_SUBJECT_CHARS {
         return Err("is empty or too long");
     }
-    // U+200E, U+200F, U+061C and U+202A to U+202E and U+2066 to U+2069 reorder the text
-    // around them when a log is displayed.
-    let reorders = |c: char| matches!(c, '\u{200e}' | '\u{200f}' | '\u{061c}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
-    if subject.chars().any(|c| c.is_control() || reorders(c)) {
-        return Err("contains a control or bidirectional formatting character");
+    if subject.starts_with(' ') || subject.ends_with(' ') {
+        return Err("starts or ends with a space");
+    }
+    if subject.chars().any(|c| c.is_control() || hidden(c)) {
+        return Err("contains a control, formatting, invisible or non-space white-space character");
     }
     if super::api_keys::RESERVED_NAMES
         .iter()
@@ -77,6 +78,41 @@ fn check_jwks_location(url: &reqwest::Url) -> Result<(), String> {
             "it uses {scheme}, and only https, or http to a loopback host such as 127.0.0.1, is accepted"
         )),
     }
+}
+
+/// Returns whether a character shows nothing itself when a log is displayed, but may change or
+/// hide the text around it. These are white space other than the space, and the format
+/// characters of Unicode 15 (category Cf, such as U+200B and the bidirectional controls). So
+/// are the variation selectors, the combining grapheme joiner and the Hangul fillers.
+fn hidden(c: char) -> bool {
+    (c.is_whitespace() && c != ' ')
+        || matches!(
+            c,
+            '\u{00ad}'
+                | '\u{034f}'
+                | '\u{0600}'..='\u{0605}'
+                | '\u{061c}'
+                | '\u{06dd}'
+                | '\u{070f}'
+                | '\u{0890}'..='\u{0891}'
+                | '\u{08e2}'
+                | '\u{115f}'..='\u{1160}'
+                | '\u{180b}'..='\u{180f}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{202a}'..='\u{202e}'
+                | '\u{2060}'..='\u{206f}'
+                | '\u{3164}'
+                | '\u{fe00}'..='\u{fe0f}'
+                | '\u{feff}'
+                | '\u{ffa0}'
+                | '\u{fff9}'..='\u{fffb}'
+                | '\u{110bd}'
+                | '\u{110cd}'
+                | '\u{13430}'..='\u{1343f}'
+                | '\u{1bca0}'..='\u{1bca3}'
+                | '\u{1d173}'..='\u{1d17a}'
+                | '\u{e0000}'..='\u{e0fff}'
+        )
 }
 
 /// Settings for checking tokens and mapping them to roles.
@@ -141,7 +177,7 @@ impl JwtVerifier {
             .timeout(Duration::from_secs(5))
             .redirect(reqwest::redirect::Policy::custom(
                 |attempt| match check_jwks_location(attempt.url()) {
-                    // `previous` holds the first URL and every earlier redirect.
+                    // `previous` contains the first URL and every earlier redirect.
                     Ok(()) if attempt.previous().len() <= MAX_JWKS_REDIRECTS => attempt.follow(),
                     Ok(()) => attempt.error("the JWKS URL redirects too many times"),
                     Err(reason) => {
@@ -312,6 +348,8 @@ mod tests {
             "alice@example.com",
             "00u1ab2cd3",
             "systems",
+            "Zoë Müller",
+            "用户-42",
             &"x".repeat(256),
         ] {
             assert_eq!(check_subject(subject), Ok(()), "{subject}");
@@ -327,6 +365,15 @@ mod tests {
             "alice\nadmin",
             "alice\u{202e}moc.elpmaxe",
             "\u{2066}bob",
+            "system\u{200b}",
+            "sys\u{ad}tem",
+            "\u{feff}system",
+            "alice\u{2028}admin",
+            "tag\u{e0073}",
+            "system ",
+            " system",
+            "   ",
+            "alice\u{3000}admin",
             "System",
             "command-line",
             "ANONYMOUS",
