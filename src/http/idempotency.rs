@@ -277,6 +277,10 @@ async fn keyed_change(
     hasher.update([0]);
     hasher.update(parts.uri.path().as_bytes());
     hasher.update([0]);
+    // A body that mentions the field at all may carry a secret.
+    let has_secret = bytes
+        .windows(b"client_secret".len())
+        .any(|window| window == b"client_secret");
     match canonical_json(&bytes, &state.sealer) {
         Some(canonical) => hasher.update(canonical),
         None if bytes.is_empty() => {}
@@ -325,11 +329,15 @@ async fn keyed_change(
             }
         }
         if stored.request_hash != request_hash {
-            return ApiError::Validation(vec![FieldError::new(
-                "Idempotency-Key",
-                "was already used for a different request; use a new key for a new request",
-            )])
-            .into_response();
+            // Processes with different secret keys see one secret as two, so a true repeat
+            // of an OIDC change can land here; a new key would make the change twice.
+            let reason = if has_secret {
+                "was already used for a different request, or for this OIDC change on a service process with another WORKFORCE_SECRET_KEY; check the workforce's operations before sending the change again with a new key"
+            } else {
+                "was already used for a different request; use a new key for a new request"
+            };
+            return ApiError::Validation(vec![FieldError::new("Idempotency-Key", reason)])
+                .into_response();
         }
         if let (Some(status), Some(body)) = (stored.status_code, stored.response_body) {
             return replay(status, body, stored.location);

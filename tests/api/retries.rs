@@ -324,6 +324,10 @@ async fn stored_hash_does_not_test_secret_guesses() {
     let (status, _, problem) =
         send_with_key(&app, Method::POST, &path, "oidc-1", Some(body("hunter3"))).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    // A process with another secret key would also see a true repeat as another request, so
+    // the problem does not advise a new key right away.
+    let reason = problem["errors"][0]["reason"].as_str().unwrap();
+    assert!(reason.contains("WORKFORCE_SECRET_KEY"), "{problem}");
     // A secret of another JSON type with the same text is another request.
     let west = "/v1/regions/us-west-2/workforces";
     let mut as_number = body("42");
