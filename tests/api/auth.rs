@@ -1326,20 +1326,7 @@ async fn denial_without_audit_event_is_not_sent() {
             .await
             .unwrap()
     };
-    sqlx::raw_sql(
-        "create function reject_denials() returns trigger language plpgsql as $$
-         begin
-             if new.outcome = 'denied' then
-                 raise exception 'the audit log takes no denials in this test';
-             end if;
-             return new;
-         end $$;
-         create trigger reject_denials before insert on audit_events
-             for each row execute function reject_denials();",
-    )
-    .execute(&app.db)
-    .await
-    .unwrap();
+    app.fail_audit_events("denied").await;
 
     let status = send(&viewer, &app, &Method::POST, &path, &body)
         .await
@@ -1347,10 +1334,7 @@ async fn denial_without_audit_event_is_not_sent() {
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(denials().await, 0);
 
-    sqlx::raw_sql("drop trigger reject_denials on audit_events")
-        .execute(&app.db)
-        .await
-        .unwrap();
+    app.accept_audit_events().await;
     let status = send(&viewer, &app, &Method::POST, &path, &body)
         .await
         .status();

@@ -72,29 +72,13 @@ async fn conflict_without_audit_event_is_not_sent() {
     .await;
     let (status, _) = app.create_workforce(cognito_workforce("first")).await;
     assert_eq!(status, StatusCode::ACCEPTED);
-    sqlx::raw_sql(
-        "create function reject_rejections() returns trigger language plpgsql as $$
-         begin
-             if new.outcome = 'rejected' then
-                 raise exception 'the audit log takes no rejections in this test';
-             end if;
-             return new;
-         end $$;
-         create trigger reject_rejections before insert on audit_events
-             for each row execute function reject_rejections();",
-    )
-    .execute(&app.db)
-    .await
-    .unwrap();
+    app.fail_audit_events("rejected").await;
 
     let (status, problem) = app.create_workforce(cognito_workforce("second")).await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{problem}");
     assert!(app.audit_actions("second").await.is_empty());
 
-    sqlx::raw_sql("drop trigger reject_rejections on audit_events")
-        .execute(&app.db)
-        .await
-        .unwrap();
+    app.accept_audit_events().await;
     let (status, problem) = app.create_workforce(cognito_workforce("second")).await;
     assert_eq!(status, StatusCode::CONFLICT, "{problem}");
     assert_eq!(

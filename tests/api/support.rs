@@ -324,6 +324,36 @@ impl TestApp {
     }
 
     /// Returns the audit actions recorded for a workforce, oldest first.
+    /// Makes every insert of an audit event with `outcome` fail, as a database that cannot
+    /// take the event would, until [`Self::accept_audit_events`].
+    pub async fn fail_audit_events(&self, outcome: &str) {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "create function fail_audit_events() returns trigger language plpgsql as $$
+             begin
+                 if new.outcome = '{outcome}' then
+                     raise exception 'this test makes the audit log fail for {outcome} events';
+                 end if;
+                 return new;
+             end $$;
+             create trigger fail_audit_events before insert on audit_events
+                 for each row execute function fail_audit_events();"
+        )))
+        .execute(&self.db)
+        .await
+        .expect("the failing trigger is created");
+    }
+
+    /// Ends what [`Self::fail_audit_events`] began.
+    pub async fn accept_audit_events(&self) {
+        sqlx::raw_sql(
+            "drop trigger fail_audit_events on audit_events;
+             drop function fail_audit_events();",
+        )
+        .execute(&self.db)
+        .await
+        .expect("the failing trigger is dropped");
+    }
+
     pub async fn audit_actions(&self, name: &str) -> Vec<(String, String)> {
         sqlx::query_as::<_, (String, String)>(
             "select action, outcome from audit_events where workforce_name = $1 order by id",
