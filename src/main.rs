@@ -136,18 +136,13 @@ async fn manage_api_keys(
             .await;
             let (row, key) = match created {
                 Ok(created) => created,
-                Err(error)
-                    if workforce_service::db::is_unique_violation(
-                        &error,
-                        api_keys::NAME_UNIQUE,
-                    ) =>
-                {
+                Err(api_keys::CreateKeyError::NameTaken(existing)) => {
                     anyhow::bail!(
                         "{}",
-                        workforce_service::http::api_keys::name_in_use_message(&name)
+                        workforce_service::http::api_keys::name_in_use_message(&existing)
                     );
                 }
-                Err(error) => return Err(error.into()),
+                Err(api_keys::CreateKeyError::Database(error)) => return Err(error.into()),
             };
             eprintln!(
                 "Created API key '{}' with role {} (id {}). Store it now; it is not shown again:",

@@ -132,12 +132,46 @@ pub async fn create_recorded(
     role: Role,
     regions: Option<&[String]>,
     expires_at: Option<DateTime<Utc>>,
-) -> Result<(ApiKeyRow, String), sqlx::Error> {
+) -> Result<(ApiKeyRow, String), CreateKeyError> {
     let mut tx = db.begin().await?;
-    let created = create(&mut *tx, name, role, regions, expires_at).await?;
+    // Names that differ only in letter case would name two callers alike in the audit log.
+    // The lock makes concurrent creations of such names wait for each other.
+    sqlx::query!(
+        "select pg_advisory_xact_lock(hashtext('api_key_name:' || lower($1)))",
+        name
+    )
+    .execute(&mut *tx)
+    .await?;
+    let existing = sqlx::query_scalar!(
+        "select name from api_keys where lower(name) = lower($1) limit 1",
+        name
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(existing) = existing {
+        return Err(CreateKeyError::NameTaken(existing));
+    }
+    let created = match create(&mut *tx, name, role, regions, expires_at).await {
+        Ok(created) => created,
+        Err(error) if crate::db::is_unique_violation(&error, NAME_UNIQUE) => {
+            return Err(CreateKeyError::NameTaken(name.to_owned()));
+        }
+        Err(error) => return Err(error.into()),
+    };
     record(&mut tx, by, "api_key.created", &created.0).await?;
     tx.commit().await?;
     Ok(created)
+}
+
+/// The reasons a key cannot be created.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateKeyError {
+    /// A key has or had a name that differs from the new one at most in letter case. Holds
+    /// that key's name.
+    #[error("an API key named '{0}' exists or existed")]
+    NameTaken(String),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
 }
 
 /// Stores a new key without an audit event, for test fixtures, and returns its row and the key

@@ -92,10 +92,11 @@ impl From<ApiKeyRow> for ApiKeyResponse {
     }
 }
 
-/// Builds the message for a new key whose name an existing or revoked key has.
-pub fn name_in_use_message(name: &str) -> String {
+/// Builds the message for a new key whose name an existing or revoked key has, in any letter
+/// case; `existing` is that key's name.
+pub fn name_in_use_message(existing: &str) -> String {
     format!(
-        "an API key named '{name}' exists or existed; names of revoked keys stay reserved, so choose another name"
+        "an API key named '{existing}' exists or existed; names of revoked keys stay reserved, and names that differ only in letter case count as one, so choose another name"
     )
 }
 
@@ -239,10 +240,10 @@ pub async fn create_api_key(
     .await;
     let (row, key) = match created {
         Ok(created) => created,
-        Err(error) if crate::db::is_unique_violation(&error, key_store::NAME_UNIQUE) => {
-            return Err(ApiError::NameInUse(name_in_use_message(&request.name)));
+        Err(key_store::CreateKeyError::NameTaken(existing)) => {
+            return Err(ApiError::NameInUse(name_in_use_message(&existing)));
         }
-        Err(error) => return Err(error.into()),
+        Err(key_store::CreateKeyError::Database(error)) => return Err(error.into()),
     };
     // The body contains the key itself, so no cache on the way to the caller may keep it.
     Ok((

@@ -1148,6 +1148,44 @@ async fn key_changes_are_audited_once() {
     assert!(events[5].3["expires_at"].is_string(), "{:?}", events[5]);
 }
 
+/// Key names that differ only in letter case would name two callers alike in the audit log,
+/// so the second is rejected, also when requested at the same time.
+#[tokio::test]
+async fn key_names_differing_in_case_conflict() {
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    let create = |name: &'static str| {
+        let app = &app;
+        async move {
+            app.request(
+                Method::POST,
+                "/v1/api-keys",
+                Some(json!({"name": name, "role": "viewer"})),
+            )
+            .await
+        }
+    };
+    let (first, second) = tokio::join!(create("Portal"), create("portal"));
+    let mut statuses = [first.0, second.0];
+    statuses.sort();
+    assert_eq!(statuses, [StatusCode::CREATED, StatusCode::CONFLICT]);
+    let (status, _, problem) = create("PORTAL").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("letter case"),
+        "{problem}"
+    );
+    let stored: i64 =
+        sqlx::query_scalar("select count(*) from api_keys where lower(name) = 'portal'")
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(stored, 1);
+}
+
 /// Names that the audit log uses for callers other than keys are not given to keys.
 #[tokio::test]
 async fn reserved_key_names_are_rejected() {
