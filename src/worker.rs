@@ -707,10 +707,12 @@ impl Worker {
                     "succeeded",
                     elapsed_seconds(&current),
                 );
+                // A finished delete leaves no workforce to report a status, so the event keeps
+                // the last one, as the operation does.
                 event = Some((
                     "operation.succeeded",
                     "succeeded",
-                    json!({ "aws_status": aws_status }),
+                    json!({ "aws_status": aws_status.or(current.aws_status.as_deref()) }),
                 ));
             }
             StepOutcome::Failed { code, message, .. } => {

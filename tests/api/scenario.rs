@@ -175,6 +175,18 @@ async fn full_workforce_lifecycle() {
     assert_eq!(finished["status"], "succeeded", "{finished}");
     let (status, _) = app.get(&path).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    // The operation and its event report the same last AWS status, although no workforce is
+    // left to report one.
+    assert!(finished["aws_status"].is_string(), "{finished}");
+    let event_status: Option<String> = sqlx::query_scalar(
+        "select detail->>'aws_status' from audit_events
+          where operation_id = $1 and action = 'operation.succeeded'",
+    )
+    .bind(uuid::Uuid::parse_str(finished["id"].as_str().unwrap()).unwrap())
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(event_status.as_deref(), finished["aws_status"].as_str());
 
     // The audit log has every request and transition, in order, with states.
     let actions = app.audit_actions(name).await;
