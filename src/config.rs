@@ -116,9 +116,11 @@ pub struct ServeConfig {
     #[arg(long, env = "WORKFORCE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
-    /// PostgreSQL connection URL. The database is created if it does not exist.
+    /// PostgreSQL connection URL. The database is created if it does not exist. Also read by
+    /// the subcommands, before or after their name.
     #[arg(
         long,
+        global = true,
         env = "DATABASE_URL",
         default_value = "postgres://postgres@127.0.0.1:5432/workforce_service"
     )]
@@ -135,6 +137,7 @@ pub struct ServeConfig {
     /// AWS regions whose workforces this service manages, comma-separated.
     #[arg(
         long,
+        global = true,
         env = "WORKFORCE_REGIONS",
         value_delimiter = ',',
         default_value = "us-east-1,us-west-2"
