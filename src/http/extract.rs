@@ -349,6 +349,9 @@ fn expected_query_form(parameter: &str) -> Option<String> {
         )),
         "since" | "until" => Some("an RFC 3339 time, such as 2026-01-01T00:00:00Z".to_owned()),
         "operation_id" => Some("a UUID, such as 3f1c7d7e-2c1b-4a8e-9c55-0d6f5a1b2c3d".to_owned()),
+        "through" => Some("a whole number of 1 or more".to_owned()),
+        // Only the operation list parses its status; the workforce list checks its own.
+        "status" => Some("one of pending, running, succeeded and failed".to_owned()),
         _ => None,
     }
 }

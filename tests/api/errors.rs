@@ -433,6 +433,26 @@ async fn bad_query_parameters_are_named() {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {problem}");
         assert_eq!(problem["errors"][0]["field"], field, "{query}: {problem}");
     }
+    // A value that does not parse is answered with the form the parameter takes.
+    for (path, field, form) in [
+        (
+            "/v1/audit-events/verify?through=abc",
+            "through",
+            "whole number",
+        ),
+        (
+            "/v1/audit-events/verify?through=",
+            "through",
+            "whole number",
+        ),
+        ("/v1/operations?status=bogus", "status", "pending, running"),
+    ] {
+        let (status, problem) = app.get(path).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {problem}");
+        assert_eq!(problem["errors"][0]["field"], field, "{path}: {problem}");
+        let reason = problem["errors"][0]["reason"].as_str().unwrap();
+        assert!(reason.contains(form), "{path}: {problem}");
+    }
 }
 
 /// A body sent in chunks declares no length, so the limit applies while it is read. With an
