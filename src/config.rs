@@ -134,10 +134,10 @@ pub struct ServeConfig {
     #[arg(long, env = "WORKFORCE_MODE", value_enum, default_value_t = Mode::Aws)]
     pub mode: Mode,
 
-    /// AWS regions whose workforces this service manages, comma-separated.
+    /// AWS regions whose workforces this service manages, comma-separated. It goes before a
+    /// subcommand's name, because `api-keys create` has a `--regions` of its own.
     #[arg(
         long,
-        global = true,
         env = "WORKFORCE_REGIONS",
         value_delimiter = ',',
         default_value = "us-east-1,us-west-2"

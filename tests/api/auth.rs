@@ -1113,6 +1113,14 @@ async fn key_changes_are_audited_once() {
     ));
     assert!(key_command(&app, &["expire", "--name", "expiring"]));
     assert!(key_command(&app, &["expire", "--name", "expiring"]));
+    // The database URL may also follow the subcommand's name.
+    let listed = std::process::Command::new(env!("CARGO_BIN_EXE_workforce-service"))
+        .args(["api-keys", "list"])
+        .arg(format!("--database-url={}", app.database_url))
+        .output()
+        .expect("the CLI runs");
+    assert!(listed.status.success(), "{listed:?}");
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("expiring"));
 
     let events: Vec<(String, String, Option<String>, Value)> = sqlx::query_as(
         "select action, actor, request_id, detail->'api_key' from audit_events
