@@ -28,10 +28,10 @@ pub const CLOCK_SKEW_SECONDS: u64 = 60;
 /// to every access log line of the token's requests.
 pub const MAX_SUBJECT_CHARS: usize = 256;
 
-/// Checks that a token's subject can name the caller in the logs: 1 to [`MAX_SUBJECT_CHARS`]
-/// characters, with no control or [`hidden`] characters, no space at either end, and none of
-/// the names that the audit log uses for callers other than tokens. Returns the reason
-/// otherwise.
+/// Checks that a token's subject can name the caller in the logs, and returns the reason when
+/// it cannot. A subject needs 1 to [`MAX_SUBJECT_CHARS`] characters, none of them control or
+/// [`hidden`] characters, and no space at either end. It must not be one of the names that
+/// the audit log uses for callers other than tokens.
 fn check_subject(subject: &str) -> Result<(), &'static str> {
     let chars = subject.chars().count();
     if chars == 0 || chars > MAX_SUBJECT_CHARS {

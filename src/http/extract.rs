@@ -263,17 +263,17 @@ fn missing_field(text: &str) -> Option<FieldError> {
 
 /// Removes the value that serde quotes after "invalid type: " or "invalid value: ", as in
 /// "invalid type: integer `42`, expected a string" or "invalid type: string \"...\", expected
-/// struct OidcConfigRequest". The value may be a client secret, or an object that holds one,
-/// sent in the wrong place; the kind of value and what was expected stay in the message.
+/// struct OidcConfigRequest". The value may be a client secret, or an object that contains
+/// one, sent in the wrong place. The kind of value and what was expected stay in the message.
 fn without_sent_value(text: &str) -> String {
     let mut rest = text;
-    let mut kept = String::with_capacity(text.len());
+    let mut cleaned = String::with_capacity(text.len());
     while let Some(start) = ["invalid type: ", "invalid value: "]
         .iter()
         .filter_map(|prefix| rest.find(prefix).map(|at| at + prefix.len()))
         .min()
     {
-        kept.push_str(&rest[..start]);
+        cleaned.push_str(&rest[..start]);
         rest = &rest[start..];
         // The kind ends where the quoted value begins; serde writes no value for a map, a
         // sequence or null.
@@ -289,11 +289,11 @@ fn without_sent_value(text: &str) -> String {
                 at
             }
         });
-        kept.push_str(&sent[..kind_end]);
+        cleaned.push_str(&sent[..kind_end]);
         rest = &rest[expected..];
     }
-    kept.push_str(rest);
-    kept
+    cleaned.push_str(rest);
+    cleaned
 }
 
 impl From<JsonRejection> for ApiError {

@@ -127,7 +127,7 @@ pub async fn apply(state: &AppState, request: Request, next: Next, timeout: Dura
 /// repeats a key within an object. serde_json keeps the last of repeated keys, which the
 /// handlers reject, so such a body must not match an accepted request.
 ///
-/// Each `client_secret` value is replaced by its fingerprint under the process's secret key
+/// It replaces each `client_secret` value by its fingerprint under the process's secret key
 /// (see [`SecretSealer::fingerprint`]), so that the stored hash does not help to guess it.
 fn canonical_json(bytes: &[u8], sealer: &SecretSealer) -> Option<Vec<u8>> {
     let mut document: serde_json::Value = serde_json::from_slice(bytes).ok()?;
@@ -330,7 +330,7 @@ async fn keyed_change(
         }
         if stored.request_hash != request_hash {
             // Processes with different secret keys see one secret as two, so a true repeat
-            // of an OIDC change can land here; a new key would make the change twice.
+            // of an OIDC change can also land here. A new key would then make it twice.
             let reason = if has_secret {
                 "was already used for a different request, or for this OIDC change on a service process with another WORKFORCE_SECRET_KEY; check the workforce's operations before sending the change again with a new key"
             } else {

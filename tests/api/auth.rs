@@ -1165,6 +1165,7 @@ async fn key_names_differing_in_case_conflict() {
         ..Default::default()
     })
     .await;
+
     let create = |name: &'static str| {
         let app = &app;
         async move {
@@ -1176,16 +1177,21 @@ async fn key_names_differing_in_case_conflict() {
             .await
         }
     };
+
+    // Two concurrent creations: one wins.
     let (first, second) = tokio::join!(create("Portal"), create("portal"));
     let mut statuses = [first.0, second.0];
     statuses.sort();
     assert_eq!(statuses, [StatusCode::CREATED, StatusCode::CONFLICT]);
+
+    // A later creation is rejected with a reason.
     let (status, _, problem) = create("PORTAL").await;
     assert_eq!(status, StatusCode::CONFLICT, "{problem}");
     assert!(
         problem["detail"].as_str().unwrap().contains("letter case"),
         "{problem}"
     );
+
     let stored: i64 =
         sqlx::query_scalar("select count(*) from api_keys where lower(name) = 'portal'")
             .fetch_one(&app.db)

@@ -433,7 +433,7 @@ async fn bad_query_parameters_are_named() {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {problem}");
         assert_eq!(problem["errors"][0]["field"], field, "{query}: {problem}");
     }
-    // A value that does not parse is answered with the form the parameter takes.
+    // A value that does not parse gets a reason that names the form the parameter takes.
     for (path, field, form) in [
         (
             "/v1/audit-events/verify?through=abc",
