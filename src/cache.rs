@@ -107,9 +107,10 @@ pub struct CachedWorkforce {
     pub etag: axum::http::HeaderValue,
 }
 
-/// An operation's response body.
+/// An operation's response body and its ETag.
 pub struct CachedOperation {
     pub body: axum::body::Bytes,
+    pub etag: axum::http::HeaderValue,
 }
 
 impl ReadCache {
@@ -297,6 +298,7 @@ mod tests {
     fn operation(text: &str) -> Arc<CachedOperation> {
         Arc::new(CachedOperation {
             body: axum::body::Bytes::copy_from_slice(text.as_bytes()),
+            etag: axum::http::HeaderValue::from_static("\"1\""),
         })
     }
 

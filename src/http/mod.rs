@@ -131,13 +131,19 @@ impl AppState {
 /// an optional `W/` prefix (RFC 9110 section 8.8.3), and returns it. An unquoted value such as
 /// `3` would otherwise match nothing and get 412, which hides the caller's mistake.
 fn check_if_match(value: &HeaderValue) -> Result<String, ApiError> {
+    check_entity_tags("If-Match", value)
+}
+
+/// Checks a header whose value must be `*` or a list of entity tags, as [`check_if_match`] does
+/// for `If-Match`, and returns the value. The error names the header `header`.
+pub(crate) fn check_entity_tags(header: &str, value: &HeaderValue) -> Result<String, ApiError> {
     let invalid = || {
         let error = FieldError::new(
-            "If-Match",
+            header,
             "must be * or entity tags in double quotes, such as \"3\", as the ETag header returns them",
         );
         ApiError::BadRequest {
-            detail: format!("invalid header If-Match: {}", error.reason),
+            detail: format!("invalid header {header}: {}", error.reason),
             errors: vec![error],
         }
     };
@@ -324,9 +330,10 @@ impl utoipa::Modify for ParameterRules {
     }
 }
 
-/// Documents the request headers that changes read from the request, where utoipa cannot see
-/// them: `Idempotency-Key` on every change except the creation of an API key, and `If-Match` on
-/// the changes that reject a stale entity tag with 412.
+/// Documents the request headers that handlers read from the request, where utoipa cannot see
+/// them: `Idempotency-Key` on every change except the creation of an API key, `If-Match` on
+/// the changes that reject a stale entity tag with 412, and `If-None-Match` on the reads that
+/// return 304.
 struct ChangeHeaders;
 
 impl utoipa::Modify for ChangeHeaders {
@@ -336,6 +343,13 @@ impl utoipa::Modify for ChangeHeaders {
         for (path, item) in openapi.paths.paths.iter_mut() {
             if !path.starts_with("/v1/") {
                 continue;
+            }
+            if let Some(read) = item.get.as_mut()
+                && read.responses.responses.contains_key("304")
+            {
+                read.parameters
+                    .get_or_insert_with(Vec::new)
+                    .push(if_none_match_parameter());
             }
             for (is_post, operation) in [
                 (true, &mut item.post),
@@ -422,8 +436,31 @@ fn if_match_parameter() -> utoipa::openapi::RefOr<utoipa::openapi::path::Paramet
         .into()
 }
 
-/// Pattern of an `If-Match` value that [`check_if_match`] accepts: `*`, or entity tags in
-/// double quotes, each with an optional `W/`, in a list that may have empty elements.
+fn if_none_match_parameter() -> utoipa::openapi::RefOr<utoipa::openapi::path::Parameter> {
+    use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+    use utoipa::openapi::{ObjectBuilder, Required, Type};
+
+    ParameterBuilder::new()
+        .name("If-None-Match")
+        .parameter_in(ParameterIn::Header)
+        .required(Required::False)
+        .description(Some(
+            "The `ETag` of the operation as last read, or `*`. When the operation's ETag is still \
+             one of these, the answer is 304 with no body; with `wait`, the request first waits \
+             for the ETag to change.",
+        ))
+        .schema(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(IF_MATCH_PATTERN)),
+        ))
+        .build()
+        .into()
+}
+
+/// Pattern of an `If-Match` or `If-None-Match` value that [`check_entity_tags`] accepts: `*`,
+/// or entity tags in double quotes, each with an optional `W/`, in a list that may have empty
+/// elements.
 const IF_MATCH_PATTERN: &str = concat!(
     r#"^(\*|[ \t,]*(W/)?"[\x21\x23-\x7E]*""#,
     r#"([ \t]*,[ \t,]*(W/)?"[\x21\x23-\x7E]*")*[ \t,]*)$"#

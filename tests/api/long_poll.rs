@@ -51,6 +51,166 @@ fn spawn_wait(
     })
 }
 
+/// What a read of an operation returned: status, `ETag` header and body text.
+struct Read {
+    status: StatusCode,
+    etag: String,
+    body: String,
+}
+
+/// Reads an operation, with `If-None-Match` when `seen` is given, and `?wait` when `wait` is.
+async fn read_operation(app: &TestApp, id: &str, seen: Option<&str>, wait: Option<u32>) -> Read {
+    let mut url = format!("{}/v1/operations/{id}", app.base_url);
+    if let Some(seconds) = wait {
+        url.push_str(&format!("?wait={seconds}"));
+    }
+    let mut request = app.client.get(url);
+    if let Some(tags) = seen {
+        request = request.header("if-none-match", tags);
+    }
+    let response = request.send().await.expect("request is sent");
+    let status = response.status();
+    let etag = response
+        .headers()
+        .get("etag")
+        .map(|value| value.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    Read {
+        status,
+        etag,
+        body: response.text().await.unwrap(),
+    }
+}
+
+#[tokio::test]
+async fn current_etag_gets_not_modified() {
+    let app = spawn_without_workers().await;
+    let id = pending_operation(&app).await;
+    let first = read_operation(&app, &id, None, None).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+    assert!(
+        first.etag.starts_with('"') && first.etag.len() > 2,
+        "ETag {:?}",
+        first.etag
+    );
+    let weak = format!("W/{}", first.etag);
+    let listed = format!("\"other\", {}", first.etag);
+
+    for seen in [first.etag.as_str(), weak.as_str(), listed.as_str(), "*"] {
+        let read = read_operation(&app, &id, Some(seen), None).await;
+        assert_eq!(
+            read.status,
+            StatusCode::NOT_MODIFIED,
+            "If-None-Match {seen}"
+        );
+        assert_eq!(read.etag, first.etag, "If-None-Match {seen}");
+        assert_eq!(read.body, "", "If-None-Match {seen}");
+    }
+    let other = read_operation(&app, &id, Some("\"other\""), None).await;
+    assert_eq!(other.status, StatusCode::OK);
+    assert_eq!(other.body, first.body);
+
+    commit_change(&app, &id).await;
+    let changed = read_operation(&app, &id, Some(&first.etag), None).await;
+    assert_eq!(changed.status, StatusCode::OK, "{}", changed.body);
+    assert_ne!(changed.etag, first.etag);
+    assert!(changed.body.contains("Initializing"), "{}", changed.body);
+}
+
+#[tokio::test]
+async fn malformed_if_none_match_is_rejected() {
+    let app = spawn_without_workers().await;
+    let id = pending_operation(&app).await;
+    for seen in ["abc", "\"unclosed", "\"a\" \"b\""] {
+        let read = read_operation(&app, &id, Some(seen), Some(1)).await;
+        assert_eq!(read.status, StatusCode::BAD_REQUEST, "If-None-Match {seen}");
+        let problem: Value = serde_json::from_str(&read.body).unwrap();
+        assert_eq!(problem["errors"][0]["field"], "If-None-Match", "{problem}");
+    }
+}
+
+/// A change committed between two reads is returned at once when the second read sends the
+/// first one's ETag. Without it, the wait would take the changed state as its starting point.
+#[tokio::test]
+async fn wait_with_stale_etag_returns_at_once() {
+    let app = spawn_without_workers().await;
+    let id = pending_operation(&app).await;
+    let first = read_operation(&app, &id, None, None).await;
+    commit_change(&app, &id).await;
+
+    let started = Instant::now();
+    let read = read_operation(&app, &id, Some(&first.etag), Some(10)).await;
+
+    assert_eq!(read.status, StatusCode::OK, "{}", read.body);
+    assert!(read.body.contains("Initializing"), "{}", read.body);
+    assert_ne!(read.etag, first.etag);
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "answered after {elapsed:?}"
+    );
+}
+
+#[tokio::test]
+async fn wait_with_current_etag_returns_change() {
+    let app = spawn_without_workers().await;
+    let id = pending_operation(&app).await;
+    let first = read_operation(&app, &id, None, None).await;
+    let url = format!("{}/v1/operations/{id}?wait=10", app.base_url);
+    let request = app.client.get(url).header("if-none-match", &first.etag);
+    let waiting = tokio::spawn(async move { request.send().await.expect("request is sent") });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let committed = commit_change(&app, &id).await;
+    let response = waiting.await.unwrap();
+    let after_commit = committed.elapsed();
+
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_ne!(response.headers()["etag"].to_str().unwrap(), first.etag);
+    let operation: Value = response.json().await.unwrap();
+    assert_eq!(operation["aws_status"], "Initializing", "{operation}");
+    assert!(
+        after_commit < Duration::from_secs(5),
+        "answered {after_commit:?} after the commit"
+    );
+}
+
+#[tokio::test]
+async fn wait_with_current_etag_ends_with_not_modified() {
+    let app = spawn_without_workers().await;
+    let id = pending_operation(&app).await;
+    let first = read_operation(&app, &id, None, None).await;
+
+    let started = Instant::now();
+    let read = read_operation(&app, &id, Some(&first.etag), Some(1)).await;
+    let elapsed = started.elapsed();
+
+    assert_eq!(read.status, StatusCode::NOT_MODIFIED, "{}", read.body);
+    assert_eq!(read.etag, first.etag);
+    assert!(
+        elapsed >= Duration::from_secs(1),
+        "answered after {elapsed:?}"
+    );
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "answered after {elapsed:?}"
+    );
+}
+
+#[tokio::test]
+async fn finished_operation_is_not_modified_at_once() {
+    let app = TestApp::spawn().await;
+    let finished = app.create_active_workforce("done", None).await;
+    let id = finished["id"].as_str().unwrap();
+    let first = read_operation(&app, id, None, None).await;
+
+    let started = Instant::now();
+    let read = read_operation(&app, id, Some(&first.etag), Some(30)).await;
+
+    assert_eq!(read.status, StatusCode::NOT_MODIFIED, "{}", read.body);
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
 #[tokio::test]
 async fn wait_returns_soon_after_change() {
     let app = spawn_without_workers().await;

@@ -16,8 +16,11 @@ export interface PortalClientOptions {
   baseUrl: string;
   /** API key of the service, sent as `Authorization: Bearer <key>` when set. */
   apiKey?: string | undefined;
-  /** Milliseconds between two reads of an operation (default 1000). */
-  pollIntervalMs?: number;
+  /**
+   * Seconds that one read of an unfinished operation waits for it to change (`?wait=`, default
+   * 20). Keep it below the service's `--request-timeout-seconds`.
+   */
+  waitSeconds?: number;
   /** Milliseconds to wait for an operation to finish before giving up (default 10 minutes). */
   timeoutMs?: number;
 }
@@ -75,9 +78,15 @@ export function operationIdFromLocation(location: string): string {
   return decodeURIComponent(match[1]);
 }
 
+/** An operation as read, with the `ETag` that came with it. */
+interface OperationRead {
+  operation: Operation;
+  etag: string;
+}
+
 export class PortalClient {
   private readonly client: Client<paths>;
-  private readonly pollIntervalMs: number;
+  private readonly waitSeconds: number;
   private readonly timeoutMs: number;
 
   constructor(options: PortalClientOptions) {
@@ -86,7 +95,7 @@ export class PortalClient {
       headers["Authorization"] = `Bearer ${options.apiKey}`;
     }
     this.client = createClient<paths>({ baseUrl: options.baseUrl, headers });
-    this.pollIntervalMs = options.pollIntervalMs ?? 1000;
+    this.waitSeconds = options.waitSeconds ?? 20;
     this.timeoutMs = options.timeoutMs ?? 10 * 60 * 1000;
   }
 
@@ -119,20 +128,44 @@ export class PortalClient {
 
   /**
    * Reads the operation until it has `succeeded` or `failed` and returns it. A failed operation
-   * is returned, not thrown: its `failure` carries AWS's error code and message.
+   * is returned, not thrown: its `failure` carries AWS's error code and message. Each read after
+   * the first long-polls. It sends the ETag of the previous read, so the service responds as soon
+   * as the operation differs from it, or with 304 when the wait ends.
    */
   async waitForOperation(id: string): Promise<Operation> {
     const deadline = Date.now() + this.timeoutMs;
+    let last = await this.readOperation(id, undefined, 0);
     for (;;) {
-      const operation = await this.getOperation(id);
-      if (isFinished(operation.status)) {
-        return operation;
+      if (isFinished(last.operation.status)) {
+        return last.operation;
       }
-      if (Date.now() >= deadline) {
-        throw new OperationTimeoutError(operation, this.timeoutMs);
+      const remainingSeconds = Math.floor((deadline - Date.now()) / 1000);
+      if (remainingSeconds < 1) {
+        throw new OperationTimeoutError(last.operation, this.timeoutMs);
       }
-      await new Promise((resolve) => setTimeout(resolve, this.pollIntervalMs));
+      last = await this.readOperation(id, last, Math.min(this.waitSeconds, remainingSeconds));
     }
+  }
+
+  /**
+   * Reads an operation. With `previous`, waits up to `waitSeconds` for the operation to differ
+   * from it, and returns `previous` itself when the service responds with 304.
+   */
+  private async readOperation(id: string, previous: OperationRead | undefined, waitSeconds: number): Promise<OperationRead> {
+    const { data, error, response } = await this.client.GET("/v1/operations/{id}", {
+      params: {
+        path: { id },
+        query: waitSeconds > 0 ? { wait: waitSeconds } : {},
+        header: previous?.etag ? { "If-None-Match": previous.etag } : {},
+      },
+    });
+    if (response.status === 304 && previous !== undefined) {
+      return previous;
+    }
+    if (data === undefined) {
+      throw new ApiError(response.status, error, `reading operation ${id}`);
+    }
+    return { operation: data, etag: response.headers.get("etag") ?? "" };
   }
 
   /** Creates a workforce and waits for its operation to finish. */
