@@ -414,9 +414,12 @@ async fn bootstrap_admin_key(db: &sqlx::PgPool, path: &std::path::Path) -> anyho
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
 
+    // The random part keeps two processes that start in the same second on one database from
+    // choosing the same name.
     let name = format!(
-        "bootstrap-admin-{}",
-        chrono::Utc::now().format("%Y%m%d%H%M%S")
+        "bootstrap-admin-{}-{}",
+        chrono::Utc::now().format("%Y%m%d%H%M%S"),
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
     );
     let by = api_keys::KeyChanger::SERVICE;
     let (_, key) = api_keys::create_recorded(db, &by, &name, Role::Admin, None, None).await?;
@@ -424,14 +427,29 @@ async fn bootstrap_admin_key(db: &sqlx::PgPool, path: &std::path::Path) -> anyho
         std::fs::create_dir_all(parent)
             .with_context(|| format!("failed to create {}", parent.display()))?;
     }
-    let _ = std::fs::remove_file(path);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("failed to write the admin API key to {}", path.display()))?;
-    writeln!(file, "{key}")?;
+    // The key is written beside the file and renamed over it, so a reader never sees half a
+    // key. Two processes that write at once both succeed, and the file keeps one of the keys.
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(format!(".{}.partial", std::process::id()));
+    let partial = std::path::PathBuf::from(partial);
+    let _ = std::fs::remove_file(&partial);
+    let write = || -> std::io::Result<()> {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&partial)?;
+        writeln!(file, "{key}")?;
+        file.sync_all()?;
+        std::fs::rename(&partial, path)
+    };
+    if let Err(error) = write() {
+        let _ = std::fs::remove_file(&partial);
+        return Err(anyhow::Error::new(error).context(format!(
+            "failed to write the admin API key to {}",
+            path.display()
+        )));
+    }
     tracing::warn!(key.name = %name, key.file = %path.display(), "created an admin API key for sandbox mode; send it as Authorization: Bearer <key>");
     Ok(())
 }

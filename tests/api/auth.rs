@@ -1452,3 +1452,72 @@ async fn jwks_redirects_are_limited() {
         }
     }
 }
+
+/// Two sandbox-mode processes that start at the same moment without a key file each create an
+/// admin key. Both start, and the file ends with one of the two keys, readable only by its
+/// owner and accepted by both processes.
+#[tokio::test]
+async fn sandbox_processes_starting_together_both_create_a_key() {
+    use clap::Parser;
+    use std::os::unix::fs::PermissionsExt;
+
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    let folder = std::env::temp_dir().join(format!("wfs-test-{}", uuid::Uuid::new_v4().simple()));
+    let key_file = folder.join("admin-api-key");
+    let start = || {
+        let cli = workforce_service::config::Cli::parse_from([
+            "workforce-service".to_owned(),
+            "--mode=sandbox".to_owned(),
+            format!("--database-url={}", app.database_url),
+            "--database-max-connections=4".to_owned(),
+            "--workers=0".to_owned(),
+            format!("--bootstrap-key-file={}", key_file.display()),
+        ]);
+        async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            workforce_service::app::start(&cli.serve, listener).await
+        }
+    };
+
+    let (first, second) = tokio::join!(start(), start());
+    let first = first.expect("the first process starts");
+    let second = second.expect("the second process starts");
+
+    let key = std::fs::read_to_string(&key_file).expect("the key file is written");
+    let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let files: Vec<_> = std::fs::read_dir(&folder)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    assert_eq!(files, ["admin-api-key"], "files left beside the key");
+    let client = client_with_key(key.trim());
+    for service in [&first, &second] {
+        let response = client
+            .get(format!("http://{}/v1/workforces", service.local_addr))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let created: i64 = sqlx::query_scalar(
+        "select count(*) from audit_events where action = 'api_key.created' and actor = 'system'",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    // The test's own key and one per process. Under load, the second process may start after
+    // the first has written the file, and then it uses that key.
+    assert!(
+        (2..=3).contains(&created),
+        "{created} keys created at start"
+    );
+
+    first.shutdown(Duration::from_secs(5)).await;
+    second.shutdown(Duration::from_secs(5)).await;
+    let _ = std::fs::remove_dir_all(&folder);
+}
