@@ -64,7 +64,7 @@ pub fn hash_key(key: &str) -> [u8; 32] {
 #[derive(Debug, Clone, Copy)]
 pub struct KeyChanger<'a> {
     pub actor: &'a str,
-    /// `api_key`, `jwt` or `system`.
+    /// `api_key`, `jwt`, `command_line` or `system`.
     pub kind: &'a str,
     pub role: Option<&'a str>,
     pub request_id: Option<&'a str>,
@@ -74,7 +74,7 @@ impl KeyChanger<'static> {
     /// The command line, `workforce-service api-keys`.
     pub const COMMAND_LINE: Self = Self {
         actor: "command-line",
-        kind: "system",
+        kind: "command_line",
         role: None,
         request_id: None,
     };

@@ -61,13 +61,13 @@ pub const OUTCOMES: [&str; 8] = [
 ];
 
 /// Every kind of caller that the service records: a key, a token subject, an unauthenticated
-/// request, or the service and its command line.
-pub const ACTOR_KINDS: [&str; 4] = ["api_key", "jwt", "anonymous", "system"];
+/// request, the service's command line, or the service itself.
+pub const ACTOR_KINDS: [&str; 5] = ["api_key", "jwt", "anonymous", "command_line", "system"];
 
 #[derive(Debug, Default)]
 pub struct NewAuditEvent<'a> {
     pub actor: &'a str,
-    /// `api_key`, `jwt`, `anonymous` or `system`; empty means `system`.
+    /// `api_key`, `jwt`, `anonymous`, `command_line` or `system`; empty means `system`.
     pub actor_kind: &'a str,
     pub actor_role: Option<&'a str>,
     pub action: &'a str,

@@ -28,8 +28,8 @@ pub struct ListAuditEventsQuery {
     action: Option<String>,
     /// An API key's name, a token's subject, `system` (the service) or `command-line`.
     actor: Option<String>,
-    /// One of `api_key`, `jwt`, `system` (the service and its command line) and `anonymous`
-    /// (an event written without a known kind of caller).
+    /// One of `api_key`, `jwt`, `command_line` (the service's command line), `system` (the
+    /// service) and `anonymous` (an event written without a known kind of caller).
     /// With `actor`, it distinguishes a token subject from a key or the service of the same name.
     actor_kind: Option<String>,
     /// One of `accepted`, `rejected`, `denied`, `started`, `submitted`, `succeeded`, `failed`

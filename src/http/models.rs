@@ -652,8 +652,8 @@ pub struct AuditEventResponse {
     /// API key name, token subject, `system` for the service and its workers, or
     /// `command-line` for the service's command line.
     pub actor: String,
-    /// `api_key`, `jwt`, `system` (the service, its workers and its command line), or
-    /// `anonymous` for an event written without a known kind of caller.
+    /// `api_key`, `jwt`, `command_line` (the service's command line), `system` (the service
+    /// and its workers), or `anonymous` for an event written without a known kind of caller.
     pub actor_kind: String,
     /// The role that allowed the request, for changes made by callers.
     pub actor_role: Option<String>,

@@ -1154,6 +1154,31 @@ async fn key_changes_are_audited_once() {
     assert_eq!(events[0].3["regions"], json!([REGION]));
     assert_eq!(events[0].3["role"], "operator");
     assert!(events[5].3["expires_at"].is_string(), "{:?}", events[5]);
+
+    // The command line's events have a kind of their own, apart from the service's.
+    let (status, page) = app.get("/v1/audit-events?actor_kind=command_line").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let kinds: Vec<(&str, &str)> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|event| {
+            (
+                event["actor"].as_str().unwrap(),
+                event["actor_kind"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(kinds, [("command-line", "command_line"); 4]);
+    let (_, page) = app.get("/v1/audit-events?actor_kind=system").await;
+    assert!(
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|event| event["actor"] == "system"),
+        "{page}"
+    );
 }
 
 /// Key names that differ only in letter case would name two callers alike in the audit log,
