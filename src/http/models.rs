@@ -603,6 +603,8 @@ pub struct OperationResponse {
     /// Findings of the VPC prerequisite checks, when the change has a VPC configuration.
     #[schema(value_type = Vec<Object>)]
     pub findings: Value,
+    /// Worker steps run for this operation so far, such as its submission and each status read
+    /// of SageMaker. Its changes and those of `updated_at` alone leave the `ETag` as it was.
     pub attempts: i32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

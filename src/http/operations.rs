@@ -26,13 +26,12 @@ pub const MAX_WAIT: Duration = Duration::from_secs(60);
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct GetOperationQuery {
-    /// Seconds to wait, 0 to 60, for the operation to change before the response. With
-    /// `If-None-Match`, a change is an `ETag` other than those sent. Without it, a change is a
-    /// status, AWS status or update time other than at the request's first read. The response
-    /// comes as soon as the operation changes, or when the wait ends, as `304` with
-    /// `If-None-Match` and as the unchanged operation without it. A finished operation is
-    /// returned at once. The server may end the wait earlier, a second before its request
-    /// timeout.
+    /// Seconds to wait, 0 to 60, for the operation's `ETag` to change before the response: to
+    /// differ from those in `If-None-Match`, or without that header from the one at the request's
+    /// start. The ETag covers every field except `attempts` and `updated_at`. The response comes
+    /// as soon as it changes, or when the wait ends, as `304` with `If-None-Match` and as the
+    /// unchanged operation without it. A finished operation is returned at once. The server may
+    /// end the wait earlier, a second before its request timeout.
     #[param(minimum = 0, maximum = 60)]
     wait: Option<u32>,
 }
@@ -43,7 +42,8 @@ pub struct GetOperationQuery {
 /// and, when it failed, AWS's error code and message. With `wait`, the request waits until the
 /// operation changes or the wait ends. With `If-None-Match`, a change is an `ETag` other than
 /// those sent, so a change made between two requests is not missed. An operation whose `ETag`
-/// was sent gets `304` with no body.
+/// was sent gets `304` with no body. The `ETag` is weak and ignores `attempts` and
+/// `updated_at`, which change at every poll of SageMaker.
 #[utoipa::path(
     get,
     path = "/v1/operations/{id}",
@@ -51,7 +51,7 @@ pub struct GetOperationQuery {
     params(("id" = Uuid, Path, description = "Operation id"), GetOperationQuery),
     responses(
         (status = 200, description = "Success", body = OperationResponse,
-            headers(("ETag" = String, description = "Changes whenever the response body changes. Send it as If-None-Match to wait for the next change"))),
+            headers(("ETag" = String, description = "A weak ETag that changes with every field but attempts and updated_at. Send it as If-None-Match to wait for the next change"))),
         (status = 304, description = "The operation's ETag is one of those in If-None-Match, because it has not changed, or did not change before the wait ended",
             headers(("ETag" = String, description = "The operation's current ETag"))),
         (status = 400, description = "Malformed request: unreadable JSON, wrong field type, or an invalid path or query parameter or If-None-Match header", body = Problem, content_type = "application/problem+json"),
@@ -114,25 +114,34 @@ fn if_none_match(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 
 /// Serializes an operation's response and computes its ETag.
 fn render(operation: &OperationRow) -> Result<CachedOperation, ApiError> {
-    let body = serde_json::to_vec(&OperationResponse::from_row(operation))
-        .map_err(|error| ApiError::Internal(error.into()))?;
-    let etag = body_etag(&body);
+    let response = OperationResponse::from_row(operation);
+    let body = serde_json::to_vec(&response).map_err(|error| ApiError::Internal(error.into()))?;
     Ok(CachedOperation {
         body: body.into(),
-        etag,
+        etag: progress_etag(&response)?,
     })
 }
 
-/// Computes a strong ETag of a response body from the first 64 bits of its SHA-256, in hex.
-/// Any change of the body changes it, so a client can tell whether its copy is current.
-fn body_etag(body: &[u8]) -> HeaderValue {
+/// Computes a weak ETag from the first 64 bits of the SHA-256 of the response without
+/// `attempts` and `updated_at`. A worker changes those two at every step, twice per status
+/// read of SageMaker, so an ETag of the whole body would end every wait at each poll. A weak
+/// validator may stay the same over such changes (RFC 9110 section 8.8.1).
+fn progress_etag(response: &OperationResponse) -> Result<HeaderValue, ApiError> {
     use sha2::Digest;
-    let digest = sha2::Sha256::digest(body);
+
+    let progress = OperationResponse {
+        attempts: 0,
+        updated_at: response.created_at,
+        ..response.clone()
+    };
+    let bytes = serde_json::to_vec(&progress).map_err(|error| ApiError::Internal(error.into()))?;
+    let digest = sha2::Sha256::digest(&bytes);
     let hex: String = digest[..8]
         .iter()
         .map(|byte| format!("{byte:02x}"))
         .collect();
-    HeaderValue::from_str(&format!("\"{hex}\"")).expect("hex digits in quotes are a valid header")
+    Ok(HeaderValue::from_str(&format!("W/\"{hex}\""))
+        .expect("hex digits in quotes are a valid header"))
 }
 
 /// Returns true when an `If-None-Match` value is `*` or names `etag`, that is, when the caller
@@ -142,6 +151,7 @@ fn already_seen(if_none_match: &str, etag: &HeaderValue) -> bool {
         return true;
     }
     let current = etag.to_str().unwrap_or_default();
+    let current = current.strip_prefix("W/").unwrap_or(current);
     crate::changes::entity_tags(if_none_match).is_some_and(|tags| {
         tags.iter()
             .any(|tag| tag.strip_prefix("W/").unwrap_or(tag) == current)
@@ -176,12 +186,11 @@ async fn find_operation(state: &AppState, id: Uuid) -> Result<OperationRow, ApiE
         .ok_or_else(|| ApiError::NotFound(format!("no operation with id {id}")))
 }
 
-/// Waits until the operation changes, or until `wait` ends, and builds the response. With
-/// `If-None-Match`, a change is an ETag other than those sent, and an unchanged operation gets
-/// `304`. Without it, a change is a status, AWS status or update time other than at the first
-/// read. A finished operation is returned at once, because it no longer changes. No database
-/// connection is held while waiting. Each read takes one from the pool and returns it, and
-/// readers woken together share one read.
+/// Waits until the operation's ETag differs from those in `If-None-Match`, or from the first
+/// read's without it, or until `wait` ends, and builds the response. An unchanged operation
+/// gets `304` with `If-None-Match`. A finished operation is returned at once, because it no
+/// longer changes. No database connection is held while waiting. Each read takes one from the
+/// pool and returns it, and readers woken together share one read.
 async fn wait_for_change(
     state: &AppState,
     id: Uuid,
@@ -190,7 +199,8 @@ async fn wait_for_change(
 ) -> Result<Response, ApiError> {
     let deadline = tokio::time::Instant::now() + wait;
     let watch = state.watchers.watch(id);
-    let mut first: Option<OperationRow> = None;
+    // The ETags that the caller has: those sent, or else the one of the first read.
+    let mut seen = if_none_match.clone();
     loop {
         // Enabled before the read, so a change committed after the read still wakes this wait.
         let notified = watch.notified();
@@ -198,37 +208,18 @@ async fn wait_for_change(
         notified.as_mut().enable();
 
         let current = watch.read(|| find_operation(state, id)).await?;
-        let rendered = match &if_none_match {
-            Some(tags) => {
-                let rendered = render(&current)?;
-                if !already_seen(tags, &rendered.etag) {
-                    return Ok(respond(&rendered, None));
-                }
-                Some(rendered)
-            }
-            None => {
-                let baseline = first.get_or_insert_with(|| current.clone());
-                let changed = current.status != baseline.status
-                    || current.aws_status != baseline.aws_status
-                    || current.updated_at != baseline.updated_at;
-                if changed {
-                    return Ok(respond(&render(&current)?, None));
-                }
-                None
-            }
-        };
-        let unchanged = || -> Result<Response, ApiError> {
-            match &rendered {
-                Some(rendered) => Ok(respond(rendered, if_none_match.as_deref())),
-                None => Ok(respond(&render(&current)?, None)),
-            }
-        };
+        let rendered = render(&current)?;
+        let first_etag = || rendered.etag.to_str().unwrap_or_default().to_owned();
+        if !already_seen(seen.get_or_insert_with(first_etag), &rendered.etag) {
+            return Ok(respond(&rendered, None));
+        }
+        let unchanged = || respond(&rendered, if_none_match.as_deref());
         if current.is_finished() {
-            return unchanged();
+            return Ok(unchanged());
         }
         tokio::select! {
             () = &mut notified => {}
-            () = tokio::time::sleep_until(deadline) => return unchanged(),
+            () = tokio::time::sleep_until(deadline) => return Ok(unchanged()),
         }
     }
 }

@@ -89,14 +89,14 @@ async fn current_etag_gets_not_modified() {
     let first = read_operation(&app, &id, None, None).await;
     assert_eq!(first.status, StatusCode::OK, "{}", first.body);
     assert!(
-        first.etag.starts_with('"') && first.etag.len() > 2,
+        first.etag.starts_with("W/\"") && first.etag.len() > 4,
         "ETag {:?}",
         first.etag
     );
-    let weak = format!("W/{}", first.etag);
+    let strong = first.etag.trim_start_matches("W/");
     let listed = format!("\"other\", {}", first.etag);
 
-    for seen in [first.etag.as_str(), weak.as_str(), listed.as_str(), "*"] {
+    for seen in [first.etag.as_str(), strong, listed.as_str(), "*"] {
         let read = read_operation(&app, &id, Some(seen), None).await;
         assert_eq!(
             read.status,
@@ -115,6 +115,43 @@ async fn current_etag_gets_not_modified() {
     assert_eq!(changed.status, StatusCode::OK, "{}", changed.body);
     assert_ne!(changed.etag, first.etag);
     assert!(changed.body.contains("Initializing"), "{}", changed.body);
+}
+
+/// A worker's step changes only `attempts` and `updated_at`, and a poll of SageMaker writes the
+/// operation twice. Neither ends a wait, with or without `If-None-Match`.
+#[tokio::test]
+async fn worker_steps_do_not_end_wait() {
+    let app = spawn_without_workers().await;
+    let id = pending_operation(&app).await;
+    let first = read_operation(&app, &id, None, None).await;
+    let url = format!("{}/v1/operations/{id}?wait=2", app.base_url);
+    let with_etag = app.client.get(&url).header("if-none-match", &first.etag);
+    let without_etag = app.client.get(&url);
+    let waiting = tokio::spawn(async move {
+        let (with_etag, without_etag) = tokio::join!(with_etag.send(), without_etag.send());
+        (with_etag.unwrap(), without_etag.unwrap())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    for _ in 0..3 {
+        sqlx::query(
+            "update operations set attempts = attempts + 1, updated_at = now() where id = $1::uuid",
+        )
+        .bind(&id)
+        .execute(&app.db)
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (with_etag, without_etag) = waiting.await.unwrap();
+
+    assert_eq!(with_etag.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(with_etag.headers()["etag"].to_str().unwrap(), first.etag);
+    assert_eq!(without_etag.status(), StatusCode::OK);
+    let operation: Value = without_etag.json().await.unwrap();
+    assert_eq!(operation["attempts"], 3, "{operation}");
+    let now = read_operation(&app, &id, Some(&first.etag), None).await;
+    assert_eq!(now.status, StatusCode::NOT_MODIFIED);
 }
 
 #[tokio::test]
