@@ -116,8 +116,9 @@ pub struct ServeConfig {
     #[arg(long, env = "WORKFORCE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
-    /// PostgreSQL connection URL. The database is created if it does not exist. Also read by
-    /// the subcommands, before or after their name.
+    /// PostgreSQL connection URL. The service and `migrate` create the database if it does not
+    /// exist, and the `api-keys` and `audit` commands stop with an error. Also read by the
+    /// subcommands, before or after their name.
     #[arg(
         long,
         global = true,
@@ -244,8 +245,13 @@ pub struct ServeConfig {
     #[arg(long, env = "WORKFORCE_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
 
-    /// Seconds a request may take before the service returns 503.
-    #[arg(long, env = "WORKFORCE_REQUEST_TIMEOUT_SECONDS", default_value_t = 30)]
+    /// Seconds a request may take before the service returns 503, from 1 to 3600.
+    #[arg(
+        long,
+        env = "WORKFORCE_REQUEST_TIMEOUT_SECONDS",
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
     pub request_timeout_seconds: u64,
 
     /// Seconds to wait for in-flight requests and worker steps on shutdown.
@@ -316,8 +322,9 @@ pub struct ServeConfig {
     )]
     pub public_endpoints: Vec<String>,
 
-    /// Sandbox mode: file that receives the admin API key created on first start, when no key
-    /// and no identity provider exist. It is readable only by its owner.
+    /// Sandbox mode: file that receives the admin API key that the service creates at start
+    /// when the file contains no usable admin key and no identity provider is configured. It is
+    /// readable only by its owner.
     #[arg(
         long,
         env = "WORKFORCE_BOOTSTRAP_KEY_FILE",

@@ -1,5 +1,6 @@
 use std::io::IsTerminal;
 
+use anyhow::Context;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
@@ -17,7 +18,22 @@ use workforce_service::telemetry::BatchedStderr;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            // Printed without the backtrace that anyhow adds under RUST_BACKTRACE=1: these errors
+            // come from configuration and input, and the chain of causes names the fix.
+            eprintln!("Error: {error}");
+            for cause in error.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Serve);
     if matches!(command, Command::Serve) {
@@ -50,7 +66,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Audit(AuditCommand::Verify { through }) => {
-            let db = workforce_service::db::connect(&cli.serve.database_url, 2).await?;
+            let db = workforce_service::db::connect_existing(&cli.serve.database_url, 2).await?;
             let report = workforce_service::db::audit::verify_chain(&db, through).await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             match &report.first_broken {
@@ -70,7 +86,7 @@ async fn main() -> anyhow::Result<()> {
                 }
                 Some(broken) if broken.reason == "events_missing" => {
                     eprintln!(
-                        "The audit log ends after {} events, before event {}: events were removed from its end.",
+                        "The audit log ends after {} events, before event {}: events were removed from its end, unless --through is larger than the count that an earlier verification reported.",
                         report.events_checked,
                         through.unwrap_or_default()
                     );
@@ -100,7 +116,7 @@ async fn manage_api_keys(
     managed_regions: &[String],
     command: ApiKeyCommand,
 ) -> anyhow::Result<()> {
-    let db = workforce_service::db::connect(database_url, 1).await?;
+    let db = workforce_service::db::connect_existing(database_url, 1).await?;
     match command {
         ApiKeyCommand::Create {
             name,
@@ -121,7 +137,18 @@ async fn manage_api_keys(
                 Some(&managed),
             );
             if let Some(error) = region_errors.first() {
-                anyhow::bail!("invalid --regions: {} {}", error.field, error.reason);
+                let sent = error
+                    .field
+                    .strip_prefix("regions[")
+                    .and_then(|rest| rest.strip_suffix(']'))
+                    .and_then(|index| index.parse::<usize>().ok())
+                    .and_then(|index| regions.as_ref()?.get(index));
+                let value = sent.map(|region| format!(" {region}")).unwrap_or_default();
+                anyhow::bail!(
+                    "invalid --regions{value}: {} {}. The service's own regions come from the --regions (WORKFORCE_REGIONS) before the command's name",
+                    error.field,
+                    error.reason
+                );
             }
             let expires_at = expires_in_days
                 .map(|days| chrono::Utc::now() + chrono::Duration::days(i64::from(days)));
@@ -254,7 +281,14 @@ where
 }
 
 async fn serve(config: workforce_service::config::ServeConfig) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "failed to listen on {} (--listen, WORKFORCE_LISTEN)",
+                config.listen
+            )
+        })?;
     let service = workforce_service::app::start(&config, listener).await?;
     shutdown_signal().await;
     tracing::info!("shutting down");

@@ -24,16 +24,40 @@ const CHECK_IDLE_CONNECTION_AFTER: Duration = Duration::from_secs(1);
 
 /// Creates the database if it is missing, connects and applies pending migrations.
 pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
-    if !Postgres::database_exists(url)
+    open(url, max_connections, true).await
+}
+
+/// Connects to a database that must exist already, and applies pending migrations. The
+/// commands that read or change keys and the audit log use it, so that a mistyped URL fails
+/// instead of creating an empty database that then passes every check.
+pub async fn connect_existing(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+    open(url, max_connections, false).await
+}
+
+async fn open(url: &str, max_connections: u32, create: bool) -> anyhow::Result<PgPool> {
+    let options: PgConnectOptions = url
+        .parse()
+        .context("invalid --database-url (DATABASE_URL)")?;
+    let place = format!(
+        "database '{}' on {}:{}",
+        options.get_database().unwrap_or_default(),
+        options.get_host(),
+        options.get_port()
+    );
+    let exists = Postgres::database_exists(url)
         .await
-        .context("failed to reach PostgreSQL")?
-    {
+        .with_context(|| format!("failed to reach PostgreSQL for the {place}"))?;
+    if !exists && !create {
+        anyhow::bail!(
+            "the {place} does not exist: check --database-url (DATABASE_URL), or create and migrate it with `workforce-service --database-url URL migrate`"
+        );
+    }
+    if !exists {
         Postgres::create_database(url)
             .await
-            .context("failed to create the database")?;
-        tracing::info!("created the database");
+            .with_context(|| format!("failed to create the {place}"))?;
+        tracing::info!(database = %place, "created the database");
     }
-    let options: PgConnectOptions = url.parse().context("invalid DATABASE_URL")?;
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
         // Fail fast while the database is down, so requests get a 503 instead of hanging.
@@ -49,7 +73,7 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> 
         })
         .connect_with(options.application_name("workforce-service"))
         .await
-        .context("failed to connect to PostgreSQL")?;
+        .with_context(|| format!("failed to connect to the {place}"))?;
     MIGRATOR
         .run(&pool)
         .await

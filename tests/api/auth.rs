@@ -1057,6 +1057,42 @@ async fn cli_rejects_name_in_use() {
     }
 }
 
+/// The key and audit commands stop on a database that does not exist, without creating it,
+/// and without a stack trace even when RUST_BACKTRACE is set.
+#[tokio::test]
+async fn commands_reject_missing_database() {
+    let name = format!("wfs_test_missing_{}", uuid::Uuid::new_v4().simple());
+    let url = format!("{}/{name}", server_url());
+
+    for args in [&["api-keys", "list"][..], &["audit", "verify"][..]] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_workforce-service"))
+            .arg(format!("--database-url={url}"))
+            .args(args)
+            .env("RUST_BACKTRACE", "1")
+            .output()
+            .expect("the CLI runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!("the database '{name}' on ")),
+            "{args:?}: {stderr}"
+        );
+        assert!(stderr.contains("does not exist"), "{args:?}: {stderr}");
+        assert!(!stderr.contains("backtrace"), "{args:?}: {stderr}");
+        assert!(output.stdout.is_empty(), "{args:?}");
+    }
+    let mut connection =
+        <sqlx::PgConnection as sqlx::Connection>::connect(&format!("{}/postgres", server_url()))
+            .await
+            .unwrap();
+    let created: i64 = sqlx::query_scalar("select count(*) from pg_database where datname = $1")
+        .bind(&name)
+        .fetch_one(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(created, 0, "the commands created {name}");
+}
+
 /// Runs `workforce-service api-keys ARGS` against the test database and returns whether it
 /// succeeded.
 fn key_command(app: &TestApp, args: &[&str]) -> bool {
