@@ -157,7 +157,9 @@ pub async fn start(config: &ServeConfig, listener: TcpListener) -> anyhow::Resul
         .with_portal_zones(config.portal_zone_source()?);
 
     let sealer = match &config.secret_key {
-        Some(key) => SecretSealer::from_base64(key).context("invalid WORKFORCE_SECRET_KEY")?,
+        Some(key) => {
+            SecretSealer::from_base64(key).context("invalid --secret-key (WORKFORCE_SECRET_KEY)")?
+        }
         None => {
             tracing::warn!(
                 "no WORKFORCE_SECRET_KEY set; OIDC changes accepted by this process can be submitted, and repeated with their Idempotency-Key, only by this process"
@@ -198,6 +200,20 @@ pub async fn start(config: &ServeConfig, listener: TcpListener) -> anyhow::Resul
         budget: budget.clone(),
     });
 
+    // Authentication is set up before any task starts, so that a process that stops here for
+    // want of a credential has claimed no operation.
+    let authenticator = build_authenticator(config, &db, &cache).await?;
+    let limits = HttpLimits {
+        max_body_bytes: config.max_body_bytes,
+        request_timeout: Duration::from_secs(config.request_timeout_seconds),
+    };
+    let app = crate::http::app(
+        state.clone(),
+        &limits,
+        authenticator,
+        &config.cors_allowed_origins,
+    );
+
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
 
@@ -229,6 +245,11 @@ pub async fn start(config: &ServeConfig, listener: TcpListener) -> anyhow::Resul
         tasks.spawn(worker.run(wake.clone(), shutdown.clone()));
     }
     workers_running.store(config.workers > 0, Ordering::Relaxed);
+    if config.workers == 0 {
+        tracing::warn!(
+            "--workers is 0: this process accepts changes but runs none, and /readyz reports 503; other processes on the database must run them"
+        );
+    }
 
     let regions_synced = CancellationToken::new();
     {
@@ -240,17 +261,6 @@ pub async fn start(config: &ServeConfig, listener: TcpListener) -> anyhow::Resul
         });
     }
 
-    let authenticator = build_authenticator(config, &db, &cache).await?;
-    let limits = HttpLimits {
-        max_body_bytes: config.max_body_bytes,
-        request_timeout: Duration::from_secs(config.request_timeout_seconds),
-    };
-    let app = crate::http::app(
-        state.clone(),
-        &limits,
-        authenticator,
-        &config.cors_allowed_origins,
-    );
     let local_addr = listener.local_addr()?;
     let serve_shutdown = shutdown.clone();
     tasks.spawn(async move {

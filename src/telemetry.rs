@@ -22,7 +22,7 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 pub fn install() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
-            PrometheusBuilder::new()
+            let handle = PrometheusBuilder::new()
                 .set_buckets_for_metric(
                     Matcher::Suffix("request_duration_seconds".into()),
                     LATENCY_BUCKETS,
@@ -41,9 +41,66 @@ pub fn install() -> PrometheusHandle {
                 })
                 .expect("bucket lists are not empty")
                 .install_recorder()
-                .expect("no other metrics recorder is installed")
+                .expect("no other metrics recorder is installed");
+            describe_metrics();
+            handle
         })
         .clone()
+}
+
+/// Gives each metric the help text that `/metrics` shows in its `# HELP` line.
+fn describe_metrics() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+
+    describe_counter!(
+        "http_requests_total",
+        "HTTP requests served, by method, route and status (499: closed by the client)"
+    );
+    describe_histogram!(
+        "http_request_duration_seconds",
+        Unit::Seconds,
+        "Time from a request's arrival to its response, by method, route and status"
+    );
+    describe_counter!(
+        "aws_calls_total",
+        "Calls to AWS, by service, operation and outcome: success, not_found (no such workforce, \
+         expected while a deletion finishes) or error"
+    );
+    describe_histogram!(
+        "aws_call_duration_seconds",
+        Unit::Seconds,
+        "Duration of calls to AWS, by service, operation and outcome"
+    );
+    describe_counter!(
+        "workforce_operations_finished_total",
+        "Operations that ended, by kind and outcome"
+    );
+    describe_histogram!(
+        "workforce_operation_duration_seconds",
+        Unit::Seconds,
+        "Time from an operation's acceptance to its end, by kind and outcome"
+    );
+    describe_counter!(
+        "audit_events_written_total",
+        "Audit events written by this process, by action"
+    );
+    describe_counter!(
+        "workforce_aws_budget_deferrals_total",
+        "Worker steps put off because the region's SageMaker call budget was spent"
+    );
+    describe_gauge!(
+        "db_pool_connections",
+        "Connections of this process's database pool, by state (idle or in_use)"
+    );
+    describe_gauge!(
+        "workforce_operations_in_flight",
+        "Operations pending or running, across all processes on the database"
+    );
+    describe_gauge!(
+        "workforce_operations_oldest_pending_age_seconds",
+        Unit::Seconds,
+        "Age of the oldest pending operation, 0 when none is pending"
+    );
 }
 
 /// The HTTP metrics of one method, route and status.

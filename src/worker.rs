@@ -753,6 +753,12 @@ impl Worker {
             }
         }
         if let Some((action, outcome_name, detail)) = event {
+            let failure = (outcome_name == "failed").then(|| {
+                (
+                    detail_text(&detail, "code").to_owned(),
+                    detail_text(&detail, "message").to_owned(),
+                )
+            });
             audit::insert(
                 &mut tx,
                 NewAuditEvent {
@@ -770,7 +776,11 @@ impl Worker {
                 },
             )
             .await?;
-            tracing::info!(operation.id = %current.id, operation.kind = kind, workforce.name = name, aws.region = region, transition = action, "operation transition");
+            if let Some((code, message)) = failure {
+                tracing::warn!(operation.id = %current.id, operation.kind = kind, workforce.name = name, aws.region = region, transition = action, failure.code = code, failure.message = message, "operation failed");
+            } else {
+                tracing::info!(operation.id = %current.id, operation.kind = kind, workforce.name = name, aws.region = region, transition = action, "operation transition");
+            }
         }
         tx.commit().await?;
         self.cache.invalidate_operation(current.id, region, name);
@@ -944,4 +954,12 @@ pub async fn listen_for_work(
             }
         }
     }
+}
+
+/// Returns the text of the field `key` of an audit event's detail, or "" when it has none.
+fn detail_text<'a>(detail: &'a serde_json::Value, key: &str) -> &'a str {
+    detail
+        .get(key)
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_default()
 }

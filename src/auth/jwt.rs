@@ -17,6 +17,8 @@ use super::Role;
 
 /// Redirects that a JWKS request follows, each to a URL that [`check_jwks_url`] accepts.
 const MAX_JWKS_REDIRECTS: usize = 5;
+/// Shortest time between two warnings about tokens that failed a claim check.
+const REJECTION_WARNING_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Shortest time between two JWKS refreshes caused by unknown key ids.
 pub const UNKNOWN_KID_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
@@ -156,6 +158,8 @@ pub struct JwtVerifier {
     settings: JwtSettings,
     client: reqwest::Client,
     cache: RwLock<KeyCache>,
+    /// When the last warning about a rejected token was logged.
+    last_rejection_warning: std::sync::Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for JwtVerifier {
@@ -193,6 +197,7 @@ impl JwtVerifier {
         Self {
             settings,
             client,
+            last_rejection_warning: std::sync::Mutex::new(None),
             cache: RwLock::new(KeyCache {
                 keys: HashMap::new(),
                 fetched_at: None,
@@ -263,6 +268,42 @@ impl JwtVerifier {
         cache.keys.get(kid).cloned().ok_or(JwtError::UnknownKey)
     }
 
+    /// Logs why a token whose key is known failed. A failed claim check comes after a valid
+    /// signature, so the identity provider issued the token, and the usual cause is a wrong
+    /// `--jwt-issuer` or `--jwt-audience`, or a clock that is off. Those get a warning, at most
+    /// one per [`REJECTION_WARNING_INTERVAL`], and the rest a debug line.
+    fn log_rejection(&self, error: &jsonwebtoken::errors::Error) {
+        use jsonwebtoken::errors::ErrorKind;
+
+        let claim_failed = matches!(
+            error.kind(),
+            ErrorKind::ExpiredSignature
+                | ErrorKind::ImmatureSignature
+                | ErrorKind::InvalidIssuer
+                | ErrorKind::InvalidAudience
+                | ErrorKind::MissingRequiredClaim(_)
+        );
+        let now = Instant::now();
+        let mut last = self
+            .last_rejection_warning
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let warn = claim_failed
+            && last.is_none_or(|at| now.duration_since(at) >= REJECTION_WARNING_INTERVAL);
+        if warn {
+            *last = Some(now);
+            tracing::warn!(
+                reason = %error,
+                expected_issuer = %self.settings.issuer,
+                expected_audience = %self.settings.audience,
+                clock_skew_seconds = CLOCK_SKEW_SECONDS,
+                "rejected a token signed by the identity provider; check --jwt-issuer, --jwt-audience and the clocks"
+            );
+        } else {
+            tracing::debug!(reason = %error, "rejected a token");
+        }
+    }
+
     pub async fn verify(&self, token: &str) -> Result<VerifiedToken, JwtError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| JwtError::Invalid)?;
         if !self.settings.algorithms.contains(&header.alg) {
@@ -282,8 +323,10 @@ impl JwtVerifier {
         // A token is usable from `nbf` to `exp`, each with this much clock skew allowed.
         validation.validate_nbf = true;
         validation.leeway = CLOCK_SKEW_SECONDS;
-        let data = jsonwebtoken::decode::<Value>(token, &key, &validation)
-            .map_err(|_| JwtError::Invalid)?;
+        let data = jsonwebtoken::decode::<Value>(token, &key, &validation).map_err(|error| {
+            self.log_rejection(&error);
+            JwtError::Invalid
+        })?;
         let claims = data.claims;
         let subject = claims
             .get("sub")
@@ -320,6 +363,60 @@ impl JwtVerifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Collects what a tracing subscriber writes.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn claim_failures_are_logged_once_per_interval() {
+        use jsonwebtoken::errors::{Error, ErrorKind};
+
+        let verifier = JwtVerifier::new(JwtSettings {
+            issuer: "https://idp.test".to_owned(),
+            audience: "workforce-service".to_owned(),
+            jwks_url: "http://127.0.0.1:9/jwks.json".to_owned(),
+            algorithms: vec![Algorithm::ES256],
+            role_claim: "groups".to_owned(),
+            role_map: HashMap::new(),
+            jwks_ttl: Duration::from_secs(300),
+        });
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+
+        tracing::subscriber::with_default(subscriber, || {
+            verifier.log_rejection(&Error::from(ErrorKind::InvalidSignature));
+            verifier.log_rejection(&Error::from(ErrorKind::InvalidAudience));
+            verifier.log_rejection(&Error::from(ErrorKind::ExpiredSignature));
+        });
+        let output = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = output.lines().collect();
+
+        assert_eq!(lines.len(), 3, "{output}");
+        assert!(lines[0].contains("DEBUG"), "{output}");
+        assert!(lines[1].contains("WARN"), "{output}");
+        assert!(
+            lines[1].contains("expected_audience=workforce-service"),
+            "{output}"
+        );
+        assert!(lines[2].contains("DEBUG"), "{output}");
+    }
 
     #[test]
     fn jwks_url_needs_https_off_this_machine() {

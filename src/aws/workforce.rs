@@ -323,7 +323,17 @@ fn log_call<T, E>(
         + std::error::Error,
 {
     let duration_ms = started.elapsed().as_millis() as u64;
-    let outcome = if result.is_ok() { "success" } else { "error" };
+    let outcome = match result {
+        Ok(_) => "success",
+        Err(error)
+            if error.code().is_some_and(|code| {
+                is_missing_workforce(code, error.message().unwrap_or_default())
+            }) =>
+        {
+            "not_found"
+        }
+        Err(_) => "error",
+    };
     crate::telemetry::record_aws_call(
         "sagemaker",
         operation,

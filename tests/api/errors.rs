@@ -623,9 +623,39 @@ async fn metrics_describe_a_scenario() {
         "aws_call_duration_seconds_bucket",
         "audit_events_written_total{action=\"operation.succeeded\"}",
         "db_pool_connections{state=\"idle\"}",
+        "# HELP aws_calls_total Calls to AWS",
+        "# HELP workforce_operations_in_flight Operations pending or running",
     ] {
         assert!(text.contains(expected), "missing {expected} in:\n{text}");
     }
+}
+
+/// The polls that find a deleted workforce gone are counted as `not_found`, not as errors.
+#[tokio::test]
+async fn deleted_workforce_polls_count_as_not_found() {
+    let app = TestApp::spawn().await;
+    app.create_active_workforce("leaving", None).await;
+    let (status, _, operation) = app
+        .request(
+            reqwest::Method::DELETE,
+            &format!("/v1/regions/{REGION}/workforces/leaving"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{operation}");
+    let finished = app
+        .wait_for_operation(operation["id"].as_str().unwrap())
+        .await;
+    assert_eq!(finished["status"], "succeeded", "{finished}");
+
+    let text = app.metrics_text().await;
+    let not_found = "aws_calls_total{service=\"sagemaker\",operation=\"DescribeWorkforce\",outcome=\"not_found\"}";
+    assert!(text.contains(not_found), "missing {not_found} in:\n{text}");
+    let errors: Vec<&str> = text
+        .lines()
+        .filter(|line| line.starts_with("aws_calls_total") && line.contains("outcome=\"error\""))
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
 }
 
 /// A browser's preflight request carries no credential, so the service responds to it for an
