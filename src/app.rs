@@ -47,6 +47,7 @@ impl RunningService {
     /// `grace`, and releases the workers' leases.
     pub async fn shutdown(mut self, grace: Duration) {
         self.shutdown.cancel();
+        self.state.watchers.close();
         let drained = tokio::time::timeout(grace, async {
             while self.tasks.join_next().await.is_some() {}
         })

@@ -10,9 +10,10 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::db::operations::OperationRow;
@@ -26,8 +27,17 @@ struct Watched {
     notify: Notify,
     /// Number of announcements of this operation so far.
     announcements: AtomicU64,
-    /// The last read of the operation, with the number of announcements made before it.
-    latest: tokio::sync::Mutex<Option<(u64, OperationRow)>>,
+    /// The last read of the operation.
+    latest: tokio::sync::Mutex<Option<SharedRead>>,
+}
+
+/// A read of an operation that readers share.
+#[derive(Debug)]
+struct SharedRead {
+    /// Number of announcements made before the read.
+    announcements: u64,
+    started: Instant,
+    row: OperationRow,
 }
 
 /// Readers waiting for changes, by operation id.
@@ -36,6 +46,8 @@ pub struct OperationWatchers {
     waiting: Arc<Mutex<HashMap<Uuid, Arc<Watched>>>>,
     /// Maximum wait that a reader may request.
     pub max_wait: Duration,
+    /// Cancelled when the process shuts down, which ends every wait.
+    closing: CancellationToken,
 }
 
 impl OperationWatchers {
@@ -43,7 +55,23 @@ impl OperationWatchers {
         Self {
             waiting: Arc::default(),
             max_wait,
+            closing: CancellationToken::new(),
         }
+    }
+
+    /// Ends every wait, now and later, so that a shutting-down process responds to its
+    /// long-polling readers at once instead of after its grace period.
+    pub fn close(&self) {
+        self.closing.cancel();
+    }
+
+    /// Resolves once [`Self::close`] was called.
+    pub async fn closed(&self) {
+        self.closing.cancelled().await;
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closing.is_cancelled()
     }
 
     /// Registers interest in one operation until the returned watch is dropped.
@@ -107,21 +135,34 @@ impl OperationWatch {
         self.watched.notify.notified()
     }
 
-    /// Returns the operation as read after the latest announcement. The first reader to ask
-    /// after an announcement runs `read`; the others wait for its result and share it.
-    pub async fn read<E, F>(&self, read: impl FnOnce() -> F) -> Result<OperationRow, E>
+    /// Returns the operation as read after the latest announcement and no earlier than
+    /// `not_before`. The first reader to ask runs `read`, and the others wait for its result and
+    /// share it. A read that started before a request arrived can miss a commit that the caller
+    /// already saw through another process, whose announcement has not arrived here yet, so
+    /// each request passes its arrival time.
+    pub async fn read<E, F>(
+        &self,
+        not_before: Instant,
+        read: impl FnOnce() -> F,
+    ) -> Result<OperationRow, E>
     where
         F: Future<Output = Result<OperationRow, E>>,
     {
         let announcements = self.watched.announcements.load(Ordering::SeqCst);
         let mut latest = self.watched.latest.lock().await;
-        if let Some((seen, row)) = latest.as_ref()
-            && *seen >= announcements
+        if let Some(shared) = latest.as_ref()
+            && shared.announcements >= announcements
+            && shared.started >= not_before
         {
-            return Ok(row.clone());
+            return Ok(shared.row.clone());
         }
+        let started = Instant::now();
         let row = read().await?;
-        *latest = Some((announcements, row.clone()));
+        *latest = Some(SharedRead {
+            announcements,
+            started,
+            row: row.clone(),
+        });
         Ok(row)
     }
 }

@@ -386,7 +386,8 @@ pub async fn set_findings(
 }
 
 /// Gives up the lease of a step that did not run and schedules it again after `delay`, without
-/// counting it as an attempt.
+/// counting it as an attempt. The new `updated_at` announces the change, so that readers do not
+/// keep the claim's count of attempts.
 pub async fn defer(
     executor: impl PgExecutor<'_>,
     id: Uuid,
@@ -397,7 +398,7 @@ pub async fn defer(
     let updated = sqlx::query!(
         "update operations
             set run_at = now() + make_interval(secs => $3), locked_by = null, locked_until = null,
-                attempts = greatest(attempts - 1, 0)
+                attempts = greatest(attempts - 1, 0), updated_at = now()
           where id = $1 and locked_by = $2 and status = 'running'",
         id,
         worker_id,

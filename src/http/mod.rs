@@ -131,12 +131,16 @@ impl AppState {
 /// an optional `W/` prefix (RFC 9110 section 8.8.3), and returns it. An unquoted value such as
 /// `3` would otherwise match nothing and get 412, which hides the caller's mistake.
 fn check_if_match(value: &HeaderValue) -> Result<String, ApiError> {
-    check_entity_tags("If-Match", value)
+    check_entity_tag_lines("If-Match", std::slice::from_ref(value))
 }
 
-/// Checks a header whose value must be `*` or a list of entity tags, as [`check_if_match`] does
-/// for `If-Match`, and returns the value. The error names the header `header`.
-pub(crate) fn check_entity_tags(header: &str, value: &HeaderValue) -> Result<String, ApiError> {
+/// Checks the lines of a header that must form `*` alone or one list of entity tags, as
+/// [`check_if_match`] does for `If-Match`, and returns them joined with commas. The error names
+/// the header `header`.
+pub(crate) fn check_entity_tag_lines(
+    header: &str,
+    lines: &[HeaderValue],
+) -> Result<String, ApiError> {
     let invalid = || {
         let error = FieldError::new(
             header,
@@ -147,14 +151,15 @@ pub(crate) fn check_entity_tags(header: &str, value: &HeaderValue) -> Result<Str
             errors: vec![error],
         }
     };
-    let text = value.to_str().map_err(|_| invalid())?;
+    let texts = lines
+        .iter()
+        .map(|line| line.to_str())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| invalid())?;
+    let text = texts.join(", ");
     let valid = text.trim() == "*"
-        || crate::changes::entity_tags(text).is_some_and(|tags| !tags.is_empty());
-    if valid {
-        Ok(text.to_owned())
-    } else {
-        Err(invalid())
-    }
+        || crate::changes::entity_tags(&text).is_some_and(|tags| !tags.is_empty());
+    if valid { Ok(text) } else { Err(invalid()) }
 }
 
 /// Converts a path parameter parse failure into a 400 problem naming the parameter.
@@ -458,9 +463,9 @@ fn if_none_match_parameter() -> utoipa::openapi::RefOr<utoipa::openapi::path::Pa
         .into()
 }
 
-/// Pattern of an `If-Match` or `If-None-Match` value that [`check_entity_tags`] accepts: `*`,
-/// or entity tags in double quotes, each with an optional `W/`, in a list that may have empty
-/// elements.
+/// Pattern of an `If-Match` or `If-None-Match` value that [`check_entity_tag_lines`] accepts:
+/// `*`, or entity tags in double quotes, each with an optional `W/`, in a list that may have
+/// empty elements.
 const IF_MATCH_PATTERN: &str = concat!(
     r#"^(\*|[ \t,]*(W/)?"[\x21\x23-\x7E]*""#,
     r#"([ \t]*,[ \t,]*(W/)?"[\x21\x23-\x7E]*")*[ \t,]*)$"#

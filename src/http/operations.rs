@@ -75,7 +75,14 @@ pub async fn get_operation(
         ))
         .await;
     }
-    let cached = match state.cache.operation(id) {
+    // A copy whose ETag the caller does not have may be older than the state the caller got
+    // from another process, so that response is built from a new database read.
+    let cached = state.cache.operation(id).filter(|cached| {
+        if_none_match
+            .as_deref()
+            .is_none_or(|tags| already_seen(tags, &cached.etag))
+    });
+    let cached = match cached {
         Some(cached) => cached,
         None => {
             let ticket = state.cache.ticket();
@@ -100,16 +107,18 @@ fn wait_duration(seconds: Option<u32>) -> Result<Duration, ApiError> {
     Ok(wait)
 }
 
-/// Reads the `If-None-Match` header. Several lines of it form one list, as RFC 9110 allows.
+/// Reads the `If-None-Match` header. Several lines of it form one list, as RFC 9110 allows,
+/// so `*` on one line and a tag on another are as invalid as `*, "tag"` on one.
 fn if_none_match(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    let mut lines = headers.get_all(header::IF_NONE_MATCH).iter().peekable();
-    if lines.peek().is_none() {
+    let lines: Vec<HeaderValue> = headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .cloned()
+        .collect();
+    if lines.is_empty() {
         return Ok(None);
     }
-    let checked = lines
-        .map(|line| super::check_entity_tags("If-None-Match", line))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Some(checked.join(", ")))
+    super::check_entity_tag_lines("If-None-Match", &lines).map(Some)
 }
 
 /// Serializes an operation's response and computes its ETag.
@@ -161,9 +170,17 @@ fn already_seen(if_none_match: &str, etag: &HeaderValue) -> bool {
 /// Builds a `304` when the caller already has this response, and the response otherwise.
 fn respond(operation: &CachedOperation, if_none_match: Option<&str>) -> Response {
     if if_none_match.is_some_and(|tags| already_seen(tags, &operation.etag)) {
+        // RFC 9110 section 8.6 allows a Content-Length in a 304 only with the length of the
+        // 200 response's content.
         return (
             StatusCode::NOT_MODIFIED,
-            [(header::ETAG, operation.etag.clone())],
+            [
+                (header::ETAG, operation.etag.clone()),
+                (
+                    header::CONTENT_LENGTH,
+                    HeaderValue::from(operation.body.len()),
+                ),
+            ],
         )
             .into_response();
     }
@@ -187,7 +204,8 @@ async fn find_operation(state: &AppState, id: Uuid) -> Result<OperationRow, ApiE
 }
 
 /// Waits until the operation's ETag differs from those in `If-None-Match`, or from the first
-/// read's without it, or until `wait` ends, and builds the response. An unchanged operation
+/// read's without it, until `wait` ends, or until the process shuts down, and builds the
+/// response. An unchanged operation
 /// gets `304` with `If-None-Match`. A finished operation is returned at once, because it no
 /// longer changes. No database connection is held while waiting. Each read takes one from the
 /// pool and returns it, and readers woken together share one read.
@@ -197,6 +215,7 @@ async fn wait_for_change(
     wait: Duration,
     if_none_match: Option<String>,
 ) -> Result<Response, ApiError> {
+    let arrived = std::time::Instant::now();
     let deadline = tokio::time::Instant::now() + wait;
     let watch = state.watchers.watch(id);
     // The ETags that the caller has: those sent, or else the one of the first read.
@@ -207,19 +226,20 @@ async fn wait_for_change(
         tokio::pin!(notified);
         notified.as_mut().enable();
 
-        let current = watch.read(|| find_operation(state, id)).await?;
+        let current = watch.read(arrived, || find_operation(state, id)).await?;
         let rendered = render(&current)?;
         let first_etag = || rendered.etag.to_str().unwrap_or_default().to_owned();
         if !already_seen(seen.get_or_insert_with(first_etag), &rendered.etag) {
             return Ok(respond(&rendered, None));
         }
         let unchanged = || respond(&rendered, if_none_match.as_deref());
-        if current.is_finished() {
+        if current.is_finished() || state.watchers.is_closed() {
             return Ok(unchanged());
         }
         tokio::select! {
             () = &mut notified => {}
             () = tokio::time::sleep_until(deadline) => return Ok(unchanged()),
+            () = state.watchers.closed() => return Ok(unchanged()),
         }
     }
 }

@@ -55,6 +55,7 @@ fn spawn_wait(
 struct Read {
     status: StatusCode,
     etag: String,
+    content_length: Option<String>,
     body: String,
 }
 
@@ -75,9 +76,14 @@ async fn read_operation(app: &TestApp, id: &str, seen: Option<&str>, wait: Optio
         .get("etag")
         .map(|value| value.to_str().unwrap().to_owned())
         .unwrap_or_default();
+    let content_length = response
+        .headers()
+        .get("content-length")
+        .map(|value| value.to_str().unwrap().to_owned());
     Read {
         status,
         etag,
+        content_length,
         body: response.text().await.unwrap(),
     }
 }
@@ -105,6 +111,13 @@ async fn current_etag_gets_not_modified() {
         );
         assert_eq!(read.etag, first.etag, "If-None-Match {seen}");
         assert_eq!(read.body, "", "If-None-Match {seen}");
+        // A 304 may carry a Content-Length only with the length of the 200 response's body.
+        let length = first.body.len().to_string();
+        assert!(
+            read.content_length.is_none() || read.content_length == Some(length),
+            "Content-Length {:?} in a 304",
+            read.content_length
+        );
     }
     let other = read_operation(&app, &id, Some("\"other\""), None).await;
     assert_eq!(other.status, StatusCode::OK);
@@ -164,6 +177,50 @@ async fn malformed_if_none_match_is_rejected() {
         let problem: Value = serde_json::from_str(&read.body).unwrap();
         assert_eq!(problem["errors"][0]["field"], "If-None-Match", "{problem}");
     }
+
+    // Two lines form one list, in which `*` cannot stand beside a tag.
+    let response = app
+        .client
+        .get(format!("{}/v1/operations/{id}", app.base_url))
+        .header("if-none-match", "*")
+        .header("if-none-match", "\"abc\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+}
+
+/// A shutdown ends the waits at once, with the state they have, instead of leaving them open
+/// until the grace period ends.
+#[tokio::test]
+async fn shutdown_ends_waits() {
+    let mut app = spawn_without_workers().await;
+    let id = pending_operation(&app).await;
+    let first = read_operation(&app, &id, None, None).await;
+    let waiters: Vec<_> = (0..5)
+        .map(|_| {
+            let request = app
+                .client
+                .get(format!("{}/v1/operations/{id}?wait=30", app.base_url))
+                .header("if-none-match", &first.etag);
+            tokio::spawn(async move { request.send().await.map(|response| response.status()) })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let started = Instant::now();
+    let service = app.service.take().unwrap();
+    service.shutdown(Duration::from_secs(20)).await;
+    let shutdown_took = started.elapsed();
+
+    for waiter in waiters {
+        let status = waiter.await.unwrap().expect("the wait gets a response");
+        assert_eq!(status, StatusCode::NOT_MODIFIED);
+    }
+    assert!(
+        shutdown_took < Duration::from_secs(10),
+        "shutdown took {shutdown_took:?}"
+    );
 }
 
 /// A change committed between two reads is returned at once when the second read sends the
