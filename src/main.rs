@@ -220,10 +220,9 @@ async fn change_key(
 /// Writes the rows of `api-keys list` as a table whose columns are as wide as their longest
 /// value, so that long key names keep the columns in line.
 fn key_table(rows: &[api_keys::ApiKeyRow], now: chrono::DateTime<chrono::Utc>) -> String {
-    use std::fmt::Write;
+    const HEADER: [&str; 6] = ["ID", "NAME", "ROLE", "STATE", "EXPIRES", "REGIONS"];
 
-    let header = ["ID", "NAME", "ROLE", "STATE", "REGIONS"];
-    let mut lines: Vec<[String; 5]> = vec![header.map(str::to_owned)];
+    let mut lines: Vec<[String; 6]> = vec![HEADER.map(str::to_owned)];
     for row in rows {
         let state = if row.revoked_at.is_some() {
             "revoked"
@@ -232,6 +231,10 @@ fn key_table(rows: &[api_keys::ApiKeyRow], now: chrono::DateTime<chrono::Utc>) -
         } else {
             "active"
         };
+        let expires = row.expires_at.map_or_else(
+            || "never".to_owned(),
+            |at| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        );
         let regions = row
             .regions
             .as_ref()
@@ -242,10 +245,11 @@ fn key_table(rows: &[api_keys::ApiKeyRow], now: chrono::DateTime<chrono::Utc>) -
             row.name.clone(),
             row.role.clone(),
             state.to_owned(),
+            expires,
             regions,
         ]);
     }
-    let mut widths = [0usize; 5];
+    let mut widths = [0usize; 6];
     for line in &lines {
         for (width, cell) in widths.iter_mut().zip(line) {
             *width = (*width).max(cell.chars().count());
@@ -253,12 +257,12 @@ fn key_table(rows: &[api_keys::ApiKeyRow], now: chrono::DateTime<chrono::Utc>) -
     }
     let mut table = String::new();
     for line in &lines {
-        let [id, name, role, state, regions] = line;
-        let [id_width, name_width, role_width, state_width, _] = widths;
-        let _ = writeln!(
-            table,
-            "{id:<id_width$}  {name:<name_width$}  {role:<role_width$}  {state:<state_width$}  {regions}"
-        );
+        let (last, padded) = line.split_last().expect("a line has cells");
+        for (cell, width) in padded.iter().zip(widths) {
+            table.push_str(&format!("{cell:<width$}  "));
+        }
+        table.push_str(last);
+        table.push('\n');
     }
     table
 }
@@ -351,7 +355,8 @@ mod tests {
 
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(lines.len(), 3, "{table}");
-        for column in ["ROLE", "STATE", "REGIONS"] {
+        assert!(lines[2].contains("  never  "), "{table}");
+        for column in ["ROLE", "STATE", "EXPIRES", "REGIONS"] {
             let at = lines[0].find(column).expect("a header");
             for line in &lines[1..] {
                 let cell = &line[at..];
