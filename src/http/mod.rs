@@ -421,39 +421,35 @@ fn idempotency_key_parameter() -> utoipa::openapi::RefOr<utoipa::openapi::path::
 }
 
 fn if_match_parameter() -> utoipa::openapi::RefOr<utoipa::openapi::path::Parameter> {
-    use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
-    use utoipa::openapi::{ObjectBuilder, Required, Type};
-
-    ParameterBuilder::new()
-        .name("If-Match")
-        .parameter_in(ParameterIn::Header)
-        .required(Required::False)
-        .description(Some(
-            "The `ETag` of the workforce as last read, such as `\"3\"`, or `*`. The change is \
-             accepted only while the workforce still has that revision, and gets 412 otherwise.",
-        ))
-        .schema(Some(
-            ObjectBuilder::new()
-                .schema_type(Type::String)
-                .pattern(Some(IF_MATCH_PATTERN)),
-        ))
-        .build()
-        .into()
+    entity_tag_parameter(
+        "If-Match",
+        "The `ETag` of the workforce as last read, such as `\"3\"`, or `*`. The change is \
+         accepted only while the workforce still has that revision, and gets 412 otherwise.",
+    )
 }
 
 fn if_none_match_parameter() -> utoipa::openapi::RefOr<utoipa::openapi::path::Parameter> {
+    entity_tag_parameter(
+        "If-None-Match",
+        "The `ETag` of the operation as last read, or `*`. When the operation's ETag is still \
+         one of these, the answer is 304 with no body; with `wait`, the request first waits \
+         for the ETag to change.",
+    )
+}
+
+/// Builds an optional header parameter that takes `*` or a list of entity tags.
+fn entity_tag_parameter(
+    name: &str,
+    description: &str,
+) -> utoipa::openapi::RefOr<utoipa::openapi::path::Parameter> {
     use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
     use utoipa::openapi::{ObjectBuilder, Required, Type};
 
     ParameterBuilder::new()
-        .name("If-None-Match")
+        .name(name)
         .parameter_in(ParameterIn::Header)
         .required(Required::False)
-        .description(Some(
-            "The `ETag` of the operation as last read, or `*`. When the operation's ETag is still \
-             one of these, the answer is 304 with no body; with `wait`, the request first waits \
-             for the ETag to change.",
-        ))
+        .description(Some(description))
         .schema(Some(
             ObjectBuilder::new()
                 .schema_type(Type::String)
