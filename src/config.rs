@@ -58,8 +58,8 @@ pub enum ApiKeyCommand {
         /// Regions an operator key may change, comma-separated; all when omitted.
         #[arg(long, value_delimiter = ',')]
         regions: Option<Vec<String>>,
-        /// Days until the key expires, 1 or more; it never expires when omitted.
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        /// Days until the key expires, 1 to 36500 (100 years); it never expires when omitted.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=36_500))]
         expires_in_days: Option<u32>,
     },
     /// List keys without showing them.

@@ -271,7 +271,8 @@ impl JwtVerifier {
     /// Logs why a token whose key is known failed. A failed claim check comes after a valid
     /// signature, so the identity provider issued the token, and the usual cause is a wrong
     /// `--jwt-issuer` or `--jwt-audience`, or a clock that is off. Those get a warning, at most
-    /// one per [`REJECTION_WARNING_INTERVAL`], and the rest a debug line.
+    /// one per [`REJECTION_WARNING_INTERVAL`] with those of rejected subjects, and the rest a
+    /// debug line.
     fn log_rejection(&self, error: &jsonwebtoken::errors::Error) {
         use jsonwebtoken::errors::ErrorKind;
 
@@ -283,15 +284,7 @@ impl JwtVerifier {
                 | ErrorKind::InvalidAudience
                 | ErrorKind::MissingRequiredClaim(_)
         );
-        let now = Instant::now();
-        let mut last = self
-            .last_rejection_warning
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let warn = claim_failed
-            && last.is_none_or(|at| now.duration_since(at) >= REJECTION_WARNING_INTERVAL);
-        if warn {
-            *last = Some(now);
+        if claim_failed && self.may_warn() {
             tracing::warn!(
                 reason = %error,
                 expected_issuer = %self.settings.issuer,
@@ -302,6 +295,21 @@ impl JwtVerifier {
         } else {
             tracing::debug!(reason = %error, "rejected a token");
         }
+    }
+
+    /// Returns true, and starts a new interval, when no warning about a rejected token was
+    /// logged in the last [`REJECTION_WARNING_INTERVAL`].
+    fn may_warn(&self) -> bool {
+        let now = Instant::now();
+        let mut last = self
+            .last_rejection_warning
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.is_some_and(|at| now.duration_since(at) < REJECTION_WARNING_INTERVAL) {
+            return false;
+        }
+        *last = Some(now);
+        true
     }
 
     pub async fn verify(&self, token: &str) -> Result<VerifiedToken, JwtError> {
@@ -334,11 +342,19 @@ impl JwtVerifier {
             .ok_or(JwtError::Invalid)?
             .to_owned();
         if let Err(reason) = check_subject(&subject) {
-            tracing::warn!(
-                subject_chars = subject.chars().count(),
-                max_chars = MAX_SUBJECT_CHARS,
-                "rejected a token because its subject {reason}"
-            );
+            let subject_chars = subject.chars().count();
+            if self.may_warn() {
+                tracing::warn!(
+                    subject_chars,
+                    max_chars = MAX_SUBJECT_CHARS,
+                    "rejected a token because its subject {reason}"
+                );
+            } else {
+                tracing::debug!(
+                    subject_chars,
+                    "rejected a token because its subject {reason}"
+                );
+            }
             return Err(JwtError::Invalid);
         }
         let values: Vec<&str> = match claims.get(&self.settings.role_claim) {

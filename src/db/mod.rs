@@ -27,9 +27,9 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> 
     open(url, max_connections, true).await
 }
 
-/// Connects to a database that must exist already, and applies pending migrations. The
-/// commands that read or change keys and the audit log use it, so that a mistyped URL fails
-/// instead of creating an empty database that then passes every check.
+/// Connects to a database that must exist already and hold this service's schema, and applies
+/// pending migrations. The commands that read or change keys and the audit log use it, so that
+/// a mistyped URL fails instead of creating a database or tables that then pass every check.
 pub async fn connect_existing(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
     open(url, max_connections, false).await
 }
@@ -53,10 +53,15 @@ async fn open(url: &str, max_connections: u32, create: bool) -> anyhow::Result<P
         );
     }
     if !exists {
-        Postgres::create_database(url)
-            .await
-            .with_context(|| format!("failed to create the {place}"))?;
-        tracing::info!(database = %place, "created the database");
+        match Postgres::create_database(url).await {
+            Ok(()) => tracing::info!(database = %place, "created the database"),
+            // Another process that starts at the same moment may have created it first.
+            Err(_) if Postgres::database_exists(url).await.unwrap_or(false) => {}
+            Err(error) => {
+                return Err(anyhow::Error::new(error))
+                    .with_context(|| format!("failed to create the {place}"));
+            }
+        }
     }
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
@@ -74,6 +79,18 @@ async fn open(url: &str, max_connections: u32, create: bool) -> anyhow::Result<P
         .connect_with(options.application_name("workforce-service"))
         .await
         .with_context(|| format!("failed to connect to the {place}"))?;
+    if !create {
+        let migrated: Option<String> =
+            sqlx::query_scalar("select to_regclass('_sqlx_migrations')::text")
+                .fetch_one(&pool)
+                .await
+                .with_context(|| format!("failed to read the {place}"))?;
+        if migrated.is_none() {
+            anyhow::bail!(
+                "the {place} has no workforce-service schema: check --database-url (DATABASE_URL), or migrate it with `workforce-service --database-url URL migrate`"
+            );
+        }
+    }
     MIGRATOR
         .run(&pool)
         .await

@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -29,7 +29,7 @@ pub struct CreateApiKeyRequest {
     #[serde(default)]
     #[schema(schema_with = key_regions_schema)]
     pub regions: Option<Vec<String>>,
-    /// When the key stops working; never when omitted.
+    /// When the key stops working, in the future and before the year 10000; never when omitted.
     #[serde(default)]
     pub expires_at: Option<DateTime<Utc>>,
 }
@@ -225,6 +225,13 @@ pub async fn create_api_key(
     ));
     if request.expires_at.is_some_and(|at| at <= Utc::now()) {
         errors.push(FieldError::new("expires_at", "must be in the future"));
+    }
+    // Later times have no RFC 3339 form, which the responses must use.
+    if request.expires_at.is_some_and(|at| at.year() > 9999) {
+        errors.push(FieldError::new(
+            "expires_at",
+            "must be before the year 10000; omit it for a key that never expires",
+        ));
     }
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));

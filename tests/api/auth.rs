@@ -1093,6 +1093,80 @@ async fn commands_reject_missing_database() {
     assert_eq!(created, 0, "the commands created {name}");
 }
 
+/// A database without the service's schema, such as a mistyped name of another application's
+/// database, is not migrated by the key and audit commands.
+#[tokio::test]
+async fn commands_reject_database_without_schema() {
+    let name = format!("wfs_test_foreign_{}", uuid::Uuid::new_v4().simple());
+    let mut admin =
+        <sqlx::PgConnection as sqlx::Connection>::connect(&format!("{}/postgres", server_url()))
+            .await
+            .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("create database \"{name}\"")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_workforce-service"))
+        .arg(format!("--database-url={}/{name}", server_url()))
+        .args(["api-keys", "list"])
+        .output()
+        .expect("the CLI runs");
+    let mut foreign =
+        <sqlx::PgConnection as sqlx::Connection>::connect(&format!("{}/{name}", server_url()))
+            .await
+            .unwrap();
+    let tables: i64 =
+        sqlx::query_scalar("select count(*) from pg_tables where schemaname = 'public'")
+            .fetch_one(&mut foreign)
+            .await
+            .unwrap();
+    drop(foreign);
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "drop database \"{name}\" with (force)"
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("has no workforce-service schema"),
+        "{stderr}"
+    );
+    assert_eq!(tables, 0, "the command created tables");
+}
+
+/// Two processes that start at the same moment on a database that does not exist yet both
+/// connect: the one that loses the race to create it uses the other's.
+#[tokio::test]
+async fn concurrent_starts_create_database_once() {
+    let name = format!("wfs_test_race_{}", uuid::Uuid::new_v4().simple());
+    let url = format!("{}/{name}", server_url());
+
+    let (first, second) = tokio::join!(
+        workforce_service::db::connect(&url, 1),
+        workforce_service::db::connect(&url, 1)
+    );
+    let first_error = first.as_ref().err().map(|error| format!("{error:#}"));
+    let second_error = second.as_ref().err().map(|error| format!("{error:#}"));
+    drop((first, second));
+    let mut admin =
+        <sqlx::PgConnection as sqlx::Connection>::connect(&format!("{}/postgres", server_url()))
+            .await
+            .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "drop database if exists \"{name}\" with (force)"
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+
+    assert_eq!(first_error, None);
+    assert_eq!(second_error, None);
+}
+
 /// Runs `workforce-service api-keys ARGS` against the test database and returns whether it
 /// succeeded.
 fn key_command(app: &TestApp, args: &[&str]) -> bool {
@@ -1581,4 +1655,50 @@ async fn sandbox_processes_starting_together_both_create_a_key() {
     first.shutdown(Duration::from_secs(5)).await;
     second.shutdown(Duration::from_secs(5)).await;
     let _ = std::fs::remove_dir_all(&folder);
+}
+
+/// An expiry must be in the future and have an RFC 3339 form, so before the year 10000. The
+/// command line takes at most 100 years instead of panicking on a date out of range.
+#[tokio::test]
+async fn key_expiry_is_bounded() {
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    for expires_at in ["+10005-03-10T22:25:06Z", "2020-01-01T00:00:00Z"] {
+        let (status, _, problem) = app
+            .request(
+                Method::POST,
+                "/v1/api-keys",
+                Some(json!({"name": "far", "role": "viewer", "expires_at": expires_at})),
+            )
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{expires_at}: {problem}"
+        );
+        assert_eq!(problem["errors"][0]["field"], "expires_at", "{problem}");
+    }
+    let (status, _, created) = app
+        .request(
+            Method::POST,
+            "/v1/api-keys",
+            Some(json!({"name": "late", "role": "viewer", "expires_at": "9999-12-31T00:00:00Z"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+
+    for days in ["36501", "99999999"] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_workforce-service"))
+            .arg(format!("--database-url={}", app.database_url))
+            .args(["api-keys", "create", "--name", "far", "--role", "viewer"])
+            .args(["--expires-in-days", days])
+            .output()
+            .expect("the CLI runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{days}: {stderr}");
+        assert!(stderr.contains("--expires-in-days"), "{days}: {stderr}");
+    }
 }
