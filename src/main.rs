@@ -22,8 +22,8 @@ async fn main() -> std::process::ExitCode {
     match run().await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            // Printed without the backtrace that anyhow adds under RUST_BACKTRACE=1: these errors
-            // come from configuration and input, and the chain of causes names the fix.
+            // Printed without the backtrace that anyhow adds under RUST_BACKTRACE=1, because
+            // these errors come from configuration and input, and their causes name the fix.
             eprintln!("Error: {error}");
             for cause in error.chain().skip(1) {
                 eprintln!("  caused by: {cause}");
@@ -145,7 +145,7 @@ async fn manage_api_keys(
                     .and_then(|index| regions.as_ref()?.get(index));
                 let value = sent.map(|region| format!(" {region}")).unwrap_or_default();
                 anyhow::bail!(
-                    "invalid --regions{value}: {} {}. The service's own regions come from the --regions (WORKFORCE_REGIONS) before the command's name",
+                    "invalid --regions{value}: {} {}. The service's own regions come from --regions (WORKFORCE_REGIONS), given before the command's name",
                     error.field,
                     error.reason
                 );
