@@ -1,6 +1,8 @@
 //! The baseline of the HTTP benchmarks: a bare axum handler that returns fixed JSON bytes from
 //! memory, on the same tokio runtime as the service (`#[tokio::main]`, one worker thread per
-//! core), with no middleware, authentication or database.
+//! core), with no middleware, authentication or database. It is served by the service's own
+//! accept loop with the default header read timeout, so that the two differ only in the
+//! request path.
 //!
 //! Usage: `baseline_server LISTEN_ADDRESS BODY_FILE`. Every GET path returns the body.
 
@@ -26,6 +28,12 @@ async fn main() -> anyhow::Result<()> {
         "baseline listening on {address}, {} bytes per answer",
         body.len()
     );
-    axum::serve(listener, app).await?;
+    workforce_service::http::serve::serve(
+        listener,
+        app,
+        std::time::Duration::from_secs(30),
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await;
     Ok(())
 }

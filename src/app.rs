@@ -263,16 +263,12 @@ pub async fn start(config: &ServeConfig, listener: TcpListener) -> anyhow::Resul
     }
 
     let local_addr = listener.local_addr()?;
-    let serve_shutdown = shutdown.clone();
-    tasks.spawn(async move {
-        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { serve_shutdown.cancelled().await })
-            .await;
-        if let Err(error) = served {
-            tracing::error!(error = %error, "HTTP server failed");
-        }
-    });
+    tasks.spawn(crate::http::serve::serve(
+        listener,
+        app,
+        Duration::from_secs(config.header_read_timeout_seconds),
+        shutdown.clone(),
+    ));
     tracing::info!(http.address = %local_addr, mode = config.mode.as_str(), "workforce-service listening");
 
     Ok(RunningService {

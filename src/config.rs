@@ -254,6 +254,16 @@ pub struct ServeConfig {
     )]
     pub request_timeout_seconds: u64,
 
+    /// Seconds a connection may take to send a complete request head, from 1 to 3600. An idle
+    /// keep-alive connection is closed after the same time.
+    #[arg(
+        long,
+        env = "WORKFORCE_HEADER_READ_TIMEOUT_SECONDS",
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    pub header_read_timeout_seconds: u64,
+
     /// Seconds to wait for in-flight requests and worker steps on shutdown.
     #[arg(long, env = "WORKFORCE_SHUTDOWN_GRACE_SECONDS", default_value_t = 20)]
     pub shutdown_grace_seconds: u64,

@@ -3,7 +3,8 @@
 //! database (operations in flight, the oldest pending one, pool use) are read at scrape time.
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -17,6 +18,34 @@ const OPERATION_BUCKETS: &[f64] = &[
 ];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Lets through at most one warning per interval, for warnings that a client can cause on
+/// every request and that would otherwise flood the log.
+#[derive(Debug)]
+pub struct WarningGate {
+    interval: Duration,
+    last: Mutex<Option<Instant>>,
+}
+
+impl WarningGate {
+    pub const fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            last: Mutex::new(None),
+        }
+    }
+
+    /// Returns true, and starts a new interval, when no warning passed in the last interval.
+    pub fn allows(&self) -> bool {
+        let now = Instant::now();
+        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        if last.is_some_and(|at| now.duration_since(at) < self.interval) {
+            return false;
+        }
+        *last = Some(now);
+        true
+    }
+}
 
 /// Installs the process-wide recorder once and returns the handle that renders it.
 pub fn install() -> PrometheusHandle {
@@ -567,6 +596,22 @@ fn civil_date(days: u64) -> (u64, u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn warning_gate_lets_one_warning_through_per_interval() {
+        let gate = WarningGate::new(Duration::from_secs(3600));
+        assert!(gate.allows());
+        assert!(!gate.allows());
+        assert!(!gate.allows());
+
+        let short = WarningGate::new(Duration::from_millis(10));
+        assert!(short.allows());
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(
+            short.allows(),
+            "a new interval lets the next warning through"
+        );
+    }
 
     fn timestamp(since_epoch: std::time::Duration) -> String {
         let mut out = Vec::new();

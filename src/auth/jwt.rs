@@ -14,6 +14,7 @@ use serde_json::Value;
 use tokio::sync::RwLock;
 
 use super::Role;
+use crate::telemetry::WarningGate;
 
 /// Redirects that a JWKS request follows, each to a URL that [`check_jwks_url`] accepts.
 const MAX_JWKS_REDIRECTS: usize = 5;
@@ -158,8 +159,8 @@ pub struct JwtVerifier {
     settings: JwtSettings,
     client: reqwest::Client,
     cache: RwLock<KeyCache>,
-    /// When the last warning about a rejected token was logged.
-    last_rejection_warning: std::sync::Mutex<Option<Instant>>,
+    /// Limits the warnings about rejected tokens to one per [`REJECTION_WARNING_INTERVAL`].
+    rejection_warnings: WarningGate,
 }
 
 impl std::fmt::Debug for JwtVerifier {
@@ -197,7 +198,7 @@ impl JwtVerifier {
         Self {
             settings,
             client,
-            last_rejection_warning: std::sync::Mutex::new(None),
+            rejection_warnings: WarningGate::new(REJECTION_WARNING_INTERVAL),
             cache: RwLock::new(KeyCache {
                 keys: HashMap::new(),
                 fetched_at: None,
@@ -284,7 +285,7 @@ impl JwtVerifier {
                 | ErrorKind::InvalidAudience
                 | ErrorKind::MissingRequiredClaim(_)
         );
-        if claim_failed && self.may_warn() {
+        if claim_failed && self.rejection_warnings.allows() {
             tracing::warn!(
                 reason = %error,
                 expected_issuer = %self.settings.issuer,
@@ -295,21 +296,6 @@ impl JwtVerifier {
         } else {
             tracing::debug!(reason = %error, "rejected a token");
         }
-    }
-
-    /// Returns true, and starts a new interval, when no warning about a rejected token was
-    /// logged in the last [`REJECTION_WARNING_INTERVAL`].
-    fn may_warn(&self) -> bool {
-        let now = Instant::now();
-        let mut last = self
-            .last_rejection_warning
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if last.is_some_and(|at| now.duration_since(at) < REJECTION_WARNING_INTERVAL) {
-            return false;
-        }
-        *last = Some(now);
-        true
     }
 
     pub async fn verify(&self, token: &str) -> Result<VerifiedToken, JwtError> {
@@ -343,7 +329,7 @@ impl JwtVerifier {
             .to_owned();
         if let Err(reason) = check_subject(&subject) {
             let subject_chars = subject.chars().count();
-            if self.may_warn() {
+            if self.rejection_warnings.allows() {
                 tracing::warn!(
                     subject_chars,
                     max_chars = MAX_SUBJECT_CHARS,

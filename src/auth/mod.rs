@@ -329,6 +329,13 @@ impl Authenticator {
         if let Some((limiter, address)) = &limit
             && let Err(retry_after) = limiter.check(address)
         {
+            if limiter.warnings.allows() {
+                tracing::warn!(
+                    client = %address,
+                    limit_per_minute = limiter.per_minute(),
+                    "a client address sent more unknown API keys than --unknown-keys-per-minute allows; its new keys get 429 (more such warnings within 10 s are not logged)"
+                );
+            }
             return Err(ApiError::RateLimited {
                 detail: format!(
                     "this address sent too many unknown API keys; retry in {}",
@@ -484,6 +491,14 @@ pub async fn authorize(
         && let Err(retry_after) =
             limiter.check(&format!("{}:{}", principal.kind.as_str(), principal.actor))
     {
+        if limiter.warnings.allows() {
+            tracing::warn!(
+                caller = %principal.actor,
+                caller_kind = principal.kind.as_str(),
+                limit_per_minute = limiter.per_minute(),
+                "a caller sent more requests than --rate-limit-per-minute allows; it gets 429 until its bucket refills (more such warnings within 10 s are not logged)"
+            );
+        }
         let limited = ApiError::RateLimited {
             detail: format!(
                 "this credential sent more requests than its rate limit allows; retry in {}",

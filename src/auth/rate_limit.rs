@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 pub struct RateLimiter {
     per_minute: u32,
     buckets: Mutex<HashMap<String, (f64, Instant)>>,
+    /// Limits the warnings about rejected requests to one per 10 s, since a client over its
+    /// limit is rejected on every request.
+    pub warnings: crate::telemetry::WarningGate,
 }
 
 /// Buckets kept before idle ones are dropped, so that many credentials cannot grow the map
@@ -19,7 +22,12 @@ impl RateLimiter {
         Self {
             per_minute,
             buckets: Mutex::new(HashMap::new()),
+            warnings: crate::telemetry::WarningGate::new(Duration::from_secs(10)),
         }
+    }
+
+    pub fn per_minute(&self) -> u32 {
+        self.per_minute
     }
 
     /// Returns a token that [`Self::check`] took for `key`, up to the bucket's capacity.

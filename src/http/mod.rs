@@ -10,6 +10,7 @@ pub mod middleware;
 pub mod models;
 pub mod operations;
 pub mod pagination;
+pub mod serve;
 pub mod vpc;
 pub mod workforces;
 

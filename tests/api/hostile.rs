@@ -136,3 +136,79 @@ async fn invented_methods_share_one_metrics_label() {
     let counted = r#"http_requests_total{method="other",route="/healthz",status="405"} 20"#;
     assert!(metrics.contains(counted), "{counted} not in:\n{metrics}");
 }
+
+/// Opens a connection to the service and sends `bytes`, which need not be a whole request.
+async fn connect_and_send(app: &TestApp, bytes: &[u8]) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let address = app.base_url.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    stream
+}
+
+/// Waits up to `limit` for the service to close `stream`, and returns how long it took.
+async fn time_until_closed(
+    mut stream: tokio::net::TcpStream,
+    limit: std::time::Duration,
+) -> Option<std::time::Duration> {
+    use tokio::io::AsyncReadExt;
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(limit, stream.read_to_end(&mut rest)).await;
+    // A reset is a close too; only a timeout means the connection is still open.
+    read.is_ok().then(|| started.elapsed())
+}
+
+/// A client that sends half a request head, or nothing at all, loses its connection after the
+/// header read timeout, so it cannot hold connections open without end. The shutdown does not
+/// wait for such a connection beyond that timeout either.
+#[tokio::test]
+async fn connections_without_a_request_head_are_closed() {
+    let mut app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        extra_args: vec!["--header-read-timeout-seconds=1".to_owned()],
+        ..Default::default()
+    })
+    .await;
+    let limit = std::time::Duration::from_secs(10);
+
+    let half_head = connect_and_send(&app, b"GET /healthz HTTP/1.1\r\nhost: x\r\n").await;
+    let silent = connect_and_send(&app, b"").await;
+    let took = time_until_closed(half_head, limit).await;
+    assert!(
+        took.is_some(),
+        "a half-sent head kept its connection for {limit:?}"
+    );
+    assert!(
+        took.unwrap() >= std::time::Duration::from_millis(800),
+        "closed before the timeout: {took:?}"
+    );
+    let took = time_until_closed(silent, limit).await;
+    assert!(
+        took.is_some(),
+        "a silent connection stayed open for {limit:?}"
+    );
+
+    // Whole requests still get their answer.
+    let response = app
+        .client
+        .get(format!("{}/healthz", app.base_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+
+    let held = connect_and_send(&app, b"GET /healthz HTTP/1.1\r\nhost: x\r\n").await;
+    let started = std::time::Instant::now();
+    app.service
+        .take()
+        .unwrap()
+        .shutdown(std::time::Duration::from_secs(20))
+        .await;
+    let shutdown_took = started.elapsed();
+    assert!(
+        shutdown_took < std::time::Duration::from_secs(5),
+        "a half-sent head held the shutdown for {shutdown_took:?}"
+    );
+    drop(held);
+}
