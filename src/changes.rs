@@ -40,7 +40,25 @@ pub struct Acceptor<'a> {
     pub if_match: Option<String>,
     /// Copies of rows that this process drops once an accepted change commits.
     pub cache: &'a crate::cache::ReadCache,
+    /// AWS, to read a workforce again before rejecting a change because of its stored status.
+    /// Without it, the stored status decides.
+    pub recheck: Option<AwsRecheck<'a>>,
 }
+
+/// AWS access of an [`Acceptor`], to read a workforce before a rejection.
+#[derive(Clone, Copy)]
+pub struct AwsRecheck<'a> {
+    pub aws: &'a crate::aws::Aws,
+    /// The shared SageMaker call budget; when it is spent, the stored status decides.
+    pub budget: &'a crate::budget::CallBudget,
+}
+
+/// A stored status younger than this is trusted without reading AWS again, so that a client
+/// that retries a rejected change in a loop causes at most one DescribeWorkforce per second.
+const RECHECK_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Maximum wait for that DescribeWorkforce. After it, the stored status decides.
+const RECHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Returns the ETag of a workforce record: its revision, quoted as a strong validator.
 pub fn etag(revision: i64) -> String {
@@ -142,6 +160,14 @@ impl<'a> Acceptor<'a> {
             (None, Some(oidc)) => ("oidc", json!({ "oidc_config": oidc })),
             (None, None) => unreachable!("validation requires one auth config"),
         };
+        // The record of a workforce that AWS has since deleted would block the creation.
+        if let Some(existing) = workforces::list(self.db, Some(region.as_str()), None, None, 1)
+            .await?
+            .into_iter()
+            .next()
+        {
+            self.recheck_stored_status(region, &existing, None).await;
+        }
         let mut tx = self.db.begin().await?;
         let inserted = workforces::insert(
             &mut tx,
@@ -218,6 +244,10 @@ impl<'a> Acceptor<'a> {
         change: Change,
         secret: Option<OidcSecret>,
     ) -> Result<OperationRow, ApiError> {
+        if let Some(stored) = workforces::find(self.db, region.as_str(), name.as_str()).await? {
+            self.recheck_stored_status(region, &stored, Some(&change))
+                .await;
+        }
         let mut tx = self.db.begin().await?;
         let Some(workforce) =
             workforces::find_for_update(&mut tx, region.as_str(), name.as_str()).await?
@@ -425,6 +455,66 @@ impl<'a> Acceptor<'a> {
 
     /// Audits a change that the workforce's state rules out, and returns its 409. Callers
     /// end their transaction first, so that no row lock is held while the event is written.
+    /// Reads a workforce from AWS again and stores what AWS reports, when its stored status
+    /// would reject `change` (`None` for a creation, which any record rejects). The stored
+    /// status comes from the last refresh, and SageMaker may have finished an update or a
+    /// deletion since then. Nothing is read while an operation of this service is in flight
+    /// (its worker keeps the record current), when the record is younger than
+    /// [`RECHECK_AFTER`], or when the call budget is spent. A failed read leaves the record as
+    /// it is.
+    async fn recheck_stored_status(
+        &self,
+        region: &Region,
+        stored: &WorkforceRow,
+        change: Option<&Change>,
+    ) {
+        let Some(recheck) = self.recheck else {
+            return;
+        };
+        // No status means that SageMaker has not been asked to create the workforce yet.
+        let Some(status) = stored.aws_status.as_deref() else {
+            return;
+        };
+        let allowed = match change {
+            Some(Change::DeleteWorkforce) => matches!(status, "Active" | "Failed"),
+            Some(_) => status == "Active",
+            None => false,
+        };
+        let recent = stored.aws_refreshed_at.is_some_and(|at| {
+            (chrono::Utc::now() - at)
+                .to_std()
+                .is_ok_and(|age| age < RECHECK_AFTER)
+        });
+        if allowed || recent {
+            return;
+        }
+        let name = stored.name.as_str();
+        let reread = async {
+            if operations::find_unfinished(self.db, region.as_str(), name)
+                .await?
+                .is_some()
+                || !recheck.budget.try_take(region.as_str(), 1).await?
+            {
+                return anyhow::Ok(());
+            }
+            crate::refresh::refresh_workforce(self.db, recheck.aws, region, name).await
+        };
+        match tokio::time::timeout(RECHECK_TIMEOUT, reread).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::info!(workforce.name = name, aws.region = %region, error = %format!("{error:#}"), "failed to read a workforce from AWS before a change; its stored status decides");
+            }
+            Err(_) => {
+                tracing::info!(workforce.name = name, aws.region = %region, "reading a workforce from AWS before a change timed out; its stored status decides");
+            }
+        }
+        self.cache
+            .invalidate(&crate::cache::Invalidation::Workforce {
+                region: region.as_str().to_owned(),
+                name: name.to_owned(),
+            });
+    }
+
     async fn state_conflict(
         &self,
         caller: &Caller,

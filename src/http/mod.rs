@@ -89,6 +89,10 @@ impl AppState {
             findings: Vec::new(),
             if_match: None,
             cache: &self.cache,
+            recheck: Some(crate::changes::AwsRecheck {
+                aws: &self.aws,
+                budget: &self.budget,
+            }),
         }
     }
 

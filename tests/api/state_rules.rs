@@ -193,9 +193,10 @@ async fn change_conflicts_unless_workforce_active() {
     })
     .await;
     // A workforce that SageMaker is still initializing, with no operation of this service.
+    // The status was read just now, so the service does not read it from AWS again.
     sqlx::query(
-        "insert into workforces (region, name, aws_status, auth_kind, auth_config)
-         values ('us-east-1', 'labelers', 'Initializing', 'cognito', '{}')",
+        "insert into workforces (region, name, aws_status, auth_kind, auth_config, aws_refreshed_at)
+         values ('us-east-1', 'labelers', 'Initializing', 'cognito', '{}', now())",
     )
     .execute(&app.db)
     .await
@@ -279,4 +280,95 @@ async fn missing_workforce_is_not_found() {
         );
     }
     assert_eq!(app.count_rows("operations").await, 0);
+}
+
+/// Stores `status` as the workforce's last known AWS status, read from AWS at `refreshed_at`
+/// (an SQL expression), as a background refresh would have stored it.
+async fn store_status(app: &TestApp, name: &str, status: &str, refreshed_at: &str) {
+    let statement = format!(
+        "update workforces set aws_status = $1, aws_refreshed_at = {refreshed_at} where name = $2"
+    );
+    let updated = sqlx::query(sqlx::AssertSqlSafe(statement))
+        .bind(status)
+        .bind(name)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(updated.rows_affected(), 1);
+}
+
+fn source_ip_path(name: &str) -> String {
+    format!("/v1/regions/{REGION}/workforces/{name}/source-ip-config")
+}
+
+/// A refresh may have stored `Updating` before SageMaker finished the update. Before that old
+/// status rejects a change, the service reads the workforce from AWS again.
+#[tokio::test]
+async fn old_status_is_read_again_before_conflict() {
+    let app = TestApp::spawn().await;
+    app.create_active_workforce("reread", None).await;
+    store_status(&app, "reread", "Updating", "now() - interval '1 minute'").await;
+
+    let body = json!({ "cidrs": ["198.51.100.0/24"] });
+    let (status, _, operation) = app
+        .request(Method::PUT, &source_ip_path("reread"), Some(body))
+        .await;
+
+    assert_eq!(status, StatusCode::ACCEPTED, "{operation}");
+    let finished = app
+        .wait_for_operation(operation["id"].as_str().unwrap())
+        .await;
+    assert_eq!(finished["status"], "succeeded", "{finished}");
+}
+
+/// A status stored less than a second ago decides on its own, so that retries of a rejected
+/// change do not each call AWS.
+#[tokio::test]
+async fn fresh_status_conflicts_without_aws_call() {
+    let app = TestApp::spawn().await;
+    app.create_active_workforce("fresh", None).await;
+    store_status(&app, "fresh", "Updating", "now()").await;
+    let describes = app.sandbox().call_count("DescribeWorkforce");
+
+    let body = json!({ "cidrs": ["198.51.100.0/24"] });
+    let (status, _, problem) = app
+        .request(Method::PUT, &source_ip_path("fresh"), Some(body))
+        .await;
+
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("is Updating"),
+        "{problem}"
+    );
+    assert_eq!(app.sandbox().call_count("DescribeWorkforce"), describes);
+}
+
+/// The record of a workforce that was deleted outside the service does not block a new
+/// creation in its region: the service finds it gone in AWS and removes it.
+#[tokio::test]
+async fn deleted_workforce_does_not_block_create() {
+    let app = TestApp::spawn().await;
+    app.create_active_workforce("deleted-elsewhere", None).await;
+    app.sandbox().forget_region(REGION);
+    store_status(
+        &app,
+        "deleted-elsewhere",
+        "Active",
+        "now() - interval '1 minute'",
+    )
+    .await;
+
+    let (status, operation) = app.create_workforce(cognito_workforce("successor")).await;
+
+    assert_eq!(status, StatusCode::ACCEPTED, "{operation}");
+    let (status, _) = app
+        .get(&format!(
+            "/v1/regions/{REGION}/workforces/deleted-elsewhere"
+        ))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let finished = app
+        .wait_for_operation(operation["id"].as_str().unwrap())
+        .await;
+    assert_eq!(finished["status"], "succeeded", "{finished}");
 }
