@@ -1,7 +1,7 @@
 //! The baseline of the HTTP benchmarks: a bare axum handler that returns fixed JSON bytes from
 //! memory, on the same tokio runtime as the service (`#[tokio::main]`, one worker thread per
 //! core), with no middleware, authentication or database. It is served by the service's own
-//! accept loop with the default header read timeout, so that the two differ only in the
+//! accept loop with the service's default timeouts, so that the two differ only in the
 //! request path.
 //!
 //! Usage: `baseline_server LISTEN_ADDRESS BODY_FILE`. Every GET path returns the body.
@@ -28,10 +28,14 @@ async fn main() -> anyhow::Result<()> {
         "baseline listening on {address}, {} bytes per answer",
         body.len()
     );
+    let timeouts = workforce_service::http::serve::ConnectionTimeouts {
+        header_read: std::time::Duration::from_secs(30),
+        write: std::time::Duration::from_secs(30),
+    };
     workforce_service::http::serve::serve(
         listener,
         app,
-        std::time::Duration::from_secs(30),
+        timeouts,
         tokio_util::sync::CancellationToken::new(),
     )
     .await;

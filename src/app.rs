@@ -263,10 +263,14 @@ pub async fn start(config: &ServeConfig, listener: TcpListener) -> anyhow::Resul
     }
 
     let local_addr = listener.local_addr()?;
+    let timeouts = crate::http::serve::ConnectionTimeouts {
+        header_read: Duration::from_secs(config.header_read_timeout_seconds),
+        write: Duration::from_secs(config.write_timeout_seconds),
+    };
     tasks.spawn(crate::http::serve::serve(
         listener,
         app,
-        Duration::from_secs(config.header_read_timeout_seconds),
+        timeouts,
         shutdown.clone(),
     ));
     tracing::info!(http.address = %local_addr, mode = config.mode.as_str(), "workforce-service listening");

@@ -264,6 +264,16 @@ pub struct ServeConfig {
     )]
     pub header_read_timeout_seconds: u64,
 
+    /// Seconds a response write may wait for the client to read, from 1 to 3600, before the
+    /// connection is closed.
+    #[arg(
+        long,
+        env = "WORKFORCE_WRITE_TIMEOUT_SECONDS",
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    pub write_timeout_seconds: u64,
+
     /// Seconds to wait for in-flight requests and worker steps on shutdown.
     #[arg(long, env = "WORKFORCE_SHUTDOWN_GRACE_SECONDS", default_value_t = 20)]
     pub shutdown_grace_seconds: u64,

@@ -20,30 +20,45 @@ const OPERATION_BUCKETS: &[f64] = &[
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Lets through at most one warning per interval, for warnings that a client can cause on
-/// every request and that would otherwise flood the log.
+/// every request and that would otherwise flood the log. It counts the warnings it holds back,
+/// so that the next warning that passes can report how many were left out.
 #[derive(Debug)]
 pub struct WarningGate {
     interval: Duration,
-    last: Mutex<Option<Instant>>,
+    state: Mutex<GateState>,
+}
+
+#[derive(Debug, Default)]
+struct GateState {
+    last: Option<Instant>,
+    held_back: u64,
 }
 
 impl WarningGate {
     pub const fn new(interval: Duration) -> Self {
         Self {
             interval,
-            last: Mutex::new(None),
+            state: Mutex::new(GateState {
+                last: None,
+                held_back: 0,
+            }),
         }
     }
 
-    /// Returns true, and starts a new interval, when no warning passed in the last interval.
-    pub fn allows(&self) -> bool {
+    /// Returns how many warnings were held back since the last logged one when a warning may
+    /// be logged now. Within the interval, it counts the warning and returns `None`.
+    pub fn pass(&self) -> Option<u64> {
         let now = Instant::now();
-        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
-        if last.is_some_and(|at| now.duration_since(at) < self.interval) {
-            return false;
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if state
+            .last
+            .is_some_and(|at| now.duration_since(at) < self.interval)
+        {
+            state.held_back += 1;
+            return None;
         }
-        *last = Some(now);
-        true
+        state.last = Some(now);
+        Some(std::mem::take(&mut state.held_back))
     }
 }
 
@@ -84,6 +99,12 @@ fn describe_metrics() {
     describe_counter!(
         "http_requests_total",
         "HTTP requests served, by method, route and status (499: closed by the client)"
+    );
+    describe_counter!(
+        "http_connection_errors_total",
+        "Connections closed on an error before a response was complete, by reason: \
+         header_timeout, write_timeout, malformed_request (answered by hyper with 400, 414 or \
+         431, outside http_requests_total), closed_mid_request or other"
     );
     describe_histogram!(
         "http_request_duration_seconds",
@@ -598,19 +619,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn warning_gate_lets_one_warning_through_per_interval() {
+    fn warning_gate_passes_one_warning_per_interval() {
         let gate = WarningGate::new(Duration::from_secs(3600));
-        assert!(gate.allows());
-        assert!(!gate.allows());
-        assert!(!gate.allows());
+        assert_eq!(gate.pass(), Some(0));
+        assert_eq!(gate.pass(), None);
+        assert_eq!(gate.pass(), None);
 
         let short = WarningGate::new(Duration::from_millis(10));
-        assert!(short.allows());
+        assert_eq!(short.pass(), Some(0));
+        assert_eq!(short.pass(), None);
         std::thread::sleep(Duration::from_millis(20));
-        assert!(
-            short.allows(),
-            "a new interval lets the next warning through"
+        assert_eq!(
+            short.pass(),
+            Some(1),
+            "the next warning counts the one held back"
         );
+        assert_eq!(short.pass(), None);
     }
 
     fn timestamp(since_epoch: std::time::Duration) -> String {

@@ -285,9 +285,10 @@ impl JwtVerifier {
                 | ErrorKind::InvalidAudience
                 | ErrorKind::MissingRequiredClaim(_)
         );
-        if claim_failed && self.rejection_warnings.allows() {
+        if claim_failed && let Some(held_back) = self.rejection_warnings.pass() {
             tracing::warn!(
                 reason = %error,
+                held_back,
                 expected_issuer = %self.settings.issuer,
                 expected_audience = %self.settings.audience,
                 clock_skew_seconds = CLOCK_SKEW_SECONDS,
@@ -329,9 +330,10 @@ impl JwtVerifier {
             .to_owned();
         if let Err(reason) = check_subject(&subject) {
             let subject_chars = subject.chars().count();
-            if self.rejection_warnings.allows() {
+            if let Some(held_back) = self.rejection_warnings.pass() {
                 tracing::warn!(
                     subject_chars,
+                    held_back,
                     max_chars = MAX_SUBJECT_CHARS,
                     "rejected a token because its subject {reason}"
                 );

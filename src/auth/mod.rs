@@ -329,11 +329,12 @@ impl Authenticator {
         if let Some((limiter, address)) = &limit
             && let Err(retry_after) = limiter.check(address)
         {
-            if limiter.warnings.allows() {
+            if let Some(held_back) = limiter.warnings.pass() {
                 tracing::warn!(
                     client = %address,
                     limit_per_minute = limiter.per_minute(),
-                    "a client address sent more unknown API keys than --unknown-keys-per-minute allows; its new keys get 429 (more such warnings within 10 s are not logged)"
+                    held_back,
+                    "a client address sent more unknown API keys than --unknown-keys-per-minute allows; its new keys get 429 (held_back counts the warnings left out in the last 10 s, of any address)"
                 );
             }
             return Err(ApiError::RateLimited {
@@ -491,12 +492,15 @@ pub async fn authorize(
         && let Err(retry_after) =
             limiter.check(&format!("{}:{}", principal.kind.as_str(), principal.actor))
     {
-        if limiter.warnings.allows() {
+        if let Some(held_back) = limiter.warnings.pass() {
+            // Debug formatting quotes the name, so that a JWT subject with spaces cannot pass
+            // for more fields in the text log.
             tracing::warn!(
-                caller = %principal.actor,
+                caller = ?principal.actor,
                 caller_kind = principal.kind.as_str(),
                 limit_per_minute = limiter.per_minute(),
-                "a caller sent more requests than --rate-limit-per-minute allows; it gets 429 until its bucket refills (more such warnings within 10 s are not logged)"
+                held_back,
+                "a caller sent more requests than --rate-limit-per-minute allows; it gets 429 until its bucket refills (held_back counts the warnings left out in the last 10 s, of any caller)"
             );
         }
         let limited = ApiError::RateLimited {
@@ -613,7 +617,7 @@ impl DeniedChange<'_> {
         }
         .await;
         written.map(drop).map_err(|error| {
-            tracing::error!(request_id = self.request_id, actor = %self.principal.actor, error = %error, "failed to record a denied change in the audit log, so the request fails instead of getting its 403");
+            tracing::error!(request_id = self.request_id, actor = ?self.principal.actor, error = %error, "failed to record a denied change in the audit log, so the request fails instead of getting its 403");
             ApiError::from(error)
         })
     }

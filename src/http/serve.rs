@@ -6,10 +6,13 @@
 //! serves the same router with hyper's HTTP/1 builder and a tokio timer, so that a connection
 //! that does not deliver a complete request head within the header read timeout is closed.
 //! That covers both a slow header and an idle keep-alive connection, because hyper starts the
-//! timer whenever it waits for the next head.
+//! timer whenever it waits for the next head. A client that stops reading a response is cut
+//! off by the write timeout in the same way.
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -19,8 +22,29 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_io_timeout::TimeoutStream;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
+
+/// Largest request head that the server reads, request line included. A larger one gets
+/// `431`. A bearer JWT with many claims takes a few kilobytes, so this leaves ample room, and
+/// keeps the head that a connection can make the server buffer far below the 400 KB that
+/// hyper's read buffer allows by default.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// On shutdown, a connection with no request in flight gets this long to finish writing its
+/// last response. After it, the connection is closed even if the client is part-way through
+/// sending a request head, which hyper would otherwise wait for until the header read timeout.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(1);
+
+/// Timeouts of each connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionTimeouts {
+    /// Time to receive a complete request head, and the longest idle time between requests.
+    pub header_read: Duration,
+    /// Time a response write may wait for the client to read before the connection is closed.
+    pub write: Duration,
+}
 
 /// Serves `router` on `listener` until `shutdown` is cancelled, then lets each open connection
 /// finish the request it is serving, and returns when every connection has closed.
@@ -30,14 +54,15 @@ use tower::ServiceExt;
 pub async fn serve(
     listener: TcpListener,
     router: Router,
-    header_read_timeout: Duration,
+    timeouts: ConnectionTimeouts,
     shutdown: CancellationToken,
 ) {
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout);
-    // Every connection task holds a receiver; dropping the last one ends `closed()` below.
+        .header_read_timeout(timeouts.header_read)
+        .max_header_size(MAX_HEAD_BYTES);
+    // Each connection task keeps a receiver, and dropping the last one ends `closed()` below.
     let (all_closed, open) = watch::channel(());
     loop {
         let (stream, client) = tokio::select! {
@@ -50,25 +75,45 @@ pub async fn serve(
             },
             () = shutdown.cancelled() => break,
         };
+        let mut stream = TimeoutStream::new(stream);
+        stream.set_write_timeout(Some(timeouts.write));
+        // Requests of this connection whose handler has not returned yet.
+        let in_flight = Arc::new(AtomicUsize::new(0));
         let service = hyper::service::service_fn({
-            let router = router.clone();
+            let (router, in_flight) = (router.clone(), in_flight.clone());
             move |request: hyper::Request<Incoming>| {
                 let mut request = request.map(Body::new);
                 request.extensions_mut().insert(ConnectInfo(client));
-                router.clone().oneshot(request)
+                let started = InFlight::start(&in_flight);
+                let response = router.clone().oneshot(request);
+                async move {
+                    let response = response.await;
+                    drop(started);
+                    response
+                }
             }
         });
-        let connection = builder.serve_connection(TokioIo::new(stream), service);
+        let connection = builder.serve_connection(TokioIo::new(Box::pin(stream)), service);
         let (shutdown, open) = (shutdown.clone(), open.clone());
         tokio::spawn(async move {
             let mut connection = std::pin::pin!(connection);
             let served = tokio::select! {
                 served = connection.as_mut() => served,
                 () = shutdown.cancelled() => {
-                    // Finish the request in flight, if any, and close instead of keeping the
-                    // connection alive; an idle connection closes at once.
+                    // hyper closes an idle connection at once, and a busy one after its
+                    // response, but waits for a request head that has begun to arrive.
                     connection.as_mut().graceful_shutdown();
-                    connection.await
+                    loop {
+                        tokio::select! {
+                            served = connection.as_mut() => break served,
+                            () = tokio::time::sleep(SHUTDOWN_DRAIN) => {
+                                if in_flight.load(Ordering::Acquire) == 0 {
+                                    tracing::debug!(%client, "closed a connection without a request in flight at shutdown");
+                                    break Ok(());
+                                }
+                            }
+                        }
+                    }
                 }
             };
             if let Err(error) = served {
@@ -82,14 +127,42 @@ pub async fn serve(
     all_closed.closed().await;
 }
 
-/// Logs why a connection ended early. These are the client's doing (a closed connection, a
-/// malformed or slow request head), so they are logged at debug.
-fn log_connection_error(error: &hyper::Error, client: SocketAddr) {
-    if error.is_timeout() {
-        tracing::debug!(%client, "closed a connection that sent no complete request head in time");
-    } else {
-        tracing::debug!(%client, error = %error, "connection ended with an error");
+/// Counts a request as in flight on its connection until dropped.
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn start(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Self(count.clone())
     }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Counts and logs why a connection ended early. These are the client's doing (a closed
+/// connection, a malformed or slow request, a response it did not read), so they are logged
+/// at debug, and `http_connection_errors_total` counts them by reason.
+fn log_connection_error(error: &hyper::Error, client: SocketAddr) {
+    let timed_out_writing = std::error::Error::source(error)
+        .and_then(|source| source.downcast_ref::<io::Error>())
+        .is_some_and(|io| io.kind() == io::ErrorKind::TimedOut);
+    let reason = if error.is_timeout() {
+        "header_timeout"
+    } else if timed_out_writing {
+        "write_timeout"
+    } else if error.is_parse() || error.is_parse_too_large() {
+        "malformed_request"
+    } else if error.is_incomplete_message() {
+        "closed_mid_request"
+    } else {
+        "other"
+    };
+    metrics::counter!("http_connection_errors_total", "reason" => reason).increment(1);
+    tracing::debug!(%client, reason, error = %error, "connection ended with an error");
 }
 
 /// Accepting fails for one connection when it was reset before it was accepted; that is

@@ -160,11 +160,10 @@ async fn time_until_closed(
 }
 
 /// A client that sends half a request head, or nothing at all, loses its connection after the
-/// header read timeout, so it cannot hold connections open without end. The shutdown does not
-/// wait for such a connection beyond that timeout either.
+/// header read timeout, so it cannot hold connections open without end.
 #[tokio::test]
 async fn connections_without_a_request_head_are_closed() {
-    let mut app = TestApp::spawn_with(TestOptions {
+    let app = TestApp::spawn_with(TestOptions {
         workers: 0,
         extra_args: vec!["--header-read-timeout-seconds=1".to_owned()],
         ..Default::default()
@@ -189,7 +188,7 @@ async fn connections_without_a_request_head_are_closed() {
         "a silent connection stayed open for {limit:?}"
     );
 
-    // Whole requests still get their answer.
+    // Complete requests still get a response.
     let response = app
         .client
         .get(format!("{}/healthz", app.base_url))
@@ -197,8 +196,24 @@ async fn connections_without_a_request_head_are_closed() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
+    let metrics = app.metrics_text().await;
+    let counted = r#"http_connection_errors_total{reason="header_timeout"}"#;
+    assert!(metrics.contains(counted), "{counted} not in:\n{metrics}");
+}
 
-    let held = connect_and_send(&app, b"GET /healthz HTTP/1.1\r\nhost: x\r\n").await;
+/// A shutdown closes a connection that is part-way through a request head after a short
+/// drain, instead of waiting for the header read timeout (30 s by default), which is longer
+/// than the grace period.
+#[tokio::test]
+async fn shutdown_closes_half_sent_head() {
+    let mut app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    let half_head = connect_and_send(&app, b"GET /healthz HTTP/1.1\r\nhost: x\r\n").await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+
     let started = std::time::Instant::now();
     app.service
         .take()
@@ -206,9 +221,86 @@ async fn connections_without_a_request_head_are_closed() {
         .shutdown(std::time::Duration::from_secs(20))
         .await;
     let shutdown_took = started.elapsed();
+
     assert!(
         shutdown_took < std::time::Duration::from_secs(5),
         "a half-sent head held the shutdown for {shutdown_took:?}"
     );
-    drop(held);
+    let closed = time_until_closed(half_head, std::time::Duration::from_secs(1)).await;
+    assert!(closed.is_some(), "the connection is still open");
+}
+
+/// A request head larger than 64 KiB gets `431` before the server buffers more of it.
+#[tokio::test]
+async fn oversized_request_head_is_rejected() {
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    let filler = "a".repeat(100_000);
+    let head = format!("GET /healthz HTTP/1.1\r\nhost: x\r\nx-filler: {filler}\r\n\r\n");
+    let mut stream = connect_and_send(&app, head.as_bytes()).await;
+
+    let mut response = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut response),
+    )
+    .await;
+
+    assert!(read.is_ok(), "no answer within 10 s");
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 431"), "{response}");
+
+    // A head of a few kilobytes, such as one with a large JWT, is served.
+    let response = app
+        .client
+        .get(format!("{}/healthz", app.base_url))
+        .header("x-filler", "a".repeat(8_000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+/// A client that sends requests but does not read the responses loses its connection after
+/// the write timeout.
+#[tokio::test]
+async fn client_that_stops_reading_is_cut_off() {
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        extra_args: vec!["--write-timeout-seconds=1".to_owned()],
+        ..Default::default()
+    })
+    .await;
+    let address: std::net::SocketAddr = app.base_url.trim_start_matches("http://").parse().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(address).await.unwrap();
+    // Pipelined requests for the OpenAPI document, about 75 KB each, fill the socket buffers
+    // of both sides many times over.
+    let request = "GET /openapi.json HTTP/1.1\r\nhost: x\r\n\r\n".repeat(200);
+    let sent = tokio::time::timeout(
+        std::time::Duration::from_secs(3),
+        tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes()),
+    )
+    .await;
+    // The server stops reading once its writes block, so the send may not finish either.
+    drop(sent);
+
+    let counted = r#"http_connection_errors_total{reason="write_timeout"}"#;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let metrics = app.metrics_text().await;
+        if metrics.contains(counted) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{counted} not in:\n{metrics}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    drop(stream);
 }
