@@ -270,6 +270,26 @@ def test_mixed_ids_fail_as_whole(ec2, operation, argument, result_key, known, un
     assert_client_error(raised.value, code, message)
 
 
+MALFORMED_CASES = [
+    ("describe_vpcs", "VpcIds", "vpc-XYZ!", "InvalidVpcID.Malformed"),
+    ("describe_subnets", "SubnetIds", "subnet-ZZ", "InvalidSubnetID.Malformed"),
+    ("describe_security_groups", "GroupIds", "sg-", "InvalidGroupId.Malformed"),
+    ("describe_vpc_endpoints", "VpcEndpointIds", "vpce-!!", "InvalidVpcEndpointId.Malformed"),
+    ("describe_route_tables", "RouteTableIds", "rtb-0123", "InvalidRouteTableId.Malformed"),
+]
+
+
+@pytest.mark.parametrize(
+    ("operation", "argument", "malformed", "code"),
+    MALFORMED_CASES,
+    ids=["vpc", "subnet", "security-group", "vpc-endpoint", "route-table"],
+)
+def test_malformed_id_rejected(ec2, operation, argument, malformed, code):
+    with pytest.raises(ClientError) as raised:
+        getattr(ec2, operation)(**{argument: [malformed]})
+    assert_client_error(raised.value, code, f'Invalid id: "{malformed}"')
+
+
 def test_vpc_attribute_unknown_vpc(ec2):
     with pytest.raises(ClientError) as raised:
         ec2.describe_vpc_attribute(VpcId="vpc-0ffffffffffffffff", Attribute="enableDnsSupport")

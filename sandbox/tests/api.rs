@@ -688,47 +688,110 @@ async fn list_workforces_filters_and_pages() {
 async fn ec2_not_found_errors() {
     let sandbox = spawn(Delays::instant()).await;
     let vpcs = sandbox
-        .ec2("DescribeVpcs", &[("VpcId.1", VPC), ("VpcId.2", "vpc-x")])
+        .ec2(
+            "DescribeVpcs",
+            &[("VpcId.1", VPC), ("VpcId.2", "vpc-0ffffffffffffffff")],
+        )
         .await;
     assert_ec2_error(
         &vpcs,
         "InvalidVpcID.NotFound",
-        "The vpc ID 'vpc-x' does not exist",
+        "The vpc ID 'vpc-0ffffffffffffffff' does not exist",
     );
     let subnets = sandbox
-        .ec2("DescribeSubnets", &[("SubnetId.1", "subnet-x")])
+        .ec2("DescribeSubnets", &[("SubnetId.1", "subnet-0fffffff")])
         .await;
     assert_ec2_error(
         &subnets,
         "InvalidSubnetID.NotFound",
-        "The subnet ID 'subnet-x' does not exist",
+        "The subnet ID 'subnet-0fffffff' does not exist",
     );
     let groups = sandbox
-        .ec2("DescribeSecurityGroups", &[("GroupId.1", "sg-x")])
+        .ec2(
+            "DescribeSecurityGroups",
+            &[("GroupId.1", "sg-0ffffffffffffffff")],
+        )
         .await;
     assert_ec2_error(
         &groups,
         "InvalidGroup.NotFound",
-        "The security group 'sg-x' does not exist",
+        "The security group 'sg-0ffffffffffffffff' does not exist",
     );
     let endpoints = sandbox
-        .ec2("DescribeVpcEndpoints", &[("VpcEndpointId.1", "vpce-x")])
+        .ec2(
+            "DescribeVpcEndpoints",
+            &[("VpcEndpointId.1", "vpce-0ffffffffffffffff")],
+        )
         .await;
     assert_ec2_error(
         &endpoints,
         "InvalidVpcEndpointId.NotFound",
-        "The Vpc Endpoint Id 'vpce-x' does not exist",
+        "The Vpc Endpoint Id 'vpce-0ffffffffffffffff' does not exist",
     );
     let attribute = sandbox
         .ec2(
             "DescribeVpcAttribute",
-            &[("VpcId", "vpc-x"), ("Attribute", "enableDnsSupport")],
+            &[
+                ("VpcId", "vpc-0ffffffffffffffff"),
+                ("Attribute", "enableDnsSupport"),
+            ],
         )
         .await;
     assert_ec2_error(
         &attribute,
         "InvalidVpcID.NotFound",
-        "The vpc ID 'vpc-x' does not exist",
+        "The vpc ID 'vpc-0ffffffffffffffff' does not exist",
+    );
+}
+
+/// An id that does not have EC2's form (prefix, hyphen, 8 or 17 lowercase hex digits) gets the
+/// `.Malformed` code instead of `.NotFound`.
+#[tokio::test]
+async fn ec2_malformed_id_errors() {
+    let sandbox = spawn(Delays::instant()).await;
+    let cases = [
+        ("DescribeVpcs", "VpcId.1", "vpc-x", "InvalidVpcID.Malformed"),
+        (
+            "DescribeSubnets",
+            "SubnetId.1",
+            "subnet-ZZ",
+            "InvalidSubnetID.Malformed",
+        ),
+        (
+            "DescribeSecurityGroups",
+            "GroupId.1",
+            "sg-",
+            "InvalidGroupId.Malformed",
+        ),
+        (
+            "DescribeVpcEndpoints",
+            "VpcEndpointId.1",
+            "vpce-!!",
+            "InvalidVpcEndpointId.Malformed",
+        ),
+        (
+            "DescribeRouteTables",
+            "RouteTableId.1",
+            "rtb-0123",
+            "InvalidRouteTableId.Malformed",
+        ),
+    ];
+    for (action, parameter, id, code) in cases {
+        let response = sandbox.ec2(action, &[(parameter, id)]).await;
+        let prefix = id.split('-').next().unwrap();
+        let message = format!("Invalid id: \"{id}\" (expecting \"{prefix}-...\")");
+        assert_ec2_error(&response, code, &message);
+    }
+    let attribute = sandbox
+        .ec2(
+            "DescribeVpcAttribute",
+            &[("VpcId", "not-a-vpc"), ("Attribute", "enableDnsSupport")],
+        )
+        .await;
+    assert_ec2_error(
+        &attribute,
+        "InvalidVpcID.Malformed",
+        "Invalid id: \"not-a-vpc\" (expecting \"vpc-...\")",
     );
 }
 

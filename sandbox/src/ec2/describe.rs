@@ -82,6 +82,72 @@ fn not_found(code: &'static str, what: &str) -> impl Fn(&str) -> ApiError {
     move |id| ApiError::client(code, format!("The {what} '{id}' does not exist"))
 }
 
+/// Error codes and wording for an id that matches no resource of one kind.
+struct IdKind {
+    /// The id's prefix, such as `vpc`.
+    prefix: &'static str,
+    not_found: &'static str,
+    malformed: &'static str,
+    /// The resource's name in the not-found message, such as `vpc ID`.
+    what: &'static str,
+}
+
+const VPC_ID: IdKind = IdKind {
+    prefix: "vpc",
+    not_found: "InvalidVpcID.NotFound",
+    malformed: "InvalidVpcID.Malformed",
+    what: "vpc ID",
+};
+const SUBNET_ID: IdKind = IdKind {
+    prefix: "subnet",
+    not_found: "InvalidSubnetID.NotFound",
+    malformed: "InvalidSubnetID.Malformed",
+    what: "subnet ID",
+};
+const GROUP_ID: IdKind = IdKind {
+    prefix: "sg",
+    not_found: "InvalidGroup.NotFound",
+    malformed: "InvalidGroupId.Malformed",
+    what: "security group",
+};
+const VPC_ENDPOINT_ID: IdKind = IdKind {
+    prefix: "vpce",
+    not_found: "InvalidVpcEndpointId.NotFound",
+    malformed: "InvalidVpcEndpointId.Malformed",
+    what: "Vpc Endpoint Id",
+};
+const ROUTE_TABLE_ID: IdKind = IdKind {
+    prefix: "rtb",
+    not_found: "InvalidRouteTableID.NotFound",
+    malformed: "InvalidRouteTableId.Malformed",
+    what: "routeTable ID",
+};
+
+/// Returns the error for an unknown id: `.Malformed` when the id is not the prefix, a hyphen
+/// and 8 or 17 lowercase hex digits, as EC2 generates them, and `.NotFound` otherwise. The
+/// malformed message follows the form EC2 uses for security group ids.
+fn unknown_id(kind: &'static IdKind) -> impl Fn(&str) -> ApiError {
+    move |id| {
+        let well_formed = id
+            .strip_prefix(kind.prefix)
+            .and_then(|rest| rest.strip_prefix('-'))
+            .is_some_and(|hex| {
+                matches!(hex.len(), 8 | 17)
+                    && hex
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            });
+        if well_formed {
+            not_found(kind.not_found, kind.what)(id)
+        } else {
+            ApiError::client(
+                kind.malformed,
+                format!("Invalid id: \"{id}\" (expecting \"{}-...\")", kind.prefix),
+            )
+        }
+    }
+}
+
 pub fn vpcs(inner: &Inner, scope: &Scope, params: &Params, out: &mut Xml) -> Result<(), ApiError> {
     let empty = Vec::new();
     let all = region(inner, scope).map_or(&empty, |r| &r.vpcs);
@@ -101,7 +167,7 @@ pub fn vpcs(inner: &Inner, scope: &Scope, params: &Params, out: &mut Xml) -> Res
         all,
         &params.list("VpcId"),
         |v| &v.vpc_id,
-        not_found("InvalidVpcID.NotFound", "vpc ID"),
+        unknown_id(&VPC_ID),
     )?;
     let matching: Vec<&Vpc> = selected
         .into_iter()
@@ -153,7 +219,7 @@ pub fn vpc_attribute(
     let attribute = params.required("Attribute")?;
     let vpc = region(inner, scope)
         .and_then(|r| r.vpc(vpc_id))
-        .ok_or_else(|| not_found("InvalidVpcID.NotFound", "vpc ID")(vpc_id))?;
+        .ok_or_else(|| unknown_id(&VPC_ID)(vpc_id))?;
     let value = match attribute {
         "enableDnsSupport" => vpc.enable_dns_support,
         "enableDnsHostnames" => vpc.enable_dns_hostnames,
@@ -205,7 +271,7 @@ pub fn subnets(
         all,
         &params.list("SubnetId"),
         |s| &s.subnet_id,
-        not_found("InvalidSubnetID.NotFound", "subnet ID"),
+        unknown_id(&SUBNET_ID),
     )?;
     let matching: Vec<&Subnet> = selected
         .into_iter()
@@ -262,16 +328,16 @@ pub fn security_groups(
     let all = region(inner, scope).map_or(&empty, |r| &r.security_groups);
     let filters = params.filters();
     check_filters(&filters, &["vpc-id", "group-id", "group-name"])?;
-    let missing_group = not_found("InvalidGroup.NotFound", "security group");
     let mut selected = select_by_id(
         all,
         &params.list("GroupId"),
         |g| &g.group_id,
-        &missing_group,
+        unknown_id(&GROUP_ID),
     )?;
     let names = params.list("GroupName");
     if !names.is_empty() {
-        let by_name = select_by_id(all, &names, |g| &g.group_name, &missing_group)?;
+        let missing_name = not_found(GROUP_ID.not_found, GROUP_ID.what);
+        let by_name = select_by_id(all, &names, |g| &g.group_name, missing_name)?;
         selected.retain(|g| by_name.iter().any(|n| n.group_id == g.group_id));
     }
     let matching: Vec<&SecurityGroup> = selected
@@ -333,7 +399,7 @@ pub fn vpc_endpoints(
         &all,
         &params.list("VpcEndpointId"),
         |e| &e.id,
-        not_found("InvalidVpcEndpointId.NotFound", "Vpc Endpoint Id"),
+        unknown_id(&VPC_ENDPOINT_ID),
     )?;
     let matching: Vec<&VpcEndpoint> = selected
         .into_iter()
@@ -430,7 +496,7 @@ pub fn route_tables(
         all,
         &params.list("RouteTableId"),
         |t| &t.route_table_id,
-        not_found("InvalidRouteTableID.NotFound", "routeTable ID"),
+        unknown_id(&ROUTE_TABLE_ID),
     )?;
     let matching: Vec<&RouteTable> = selected
         .into_iter()
