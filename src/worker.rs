@@ -376,8 +376,12 @@ impl Worker {
 
         // The VPC may have changed since the change was accepted, so check it again, unless
         // the call may already have been sent.
-        if !maybe_sent && let Some(outcome) = self.recheck_vpc(change, region, &current).await {
-            return outcome;
+        let mut fresh_findings = None;
+        if !maybe_sent {
+            match self.recheck_vpc(change, region, &current).await {
+                Ok(findings) => fresh_findings = findings,
+                Err(outcome) => return outcome,
+            }
         }
 
         let secret = match operation
@@ -396,7 +400,17 @@ impl Worker {
             }
         };
         match operations::mark_submitting(&self.db, operation.id, &self.id).await {
-            Ok(true) => {}
+            Ok(true) => {
+                // Findings stored at acceptance may be out of date, or only report that the
+                // checks were deferred. The operation shows the ones the change is sent with.
+                if let Some(findings) = fresh_findings.map(|f| json!(f))
+                    && findings != operation.findings
+                    && let Err(error) =
+                        operations::set_findings(&self.db, operation.id, findings).await
+                {
+                    tracing::warn!(operation.id = %operation.id, error = %error, "failed to store the findings of the VPC checks before sending the change");
+                }
+            }
             Ok(false) => return StepOutcome::LeaseLost,
             Err(error) => {
                 return StepOutcome::Retry {
@@ -452,29 +466,30 @@ impl Worker {
     }
 
     /// Runs the VPC prerequisite checks for a change that sets a VPC configuration. Returns
-    /// the outcome that stops the step, or None when the change may be sent.
+    /// the findings when the change may be sent (none for other changes), or the outcome that
+    /// stops the step.
     async fn recheck_vpc(
         &self,
         change: &Change,
         region: &Region,
         current: &Option<WorkforceSnapshot>,
-    ) -> Option<StepOutcome> {
+    ) -> Result<Option<Vec<Finding>>, StepOutcome> {
         let vpc_config = match change {
             Change::CreateWorkforce {
                 vpc_config: Some(vpc_config),
                 ..
             }
             | Change::PutVpcConfig { vpc_config } => vpc_config,
-            _ => return None,
+            _ => return Ok(None),
         };
         match vpc_checks::run(&self.aws, region, vpc_config).await {
-            Ok(findings) if vpc_checks::passed(&findings) => None,
-            Ok(findings) => Some(StepOutcome::PrerequisitesFailed {
+            Ok(findings) if vpc_checks::passed(&findings) => Ok(Some(findings)),
+            Ok(findings) => Err(StepOutcome::PrerequisitesFailed {
                 findings,
                 snapshot: current.clone(),
             }),
-            Err(error) if error.is_transient() => Some(StepOutcome::Retry { error }),
-            Err(error) => Some(StepOutcome::Failed {
+            Err(error) if error.is_transient() => Err(StepOutcome::Retry { error }),
+            Err(error) => Err(StepOutcome::Failed {
                 code: error.code().to_owned(),
                 message: format!(
                     "EC2 rejected the VPC prerequisite checks: {}",
@@ -747,12 +762,14 @@ impl Worker {
             StepOutcome::LeaseLost => unreachable!("handled above"),
         }
         if let Some(findings) = &findings {
-            operations::set_findings(&mut tx, current.id, json!(findings)).await?;
+            operations::set_findings(&mut *tx, current.id, json!(findings)).await?;
             if let Some((_, _, detail)) = event.as_mut() {
                 detail["findings"] = json!(findings);
             }
         }
+        let mut create_failed = false;
         if let Some((action, outcome_name, detail)) = event {
+            create_failed = outcome_name == "failed" && kind == "create_workforce";
             let failure = (outcome_name == "failed").then(|| {
                 (
                     detail_text(&detail, "code").to_owned(),
@@ -784,7 +801,28 @@ impl Worker {
         }
         tx.commit().await?;
         self.cache.invalidate_operation(current.id, region, name);
+        if create_failed {
+            self.sync_region_in_background(region);
+        }
         Ok(())
+    }
+
+    /// Lists the workforces of a region in the background and records those the service has
+    /// no record of. After a failed creation, that records a workforce created outside the
+    /// service, which SageMaker reports with "Cannot create more than one workforce", so that
+    /// reads show it at once instead of after the next start.
+    fn sync_region_in_background(&self, region: &str) {
+        let Ok(region) = Region::parse("region", region) else {
+            return;
+        };
+        let budget = self
+            .budget
+            .clone()
+            .unwrap_or_else(|| CallBudget::new(self.db.clone(), "unlimited", 0));
+        let (db, aws) = (self.db.clone(), self.aws.clone());
+        tokio::spawn(async move {
+            crate::refresh::sync_regions(&db, &aws, &budget, &[region]).await;
+        });
     }
 
     fn schedule(&self) -> PollSchedule {

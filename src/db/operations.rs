@@ -371,7 +371,7 @@ pub async fn release_leases(
 
 /// Replaces the findings of the VPC prerequisite checks stored with an operation.
 pub async fn set_findings(
-    conn: &mut PgConnection,
+    executor: impl PgExecutor<'_>,
     id: Uuid,
     findings: Value,
 ) -> Result<(), sqlx::Error> {
@@ -380,7 +380,7 @@ pub async fn set_findings(
         id,
         findings
     )
-    .execute(conn)
+    .execute(executor)
     .await?;
     Ok(())
 }

@@ -493,3 +493,45 @@ async fn workforces_deleted_outside_the_service_are_forgotten() {
     let (status, operation) = app.create_workforce(cognito_workforce("changed")).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{operation}");
 }
+
+/// A creation fails when the region has a workforce that was created behind the service's
+/// back. The service then lists the region, so that reads show that workforce at once.
+#[tokio::test]
+async fn failed_create_records_workforce_made_elsewhere() {
+    let app = TestApp::spawn().await;
+    let region = workforce_service::domain::Region::parse("region", REGION).unwrap();
+    let elsewhere =
+        workforce_service::domain::WorkforceName::parse("name", "made-elsewhere").unwrap();
+    let cognito = workforce_service::domain::CognitoConfig {
+        user_pool: "us-east-1_AbC123".to_owned(),
+        client_id: "portal".to_owned(),
+    };
+    app.service()
+        .state
+        .aws
+        .create_workforce(
+            &region,
+            workforce_service::aws::CreateWorkforceInput {
+                name: &elsewhere,
+                cognito_config: Some(&cognito),
+                oidc_config: None,
+                vpc_config: None,
+                source_ip_config: None,
+                tags: &[],
+                ip_address_type: None,
+            },
+        )
+        .await
+        .unwrap();
+
+    let (status, operation) = app.create_workforce(cognito_workforce("ours")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{operation}");
+    let finished = app
+        .wait_for_operation(operation["id"].as_str().unwrap())
+        .await;
+    assert_eq!(finished["status"], "failed", "{finished}");
+
+    let (status, workforce) =
+        read_after_refresh(&app, "made-elsewhere", |status, _| status == StatusCode::OK).await;
+    assert_eq!(status, StatusCode::OK, "{workforce}");
+}

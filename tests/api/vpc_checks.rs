@@ -1082,3 +1082,29 @@ mod moto {
         );
     }
 }
+
+/// When the checks deferred at acceptance pass in the worker, the operation shows the findings
+/// that the change was sent with, including the note that every VPC configuration gets.
+#[tokio::test]
+async fn deferred_checks_store_worker_findings() {
+    let app = TestApp::spawn().await;
+    app.sandbox().set_faults(throttle_ec2());
+    let mut body = cognito_workforce("labelers");
+    body["vpc_config"] = healthy_config();
+    let (status, operation) = app.create_workforce(body).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{operation}");
+    app.sandbox().set_faults(Default::default());
+
+    let finished = app
+        .wait_for_operation(operation["id"].as_str().unwrap())
+        .await;
+
+    assert_eq!(finished["status"], "succeeded", "{finished}");
+    let codes: Vec<&str> = finished["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(codes, ["vpc_task_types_limited"], "{finished}");
+}
