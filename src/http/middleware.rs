@@ -156,6 +156,28 @@ pub async fn admission(
     pipeline.admit_in_time(request, next, &caller).await
 }
 
+/// Rejects an HTTP/1.1 request without exactly one `Host` line, as RFC 9112 section 3.2
+/// requires. HTTP/1.0 requests may leave it out.
+fn check_host(request: &Request) -> Option<ApiError> {
+    let lines = request.headers().get_all(header::HOST).iter().count();
+    let required = request.version() >= axum::http::Version::HTTP_11;
+    let (detail, reason) = match lines {
+        0 if required => (
+            "invalid Host header: it is missing",
+            "must be sent with HTTP/1.1; name the host the request is sent to",
+        ),
+        0 | 1 => return None,
+        _ => (
+            "invalid Host header: it was sent more than once",
+            "must be sent once; send one Host line",
+        ),
+    };
+    Some(ApiError::BadRequest {
+        detail: detail.to_owned(),
+        errors: vec![crate::domain::FieldError::new("Host", reason)],
+    })
+}
+
 /// Maximum length of a caller's request id, which is stored with operations and audit events.
 const MAX_REQUEST_ID_BYTES: usize = 128;
 
@@ -178,6 +200,9 @@ impl RequestPipeline {
     /// Applies the body limit, authentication and idempotency keys, then runs the handler.
     /// Records the caller's name in `caller` as soon as the credential is found valid.
     async fn admit(&self, mut request: Request, next: Next, caller: &Caller) -> Response {
+        if let Some(rejection) = check_host(&request) {
+            return rejection.into_response();
+        }
         // The size limit, as tower-http's `RequestBodyLimit` applies it: a declared length
         // over the limit is rejected at once, and any other body fails when it is read past
         // the limit.

@@ -304,3 +304,38 @@ async fn client_that_stops_reading_is_cut_off() {
     }
     drop(stream);
 }
+
+/// An HTTP/1.1 request needs exactly one `Host` line; HTTP/1.0 may leave it out.
+#[tokio::test]
+async fn host_header_is_required_once() {
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    let cases: [(&[u8], &str); 3] = [
+        (b"GET /healthz HTTP/1.1\r\nconnection: close\r\n\r\n", "400"),
+        (
+            b"GET /healthz HTTP/1.1\r\nhost: a\r\nhost: b\r\nconnection: close\r\n\r\n",
+            "400",
+        ),
+        (b"GET /healthz HTTP/1.0\r\n\r\n", "200"),
+    ];
+    for (request, status) in cases {
+        let mut stream = connect_and_send(&app, request).await;
+        let mut response = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut response)
+            .await
+            .unwrap();
+        let response = String::from_utf8_lossy(&response);
+        let request = String::from_utf8_lossy(request);
+        assert!(
+            response.starts_with(&format!("HTTP/1.1 {status}"))
+                || response.starts_with(&format!("HTTP/1.0 {status}")),
+            "{request:?}: {response}"
+        );
+        if status == "400" {
+            assert!(response.contains("\"field\":\"Host\""), "{response}");
+        }
+    }
+}
