@@ -82,10 +82,7 @@ pub async fn refresh_workforce(
 ) -> anyhow::Result<()> {
     let snapshot = aws.describe_workforce(region, name).await?;
     let mut tx = db.begin().await?;
-    if operations::find_unfinished(&mut *tx, region.as_str(), name)
-        .await?
-        .is_some()
-    {
+    if !lock_unless_in_flight(&mut tx, region, name).await? {
         return Ok(());
     }
     match snapshot {
@@ -174,10 +171,7 @@ async fn remove_vanished(
     name: &str,
 ) -> Result<(), sqlx::Error> {
     let mut tx = db.begin().await?;
-    if operations::find_unfinished(&mut *tx, region.as_str(), name)
-        .await?
-        .is_some()
-    {
+    if !lock_unless_in_flight(&mut tx, region, name).await? {
         return Ok(());
     }
     let removed =
@@ -187,6 +181,25 @@ async fn remove_vanished(
         tracing::info!(workforce.name = name, aws.region = %region, "removed the record of a workforce that AWS no longer has");
     }
     Ok(())
+}
+
+/// Locks the record of a workforce and returns true, unless there is no record or an
+/// operation is working on it. The lock comes first: a creation of the same name that commits
+/// between the two reads would otherwise be taken for the old record, and removed with it.
+async fn lock_unless_in_flight(
+    tx: &mut sqlx::PgConnection,
+    region: &Region,
+    name: &str,
+) -> Result<bool, sqlx::Error> {
+    if workforces::find_for_update(&mut *tx, region.as_str(), name)
+        .await?
+        .is_none()
+    {
+        return Ok(false);
+    }
+    Ok(operations::find_unfinished(&mut *tx, region.as_str(), name)
+        .await?
+        .is_none())
 }
 
 /// Deletes the record of a workforce that AWS no longer has and audits the removal as
