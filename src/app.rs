@@ -199,6 +199,7 @@ pub async fn start(config: &ServeConfig, listener: TcpListener) -> anyhow::Resul
         watchers: watchers.clone(),
         cache: cache.clone(),
         budget: budget.clone(),
+        rechecks: Default::default(),
     });
 
     // Authentication is set up before any task starts, so that a process that stops here for

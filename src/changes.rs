@@ -51,10 +51,44 @@ pub struct AwsRecheck<'a> {
     pub aws: &'a crate::aws::Aws,
     /// The shared SageMaker call budget; when it is spent, the stored status decides.
     pub budget: &'a crate::budget::CallBudget,
+    pub recent: &'a RecentRechecks,
+}
+
+/// When this process last read each workforce from AWS before a change. A read that fails
+/// leaves the stored record as it was, so the record's age alone would not limit the reads.
+#[derive(Debug, Default)]
+pub struct RecentRechecks(
+    std::sync::Mutex<std::collections::HashMap<(String, String), std::time::Instant>>,
+);
+
+impl RecentRechecks {
+    /// Records a read of the workforce and returns true, unless one started in the last
+    /// [`RECHECK_AFTER`].
+    fn start(&self, region: &Region, name: &str) -> bool {
+        let now = std::time::Instant::now();
+        let mut started = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Old entries are dropped once there are many, so that the map stays small.
+        if started.len() >= 1_000 {
+            started.retain(|_, at| now.duration_since(*at) < RECHECK_AFTER);
+        }
+        let key = (region.as_str().to_owned(), name.to_owned());
+        if started
+            .get(&key)
+            .is_some_and(|at| now.duration_since(*at) < RECHECK_AFTER)
+        {
+            return false;
+        }
+        started.insert(key, now);
+        true
+    }
 }
 
 /// A stored status younger than this is trusted without reading AWS again, so that a client
-/// that retries a rejected change in a loop causes at most one DescribeWorkforce per second.
+/// that retries a rejected change in a loop causes at most one read of AWS per second and
+/// process (a DescribeWorkforce with the SDK's retries).
 const RECHECK_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Maximum wait for that DescribeWorkforce. After it, the stored status decides.
@@ -283,8 +317,15 @@ impl<'a> Acceptor<'a> {
             } else {
                 "Active"
             };
+            let next_step = match status {
+                "Initializing" | "Updating" | "Deleting" => {
+                    "SageMaker is still applying a change made outside this service, so read the workforce until its status changes and send the change again"
+                }
+                "Failed" => "delete the workforce and create it again",
+                _ => "read the workforce and send the change again once it is Active",
+            };
             let detail = format!(
-                "workforce '{name}' is {status}; this change is allowed only when it is {needed}"
+                "workforce '{name}' is {status}; this change is allowed only when it is {needed}: {next_step}"
             );
             drop(tx);
             return Err(self
@@ -453,8 +494,6 @@ impl<'a> Acceptor<'a> {
         }
     }
 
-    /// Audits a change that the workforce's state rules out, and returns its 409. Callers
-    /// end their transaction first, so that no row lock is held while the event is written.
     /// Reads a workforce from AWS again and stores what AWS reports, when its stored status
     /// would reject `change` (`None` for a creation, which any record rejects). The stored
     /// status comes from the last refresh, and SageMaker may have finished an update or a
@@ -485,10 +524,10 @@ impl<'a> Acceptor<'a> {
                 .to_std()
                 .is_ok_and(|age| age < RECHECK_AFTER)
         });
-        if allowed || recent {
+        let name = stored.name.as_str();
+        if allowed || recent || !recheck.recent.start(region, name) {
             return;
         }
-        let name = stored.name.as_str();
         let reread = async {
             if operations::find_unfinished(self.db, region.as_str(), name)
                 .await?
@@ -515,6 +554,8 @@ impl<'a> Acceptor<'a> {
             });
     }
 
+    /// Audits a change that the workforce's state rules out, and returns its 409. Callers
+    /// end their transaction first, so that no row lock is held while the event is written.
     async fn state_conflict(
         &self,
         caller: &Caller,

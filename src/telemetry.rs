@@ -102,9 +102,10 @@ fn describe_metrics() {
     );
     describe_counter!(
         "http_connection_errors_total",
-        "Connections closed on an error before a response was complete, by reason: \
-         header_timeout, write_timeout, malformed_request (answered by hyper with 400, 414 or \
-         431, outside http_requests_total), closed_mid_request or other"
+        "Connections that ended with an error, by reason: header_timeout (no complete request \
+         head in time, which includes idle keep-alive connections), write_timeout, \
+         malformed_request (answered by hyper with 400 or 431, outside http_requests_total), \
+         closed_mid_request or other"
     );
     describe_histogram!(
         "http_request_duration_seconds",

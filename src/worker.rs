@@ -323,8 +323,21 @@ impl Worker {
         let status = current.as_ref().and_then(|c| c.status.as_deref());
         // Decide from AWS's state whether the call is needed at all.
         match change {
-            Change::CreateWorkforce { .. } if current.is_some() => {
+            // An earlier attempt may have sent the creation, and AWS shows its result.
+            Change::CreateWorkforce { .. } if current.is_some() && maybe_sent => {
                 return StepOutcome::Submitted { snapshot: current };
+            }
+            // Nothing was sent yet, so the workforce was created outside the service. Its
+            // settings may differ from the requested ones, so the creation is not counted as
+            // done; the record takes what AWS shows.
+            Change::CreateWorkforce { .. } if current.is_some() => {
+                return StepOutcome::Failed {
+                    code: "WorkforceAlreadyExists".into(),
+                    message: format!(
+                        "SageMaker already has a workforce named '{name}' in {region} that this service did not create; its record now shows that workforce, so change it or delete it instead"
+                    ),
+                    snapshot: current,
+                };
             }
             Change::CreateWorkforce { .. } => {}
             Change::DeleteWorkforce => match status {
@@ -657,11 +670,13 @@ impl Worker {
                     .next_poll_delay(&mut tx, &current, Duration::ZERO, 1)
                     .await?;
                 operations::reschedule(&mut tx, current.id, delay, aws_status).await?;
-                event = Some((
-                    "operation.submitted",
-                    "submitted",
-                    json!({ "aws_status": aws_status }),
-                ));
+                // The findings of the VPC checks that the change was sent with, which may be
+                // newer than the ones audited at acceptance.
+                let mut detail = json!({ "aws_status": aws_status });
+                if current.findings.as_array().is_some_and(|f| !f.is_empty()) {
+                    detail["findings"] = current.findings.clone();
+                }
+                event = Some(("operation.submitted", "submitted", detail));
             }
             StepOutcome::Waiting { .. } => {
                 let delay = match current.submitted_at {

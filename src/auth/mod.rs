@@ -334,7 +334,7 @@ impl Authenticator {
                     client = %address,
                     limit_per_minute = limiter.per_minute(),
                     held_back,
-                    "a client address sent more unknown API keys than --unknown-keys-per-minute allows; its new keys get 429 (held_back counts the warnings left out in the last 10 s, of any address)"
+                    "a client address sent more unknown API keys than --unknown-keys-per-minute allows; its new keys get 429 (held_back counts the warnings of any address left out since the previous one)"
                 );
             }
             return Err(ApiError::RateLimited {
@@ -500,7 +500,7 @@ pub async fn authorize(
                 caller_kind = principal.kind.as_str(),
                 limit_per_minute = limiter.per_minute(),
                 held_back,
-                "a caller sent more requests than --rate-limit-per-minute allows; it gets 429 until its bucket refills (held_back counts the warnings left out in the last 10 s, of any caller)"
+                "a caller sent more requests than --rate-limit-per-minute allows; it gets 429 until its bucket refills (held_back counts the warnings of any caller left out since the previous one)"
             );
         }
         let limited = ApiError::RateLimited {

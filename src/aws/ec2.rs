@@ -162,7 +162,6 @@ fn endpoint_details(endpoint: &aws_sdk_ec2::types::VpcEndpoint) -> VpcEndpointDe
     }
 }
 
-/// Error codes with which EC2 reports an unknown VPC, as in `DescribeVpcAttribute`.
 /// Returns whether EC2 rejected a VPC id as unknown. An id that is not the form EC2 generates
 /// (such as one with a hex digit too many) gets `InvalidVpcID.Malformed`, and no VPC has it.
 fn is_missing_vpc(error: &AwsError) -> bool {

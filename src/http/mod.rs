@@ -78,6 +78,8 @@ pub struct Shared {
     pub cache: crate::cache::ReadCache,
     /// The SageMaker calls per second that all processes share, which refreshes also take from.
     pub budget: crate::budget::CallBudget,
+    /// When each workforce was last read from AWS before a change.
+    pub rechecks: crate::changes::RecentRechecks,
 }
 
 impl AppState {
@@ -92,6 +94,7 @@ impl AppState {
             recheck: Some(crate::changes::AwsRecheck {
                 aws: &self.aws,
                 budget: &self.budget,
+                recent: &self.rechecks,
             }),
         }
     }

@@ -494,17 +494,14 @@ async fn workforces_deleted_outside_the_service_are_forgotten() {
     assert_eq!(status, StatusCode::ACCEPTED, "{operation}");
 }
 
-/// A creation fails when the region has a workforce that was created behind the service's
-/// back. The service then lists the region, so that reads show that workforce at once.
-#[tokio::test]
-async fn failed_create_records_workforce_made_elsewhere() {
-    let app = TestApp::spawn().await;
+/// Creates a Cognito workforce in SageMaker behind the service's back, with the app client id
+/// `client_id`.
+async fn create_behind_the_service(app: &TestApp, name: &str, client_id: &str) {
     let region = workforce_service::domain::Region::parse("region", REGION).unwrap();
-    let elsewhere =
-        workforce_service::domain::WorkforceName::parse("name", "made-elsewhere").unwrap();
+    let name = workforce_service::domain::WorkforceName::parse("name", name).unwrap();
     let cognito = workforce_service::domain::CognitoConfig {
         user_pool: "us-east-1_AbC123".to_owned(),
-        client_id: "portal".to_owned(),
+        client_id: client_id.to_owned(),
     };
     app.service()
         .state
@@ -512,7 +509,7 @@ async fn failed_create_records_workforce_made_elsewhere() {
         .create_workforce(
             &region,
             workforce_service::aws::CreateWorkforceInput {
-                name: &elsewhere,
+                name: &name,
                 cognito_config: Some(&cognito),
                 oidc_config: None,
                 vpc_config: None,
@@ -523,6 +520,14 @@ async fn failed_create_records_workforce_made_elsewhere() {
         )
         .await
         .unwrap();
+}
+
+/// A creation fails when the region has a workforce that was created behind the service's
+/// back. The service then lists the region, so that reads show that workforce at once.
+#[tokio::test]
+async fn failed_create_records_workforce_made_elsewhere() {
+    let app = TestApp::spawn().await;
+    create_behind_the_service(&app, "made-elsewhere", "portal").await;
 
     let (status, operation) = app.create_workforce(cognito_workforce("ours")).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{operation}");
@@ -534,4 +539,35 @@ async fn failed_create_records_workforce_made_elsewhere() {
     let (status, workforce) =
         read_after_refresh(&app, "made-elsewhere", |status, _| status == StatusCode::OK).await;
     assert_eq!(status, StatusCode::OK, "{workforce}");
+}
+
+/// A workforce of the requested name that was created behind the service's back, with other
+/// settings, does not count as the service's creation: the operation fails without calling
+/// CreateWorkforce, and the record shows the settings that SageMaker has.
+#[tokio::test]
+async fn same_name_made_elsewhere_fails_create() {
+    let app = TestApp::spawn().await;
+    create_behind_the_service(&app, "labelers", "other-client").await;
+    let creations = app.sandbox().call_count("CreateWorkforce");
+
+    let (status, operation) = app.create_workforce(cognito_workforce("labelers")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{operation}");
+    let finished = app
+        .wait_for_operation(operation["id"].as_str().unwrap())
+        .await;
+
+    assert_eq!(finished["status"], "failed", "{finished}");
+    assert_eq!(
+        finished["failure"]["code"], "WorkforceAlreadyExists",
+        "{finished}"
+    );
+    assert_eq!(app.sandbox().call_count("CreateWorkforce"), creations);
+    let (status, workforce) = app
+        .get(&format!("/v1/regions/{REGION}/workforces/labelers"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{workforce}");
+    assert_eq!(
+        workforce["cognito_config"]["client_id"], "other-client",
+        "{workforce}"
+    );
 }

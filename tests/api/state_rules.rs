@@ -372,3 +372,37 @@ async fn deleted_workforce_does_not_block_create() {
         .await;
     assert_eq!(finished["status"], "succeeded", "{finished}");
 }
+
+/// Reads of AWS before a conflict are limited to one per workforce and second even when they
+/// fail, so that retries of a rejected change add no calls to an AWS that is failing.
+#[tokio::test]
+async fn failed_rereads_are_limited() {
+    let app = TestApp::spawn().await;
+    app.create_active_workforce("limited", None).await;
+    store_status(&app, "limited", "Updating", "now() - interval '1 minute'").await;
+    app.sandbox().set_faults(workforce_sandbox::Faults {
+        server_error_ratio: 1.0,
+        actions: Some(vec!["DescribeWorkforce".to_owned()]),
+        ..Default::default()
+    });
+    let describes = app.sandbox().call_count("DescribeWorkforce");
+
+    let url = format!("{}{}", app.base_url, source_ip_path("limited"));
+    let mut requests = tokio::task::JoinSet::new();
+    for _ in 0..5 {
+        let request = app
+            .client
+            .put(&url)
+            .json(&json!({ "cidrs": ["198.51.100.0/24"] }));
+        requests.spawn(async move { request.send().await.unwrap().status() });
+    }
+    let statuses = requests.join_all().await;
+
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::CONFLICT),
+        "{statuses:?}"
+    );
+    // One read, with the SDK's retries of the server error.
+    let calls = app.sandbox().call_count("DescribeWorkforce") - describes;
+    assert!((1..=3).contains(&calls), "{calls} DescribeWorkforce calls");
+}

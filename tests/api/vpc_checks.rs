@@ -1107,4 +1107,15 @@ async fn deferred_checks_store_worker_findings() {
         .map(|f| f["code"].as_str().unwrap())
         .collect();
     assert_eq!(codes, ["vpc_task_types_limited"], "{finished}");
+    let submitted: serde_json::Value = sqlx::query_scalar(
+        "select detail from audit_events where action = 'operation.submitted' and operation_id = $1",
+    )
+    .bind(uuid::Uuid::parse_str(operation["id"].as_str().unwrap()).unwrap())
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(
+        submitted["findings"][0]["code"], "vpc_task_types_limited",
+        "{submitted}"
+    );
 }
