@@ -86,9 +86,9 @@ impl RecentRechecks {
     }
 }
 
-/// A stored status younger than this is trusted without reading AWS again, so that a client
-/// that retries a rejected change in a loop causes at most one read of AWS per second and
-/// process (a DescribeWorkforce with the SDK's retries).
+/// A stored status younger than this is trusted without reading AWS again. So a client that
+/// retries a rejected change in a loop causes at most one read of AWS per second and process,
+/// which is one DescribeWorkforce with the SDK's retries.
 const RECHECK_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Maximum wait for that DescribeWorkforce. After it, the stored status decides.
@@ -319,7 +319,7 @@ impl<'a> Acceptor<'a> {
             };
             let next_step = match status {
                 "Initializing" | "Updating" | "Deleting" => {
-                    "SageMaker is still applying a change made outside this service, so read the workforce until its status changes and send the change again"
+                    "SageMaker is still applying a change made outside this service; send the change again in a few seconds, and the service reads the status from AWS again before it answers"
                 }
                 "Failed" => "delete the workforce and create it again",
                 _ => "read the workforce and send the change again once it is Active",

@@ -301,6 +301,7 @@ async fn serve(config: workforce_service::config::ServeConfig) -> anyhow::Result
             config.shutdown_grace_seconds,
         ))
         .await;
+    tracing::info!("stopped");
     Ok(())
 }
 

@@ -54,7 +54,7 @@ async fn open(url: &str, max_connections: u32, create: bool) -> anyhow::Result<P
     }
     if !exists {
         match Postgres::create_database(url).await {
-            Ok(()) => tracing::info!(database = %place, "created the database"),
+            Ok(()) => tracing::info!("created the {place}"),
             // Another process that starts at the same moment may have created it first.
             Err(_) if Postgres::database_exists(url).await.unwrap_or(false) => {}
             Err(error) => {

@@ -369,7 +369,15 @@ impl From<QueryRejection> for ApiError {
             && reason.starts_with(&format!("{}: ", error.field))
             && let Some(form) = expected_query_form(&error.field)
         {
-            error.reason = format!("must be {form}");
+            // serde names the value of an unknown enum variant, such as a status.
+            let rejected = reason
+                .split_once("unknown variant `")
+                .and_then(|(_, rest)| rest.split_once('`'))
+                .map(|(value, _)| value);
+            error.reason = match rejected {
+                Some(value) => format!("'{value}' is not {form}"),
+                None => format!("must be {form}"),
+            };
             return ApiError::BadRequest {
                 detail: format!("invalid query parameter {}: {}", error.field, error.reason),
                 errors,

@@ -193,7 +193,16 @@ impl RequestPipeline {
     async fn admit_in_time(&self, request: Request, next: Next, caller: &Caller) -> Response {
         match tokio::time::timeout(self.timeout, self.admit(request, next, caller)).await {
             Ok(response) => response,
-            Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+            Err(_) => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                "Request timed out",
+                format!(
+                    "the request took longer than this service's limit of {} s (--request-timeout-seconds), for example because its body stopped arriving; retry, and check the operation list before repeating a change",
+                    self.timeout.as_secs()
+                ),
+            )
+            .into_response(),
         }
     }
 

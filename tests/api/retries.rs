@@ -479,6 +479,12 @@ async fn idempotency_key_freed_after_timeout() {
     let (status, _, problem) =
         send_with_key(&app, Method::POST, &path, "slow-1", Some(body.clone())).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{problem}");
+    assert_eq!(problem["type"], "/problems/timeout", "{problem}");
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("limit of 1 s (--request-timeout-seconds)"),
+        "{problem}"
+    );
     blocker.rollback().await.unwrap();
 
     let (status, _, created) = send_with_key(&app, Method::POST, &path, "slow-1", Some(body)).await;

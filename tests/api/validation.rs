@@ -368,3 +368,21 @@ async fn path_parameters_are_validated() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
     assert!(problem["detail"].as_str().unwrap().len() < 200, "{problem}");
 }
+
+/// A status filter that is not one of the operation statuses names the rejected value.
+#[tokio::test]
+async fn operation_status_filter_names_value() {
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    let (status, problem) = app.get("/v1/operations?status=Active").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+    assert_eq!(problem["errors"][0]["field"], "status", "{problem}");
+    let reason = problem["errors"][0]["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("'Active' is not one of pending"),
+        "{problem}"
+    );
+}
