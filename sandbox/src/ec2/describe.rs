@@ -89,38 +89,38 @@ struct IdKind {
     not_found: &'static str,
     malformed: &'static str,
     /// The resource's name in the not-found message, such as `vpc ID`.
-    what: &'static str,
+    label: &'static str,
 }
 
 const VPC_ID: IdKind = IdKind {
     prefix: "vpc",
     not_found: "InvalidVpcID.NotFound",
     malformed: "InvalidVpcID.Malformed",
-    what: "vpc ID",
+    label: "vpc ID",
 };
 const SUBNET_ID: IdKind = IdKind {
     prefix: "subnet",
     not_found: "InvalidSubnetID.NotFound",
     malformed: "InvalidSubnetID.Malformed",
-    what: "subnet ID",
+    label: "subnet ID",
 };
 const GROUP_ID: IdKind = IdKind {
     prefix: "sg",
     not_found: "InvalidGroup.NotFound",
     malformed: "InvalidGroupId.Malformed",
-    what: "security group",
+    label: "security group",
 };
 const VPC_ENDPOINT_ID: IdKind = IdKind {
     prefix: "vpce",
     not_found: "InvalidVpcEndpointId.NotFound",
     malformed: "InvalidVpcEndpointId.Malformed",
-    what: "Vpc Endpoint Id",
+    label: "Vpc Endpoint Id",
 };
 const ROUTE_TABLE_ID: IdKind = IdKind {
     prefix: "rtb",
     not_found: "InvalidRouteTableID.NotFound",
     malformed: "InvalidRouteTableId.Malformed",
-    what: "routeTable ID",
+    label: "routeTable ID",
 };
 
 /// Returns the error for an unknown id: `.Malformed` when the id is not the prefix, a hyphen
@@ -138,7 +138,7 @@ fn unknown_id(kind: &'static IdKind) -> impl Fn(&str) -> ApiError {
                         .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
             });
         if well_formed {
-            not_found(kind.not_found, kind.what)(id)
+            not_found(kind.not_found, kind.label)(id)
         } else {
             ApiError::client(
                 kind.malformed,
@@ -336,7 +336,7 @@ pub fn security_groups(
     )?;
     let names = params.list("GroupName");
     if !names.is_empty() {
-        let missing_name = not_found(GROUP_ID.not_found, GROUP_ID.what);
+        let missing_name = not_found(GROUP_ID.not_found, GROUP_ID.label);
         let by_name = select_by_id(all, &names, |g| &g.group_name, missing_name)?;
         selected.retain(|g| by_name.iter().any(|n| n.group_id == g.group_id));
     }
