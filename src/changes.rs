@@ -334,7 +334,10 @@ impl<'a> Acceptor<'a> {
         }
         // An IPv6 block needs a dual-stack workforce. The request itself is valid, so a
         // mismatch with the stored address type is a conflict with the workforce's state.
-        if let Change::PutSourceIpConfig { source_ip_config } = &change
+        if let Change::PutSourceIpConfig {
+            source_ip_config,
+            ip_address_type: None,
+        } = &change
             && workforce.ip_address_type != IpAddressType::Dualstack.as_aws_str()
         {
             let ipv6: Vec<&str> = source_ip_config
@@ -345,7 +348,7 @@ impl<'a> Acceptor<'a> {
                 .collect();
             if !ipv6.is_empty() {
                 let detail = format!(
-                    "workforce '{name}' has ip_address_type '{}', which takes only IPv4 blocks, and the list has the IPv6 blocks {}; remove them, or use a workforce created with ip_address_type 'dualstack'",
+                    "workforce '{name}' has ip_address_type '{}', which takes only IPv4 blocks, and the list has the IPv6 blocks {}; remove them, or send ip_address_type 'dualstack' with the list",
                     workforce.ip_address_type,
                     ipv6.join(", ")
                 );

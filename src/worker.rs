@@ -569,12 +569,15 @@ impl Worker {
                     .update_workforce(region, name, UpdateWorkforceInput::RemoveVpcConfig)
                     .await
             }
-            Change::PutSourceIpConfig { source_ip_config } => {
+            Change::PutSourceIpConfig {
+                source_ip_config,
+                ip_address_type,
+            } => {
                 self.aws
                     .update_workforce(
                         region,
                         name,
-                        UpdateWorkforceInput::SourceIpConfig(source_ip_config),
+                        UpdateWorkforceInput::SourceIpConfig(source_ip_config, *ip_address_type),
                     )
                     .await
             }
@@ -900,8 +903,14 @@ fn change_applied(change: &Change, snapshot: &WorkforceSnapshot) -> bool {
             .as_ref()
             .is_some_and(|v| v.matches(vpc_config)),
         Change::DeleteVpcConfig => snapshot.vpc_config.is_none(),
-        Change::PutSourceIpConfig { source_ip_config } => {
+        Change::PutSourceIpConfig {
+            source_ip_config,
+            ip_address_type,
+        } => {
             source_ip_config.same_cidrs(&snapshot.source_ip_cidrs)
+                && ip_address_type.is_none_or(|wanted| {
+                    snapshot.ip_address_type.as_deref() == Some(wanted.as_aws_str())
+                })
         }
         // NOTE: the client secret cannot be read back, so a change of the secret alone counts
         // as applied once the call may have been sent. It is never sent twice.

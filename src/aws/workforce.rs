@@ -72,7 +72,8 @@ pub struct CreateWorkforceInput<'a> {
 pub enum UpdateWorkforceInput<'a> {
     VpcConfig(&'a VpcConfig),
     RemoveVpcConfig,
-    SourceIpConfig(&'a SourceIpConfig),
+    /// The allow-list, and the address type when it changes too.
+    SourceIpConfig(&'a SourceIpConfig, Option<IpAddressType>),
     OidcConfig(&'a OidcConfig),
 }
 
@@ -277,9 +278,11 @@ impl Aws {
             UpdateWorkforceInput::RemoveVpcConfig => {
                 request.workforce_vpc_config(sm::WorkforceVpcConfigRequest::builder().build())
             }
-            UpdateWorkforceInput::SourceIpConfig(config) => {
-                request.source_ip_config(source_ip_request(config))
-            }
+            UpdateWorkforceInput::SourceIpConfig(config, ip_address_type) => request
+                .source_ip_config(source_ip_request(config))
+                .set_ip_address_type(
+                    ip_address_type.map(|t| sm::WorkforceIpAddressType::from(t.as_aws_str())),
+                ),
             UpdateWorkforceInput::OidcConfig(config) => request.oidc_config(oidc_request(config)),
         };
         let started = std::time::Instant::now();

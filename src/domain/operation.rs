@@ -102,6 +102,9 @@ pub enum Change {
     DeleteVpcConfig,
     PutSourceIpConfig {
         source_ip_config: SourceIpConfig,
+        /// A new address type for the workforce, sent in the same call; `None` keeps it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ip_address_type: Option<IpAddressType>,
     },
     PutOidcConfig {
         oidc_config: OidcSettings,

@@ -296,9 +296,14 @@ fn extra_params_schema() -> utoipa::openapi::Object {
 #[schema(example = json!({"cidrs": ["10.0.0.0/16", "192.0.2.0/24"]}))]
 pub struct SourceIpConfigRequest {
     /// 0 to 10 CIDR blocks. IPv6 blocks need a workforce whose `ip_address_type` is `dualstack`:
-    /// a creation without it gets 422, and a replacement on an IPv4 workforce gets 409.
+    /// a creation without it gets 422, and a replacement on an IPv4 workforce gets 409 unless
+    /// the same request sets `ip_address_type` to `dualstack`.
     #[schema(schema_with = cidrs_schema)]
     pub cidrs: Vec<String>,
+    /// Changes the workforce's address type in the same call to SageMaker; omit it to keep the
+    /// current one (null does the same). `ipv4` with IPv6 blocks in `cidrs` gets 422.
+    #[serde(default)]
+    pub ip_address_type: Option<IpAddressType>,
 }
 
 /// A key and value attached to the workforce in AWS.

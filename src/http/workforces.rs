@@ -457,7 +457,8 @@ pub async fn delete_vpc_config(
 /// Set the source-IP allow-list
 ///
 /// Accepts 0 to 10 CIDR blocks allowed to reach the public worker portal; an empty list lifts
-/// the restriction. The list does not apply to access through the VPC.
+/// the restriction. The list does not apply to access through the VPC. The same request can
+/// change the workforce's address type, which IPv6 blocks need.
 #[utoipa::path(
     put,
     path = "/v1/regions/{region}/workforces/{name}/source-ip-config",
@@ -486,13 +487,14 @@ pub async fn put_source_ip_config(
     Json(request): Json<SourceIpConfigRequest>,
 ) -> Result<Response, ApiError> {
     let (region, name) = path.parse(&state)?;
-    // Any valid block passes here. Whether the workforce takes IPv6 blocks depends on its
-    // stored address type, which the change checks under the workforce's row lock (409).
+    // Without a requested address type, any valid block passes here: whether the workforce
+    // takes IPv6 blocks depends on its stored address type, which the change checks under the
+    // workforce's row lock (409).
     let mut violations = Violations::default();
     let parsed = SourceIpConfig::parse(
         "cidrs",
         &request.cidrs,
-        IpAddressType::Dualstack,
+        request.ip_address_type.unwrap_or(IpAddressType::Dualstack),
         &mut violations,
     );
     let source_ip_config = violations
@@ -504,7 +506,10 @@ pub async fn put_source_ip_config(
         &headers,
         &authorized,
         (&region, &name),
-        Change::PutSourceIpConfig { source_ip_config },
+        Change::PutSourceIpConfig {
+            source_ip_config,
+            ip_address_type: request.ip_address_type,
+        },
         None,
     )
     .await

@@ -377,3 +377,75 @@ async fn dualstack_workforce_takes_ipv6_blocks() {
     let (_, workforce) = app.get("/v1/regions/us-west-2/workforces/only-four").await;
     assert!(workforce["operation_in_flight"].is_null(), "{workforce}");
 }
+
+/// A replacement of the allow-list can switch the address type in the same call, which is how
+/// an IPv4 workforce comes to take IPv6 blocks, and back.
+#[tokio::test]
+async fn allow_list_switches_the_address_type() {
+    let app = TestApp::spawn().await;
+    let (status, created) = app.create_workforce(cognito_workforce("switch")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{created}");
+    app.wait_for_operation(created["id"].as_str().unwrap())
+        .await;
+    let path = format!("/v1/regions/{REGION}/workforces/switch/source-ip-config");
+
+    let (status, _, accepted) = app
+        .request(
+            Method::PUT,
+            &path,
+            Some(json!({"cidrs": ["2001:db8::/32", "10.0.0.0/8"], "ip_address_type": "dualstack"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    assert_eq!(
+        accepted["change"]["ip_address_type"], "dualstack",
+        "{accepted}"
+    );
+    let finished = app
+        .wait_for_operation(accepted["id"].as_str().unwrap())
+        .await;
+    assert_eq!(finished["status"], "succeeded", "{finished}");
+    // The record is what SageMaker describes after the change, so this reads the sandbox.
+    let (_, workforce) = app
+        .get(&format!("/v1/regions/{REGION}/workforces/switch"))
+        .await;
+    assert_eq!(workforce["ip_address_type"], "dualstack", "{workforce}");
+    assert_eq!(
+        workforce["source_ip_config"]["cidrs"],
+        json!(["2001:db8::/32", "10.0.0.0/8"])
+    );
+
+    // Asking for IPv4 while listing an IPv6 block contradicts itself: 422, nothing queued.
+    let (status, _, problem) = app
+        .request(
+            Method::PUT,
+            &path,
+            Some(json!({"cidrs": ["2001:db8::/32"], "ip_address_type": "ipv4"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert_eq!(problem["errors"][0]["field"], "cidrs[0]", "{problem}");
+    let (_, operations) = app.get("/v1/operations?workforce_name=switch").await;
+    assert_eq!(
+        operations["items"].as_array().unwrap().len(),
+        2,
+        "{operations}"
+    );
+
+    let (status, _, accepted) = app
+        .request(
+            Method::PUT,
+            &path,
+            Some(json!({"cidrs": ["10.0.0.0/8"], "ip_address_type": "ipv4"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    let finished = app
+        .wait_for_operation(accepted["id"].as_str().unwrap())
+        .await;
+    assert_eq!(finished["status"], "succeeded", "{finished}");
+    let (_, workforce) = app
+        .get(&format!("/v1/regions/{REGION}/workforces/switch"))
+        .await;
+    assert_eq!(workforce["ip_address_type"], "ipv4", "{workforce}");
+}
