@@ -166,7 +166,18 @@ fn check_host(request: &Request) -> Option<ApiError> {
             "invalid Host header: it is missing",
             "must be sent with HTTP/1.1; name the host the request is sent to",
         ),
-        0 | 1 => return None,
+        0 => return None,
+        1 if request
+            .headers()
+            .get(header::HOST)
+            .is_some_and(is_valid_host) =>
+        {
+            return None;
+        }
+        1 => (
+            "invalid Host header: its value is not a host with an optional port",
+            "must be a host name or IP address, optionally followed by ':' and a port, such as api.example.com:8080",
+        ),
         _ => (
             "invalid Host header: it was sent more than once",
             "must be sent once; send one Host line",
@@ -175,6 +186,25 @@ fn check_host(request: &Request) -> Option<ApiError> {
     Some(ApiError::BadRequest {
         detail: detail.to_owned(),
         errors: vec![crate::domain::FieldError::new("Host", reason)],
+    })
+}
+
+/// Returns whether a `Host` value is `uri-host [":" port]` (RFC 9112 section 3.2), or empty,
+/// which RFC 9112 allows for a target without an authority.
+fn is_valid_host(value: &HeaderValue) -> bool {
+    let bytes = value.as_bytes();
+    if bytes.is_empty() {
+        return true;
+    }
+    // An authority may carry user information, which a Host value may not.
+    if bytes.contains(&b'@') {
+        return false;
+    }
+    // The parser takes any characters after the last ':' as the port. RFC 3986 allows an
+    // empty one.
+    axum::http::uri::Authority::try_from(bytes).is_ok_and(|authority| {
+        let after_host = &authority.as_str()[authority.host().len()..];
+        matches!(after_host, "" | ":") || authority.port_u16().is_some()
     })
 }
 
@@ -425,6 +455,33 @@ fn log_request(
         };
         if !crate::telemetry::write_access_line(&line) {
             tracing::info!(http.method = %method, http.route = %route, http.status = status, duration_ms, request_id, actor, "request");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_values_follow_rfc_9112() {
+        for valid in [
+            "",
+            "a",
+            "api.example.com",
+            "api.example.com:8080",
+            "127.0.0.1:3000",
+            "[::1]",
+            "[::1]:8080",
+            "a:",
+        ] {
+            assert!(is_valid_host(&HeaderValue::from_static(valid)), "{valid:?}");
+        }
+        for invalid in ["a b", "user@a", "a:port", "a:99999", "a/b", "a?b", "[::1"] {
+            assert!(
+                !is_valid_host(&HeaderValue::from_static(invalid)),
+                "{invalid:?}"
+            );
         }
     }
 }

@@ -305,7 +305,8 @@ async fn client_that_stops_reading_is_cut_off() {
     drop(stream);
 }
 
-/// An HTTP/1.1 request needs exactly one `Host` line; HTTP/1.0 may leave it out.
+/// An HTTP/1.1 request needs exactly one `Host` line with a host and an optional port; HTTP/1.0
+/// may leave it out.
 #[tokio::test]
 async fn host_header_is_required_once() {
     let app = TestApp::spawn_with(TestOptions {
@@ -313,13 +314,33 @@ async fn host_header_is_required_once() {
         ..Default::default()
     })
     .await;
-    let cases: [(&[u8], &str); 3] = [
+    let cases: [(&[u8], &str); 8] = [
         (b"GET /healthz HTTP/1.1\r\nconnection: close\r\n\r\n", "400"),
         (
             b"GET /healthz HTTP/1.1\r\nhost: a\r\nhost: b\r\nconnection: close\r\n\r\n",
             "400",
         ),
         (b"GET /healthz HTTP/1.0\r\n\r\n", "200"),
+        (
+            b"GET /healthz HTTP/1.1\r\nhost: a b\r\nconnection: close\r\n\r\n",
+            "400",
+        ),
+        (
+            b"GET /healthz HTTP/1.1\r\nhost: user@a\r\nconnection: close\r\n\r\n",
+            "400",
+        ),
+        (
+            b"GET /healthz HTTP/1.1\r\nhost: [::1]:8080\r\nconnection: close\r\n\r\n",
+            "200",
+        ),
+        (
+            b"GET /healthz HTTP/1.1\r\nhost: api.example.com:443\r\nconnection: close\r\n\r\n",
+            "200",
+        ),
+        (
+            b"GET /healthz HTTP/1.1\r\nhost:\r\nconnection: close\r\n\r\n",
+            "200",
+        ),
     ];
     for (request, status) in cases {
         let mut stream = connect_and_send(&app, request).await;
