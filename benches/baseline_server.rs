@@ -28,14 +28,15 @@ async fn main() -> anyhow::Result<()> {
         "baseline listening on {address}, {} bytes per answer",
         body.len()
     );
-    let timeouts = workforce_service::http::serve::ConnectionTimeouts {
+    let limits = workforce_service::http::serve::ConnectionLimits {
         header_read: std::time::Duration::from_secs(30),
         write: std::time::Duration::from_secs(30),
+        max_open: workforce_service::config::DEFAULT_HTTP_MAX_CONNECTIONS as usize,
     };
     workforce_service::http::serve::serve(
         listener,
         app,
-        timeouts,
+        limits,
         tokio_util::sync::CancellationToken::new(),
     )
     .await;

@@ -264,14 +264,15 @@ pub async fn start(config: &ServeConfig, listener: TcpListener) -> anyhow::Resul
     }
 
     let local_addr = listener.local_addr()?;
-    let timeouts = crate::http::serve::ConnectionTimeouts {
+    let limits = crate::http::serve::ConnectionLimits {
         header_read: Duration::from_secs(config.header_read_timeout_seconds),
         write: Duration::from_secs(config.write_timeout_seconds),
+        max_open: config.http_max_connections as usize,
     };
     tasks.spawn(crate::http::serve::serve(
         listener,
         app,
-        timeouts,
+        limits,
         shutdown.clone(),
     ));
     tracing::info!(http.address = %local_addr, mode = config.mode.as_str(), "workforce-service listening");

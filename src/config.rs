@@ -82,6 +82,10 @@ pub enum ApiKeyCommand {
 /// It has 401,852 bytes, and a test in `http::models` builds it.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 512 * 1024;
 
+/// Default cap on open HTTP connections. It leaves room for 1,000 long-polling clients several
+/// times over, and stays well under common file descriptor limits such as 20,000 or 65,536.
+pub const DEFAULT_HTTP_MAX_CONNECTIONS: u32 = 4096;
+
 /// Service name of the workforce interface endpoints in the sandbox, whose
 /// DescribeVpcEndpointServices entry lists only the zones the sandbox topology supports.
 const SANDBOX_PORTAL_ENDPOINT_SERVICE: &str = "com.amazonaws.{region}.sagemaker.labeling";
@@ -273,6 +277,17 @@ pub struct ServeConfig {
         value_parser = clap::value_parser!(u64).range(1..=3600)
     )]
     pub write_timeout_seconds: u64,
+
+    /// Connections open at once, from 1 to 100000. At the cap, new connections wait to be
+    /// accepted until one closes. Keep it below the process's file descriptor limit, which the
+    /// database pool and AWS calls share.
+    #[arg(
+        long,
+        env = "WORKFORCE_HTTP_MAX_CONNECTIONS",
+        default_value_t = DEFAULT_HTTP_MAX_CONNECTIONS,
+        value_parser = clap::value_parser!(u32).range(1..=100_000)
+    )]
+    pub http_max_connections: u32,
 
     /// Seconds to wait for in-flight requests and worker steps on shutdown.
     #[arg(long, env = "WORKFORCE_SHUTDOWN_GRACE_SECONDS", default_value_t = 20)]

@@ -107,6 +107,14 @@ fn describe_metrics() {
          malformed_request (answered by hyper with 400 or 431, outside http_requests_total), \
          closed_mid_request or other"
     );
+    describe_gauge!(
+        "http_connections_open",
+        "HTTP connections open in this process"
+    );
+    describe_counter!(
+        "http_connection_cap_waits_total",
+        "Times the accept loop stopped because --http-max-connections connections were open"
+    );
     describe_histogram!(
         "http_request_duration_seconds",
         Unit::Seconds,

@@ -153,8 +153,9 @@ impl Worker {
             }
         }
         match operations::release_leases(&self.db, &self.id).await {
-            Ok(released) => {
-                tracing::info!(worker.id = %self.id, released, "worker stopped and released its leases")
+            // Only operations leased at this moment count; one between steps holds no lease.
+            Ok(leases_released) => {
+                tracing::info!(worker.id = %self.id, leases_released, "worker stopped; operations it had leased can be taken by any worker at once")
             }
             Err(error) => {
                 tracing::warn!(worker.id = %self.id, error = %error, "worker stopped but failed to release its leases")

@@ -8,6 +8,10 @@
 //! That covers both a slow header and an idle keep-alive connection, because hyper starts the
 //! timer whenever it waits for the next head. A client that stops reading a response is cut
 //! off by the write timeout in the same way.
+//!
+//! The number of open connections is capped. At the cap the loop stops accepting, so new
+//! connections wait in the kernel's listen backlog until one closes, instead of taking file
+//! descriptors that the database pool needs.
 
 use std::io;
 use std::net::SocketAddr;
@@ -21,7 +25,7 @@ use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio_io_timeout::TimeoutStream;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
@@ -37,14 +41,20 @@ pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// sending a request head, which hyper would otherwise wait for until the header read timeout.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(1);
 
-/// Timeouts of each connection.
+/// Limits of the connections the loop serves.
 #[derive(Debug, Clone, Copy)]
-pub struct ConnectionTimeouts {
+pub struct ConnectionLimits {
     /// Time to receive a complete request head, and the longest idle time between requests.
     pub header_read: Duration,
     /// Time a response write may wait for the client to read before the connection is closed.
     pub write: Duration,
+    /// Connections open at once; more wait to be accepted.
+    pub max_open: usize,
 }
+
+/// Lets the warning that new connections wait for the cap through once a minute at most.
+static AT_CAPACITY: crate::telemetry::WarningGate =
+    crate::telemetry::WarningGate::new(Duration::from_secs(60));
 
 /// Serves `router` on `listener` until `shutdown` is cancelled, then lets each open connection
 /// finish the request it is serving, and returns when every connection has closed.
@@ -54,17 +64,36 @@ pub struct ConnectionTimeouts {
 pub async fn serve(
     listener: TcpListener,
     router: Router,
-    timeouts: ConnectionTimeouts,
+    limits: ConnectionLimits,
     shutdown: CancellationToken,
 ) {
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(timeouts.header_read)
+        .header_read_timeout(limits.header_read)
         .max_header_size(MAX_HEAD_BYTES);
     // Each connection task keeps a receiver, and dropping the last one ends `closed()` below.
     let (all_closed, open) = watch::channel(());
+    let slots = Arc::new(Semaphore::new(limits.max_open));
+    let open_gauge = metrics::gauge!("http_connections_open");
     loop {
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                metrics::counter!("http_connection_cap_waits_total").increment(1);
+                if let Some(held_back) = AT_CAPACITY.pass() {
+                    tracing::warn!(
+                        http_max_connections = limits.max_open,
+                        held_back,
+                        "open connections reached --http-max-connections; new connections wait in the listen backlog until one closes"
+                    );
+                }
+                tokio::select! {
+                    slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+                    () = shutdown.cancelled() => break,
+                }
+            }
+        };
         let (stream, client) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -76,7 +105,7 @@ pub async fn serve(
             () = shutdown.cancelled() => break,
         };
         let mut stream = TimeoutStream::new(stream);
-        stream.set_write_timeout(Some(timeouts.write));
+        stream.set_write_timeout(Some(limits.write));
         // Requests of this connection whose handler has not returned yet.
         let in_flight = Arc::new(AtomicUsize::new(0));
         let service = hyper::service::service_fn({
@@ -95,6 +124,8 @@ pub async fn serve(
         });
         let connection = builder.serve_connection(TokioIo::new(Box::pin(stream)), service);
         let (shutdown, open) = (shutdown.clone(), open.clone());
+        let open_gauge = open_gauge.clone();
+        open_gauge.increment(1.0);
         tokio::spawn(async move {
             let mut connection = std::pin::pin!(connection);
             let served = tokio::select! {
@@ -119,11 +150,19 @@ pub async fn serve(
             if let Err(error) = served {
                 log_connection_error(&error, client);
             }
-            drop(open);
+            open_gauge.decrement(1.0);
+            drop((slot, open));
         });
     }
     drop(listener);
     drop(open);
+    let still_open = limits.max_open - slots.available_permits();
+    if still_open > 0 {
+        tracing::info!(
+            connections = still_open,
+            "stopped accepting connections; waiting for the open ones to finish their requests"
+        );
+    }
     all_closed.closed().await;
 }
 

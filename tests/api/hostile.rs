@@ -201,6 +201,55 @@ async fn connections_without_a_request_head_are_closed() {
     assert!(metrics.contains(counted), "{counted} not in:\n{metrics}");
 }
 
+/// At `--http-max-connections`, a new connection waits to be accepted until an open one closes.
+#[tokio::test]
+async fn connection_cap_holds_new_connections_back() {
+    use tokio::io::AsyncReadExt;
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        extra_args: vec!["--http-max-connections=2".to_owned()],
+        ..Default::default()
+    })
+    .await;
+    let first = connect_and_send(&app, b"").await;
+    let second = connect_and_send(&app, b"").await;
+    let mut third = connect_and_send(
+        &app,
+        b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+
+    let mut response = Vec::new();
+    let early = tokio::time::timeout(
+        std::time::Duration::from_millis(500),
+        third.read_to_end(&mut response),
+    )
+    .await;
+    assert!(
+        early.is_err(),
+        "a third connection was served past the cap of 2: {}",
+        String::from_utf8_lossy(&response)
+    );
+
+    drop(first);
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        third.read_to_end(&mut response),
+    )
+    .await;
+    assert!(read.is_ok(), "not served within 5 s of a slot freeing up");
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+
+    drop(second);
+    let metrics = app.metrics_text().await;
+    assert!(
+        metrics.contains("http_connection_cap_waits_total"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("http_connections_open"), "{metrics}");
+}
+
 /// A shutdown closes a connection that is part-way through a request head after a short
 /// drain, instead of waiting for the header read timeout (30 s by default), which is longer
 /// than the grace period.
