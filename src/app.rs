@@ -34,6 +34,8 @@ pub struct RunningService {
     pub sandbox: Option<workforce_sandbox::SandboxHandle>,
     /// Cancelled once the sync of every region at start has finished.
     regions_synced: CancellationToken,
+    /// Ids of this process's workers, whose leases the shutdown gives up.
+    worker_ids: Vec<String>,
 }
 
 impl RunningService {
@@ -55,6 +57,29 @@ impl RunningService {
         if drained.is_err() {
             tracing::warn!("shutdown grace period ended; aborting the remaining tasks");
             self.tasks.abort_all();
+            while self.tasks.join_next().await.is_some() {}
+            self.release_aborted_leases().await;
+        }
+    }
+
+    /// Releases the leases of worker steps that the grace period cut off. A step that waits on
+    /// an AWS call that never returns does not reach the worker's own release at its stop, and
+    /// its lease would keep other processes from the operation until it expires.
+    async fn release_aborted_leases(&self) {
+        for worker_id in &self.worker_ids {
+            match crate::db::operations::release_leases(&self.state.db, worker_id).await {
+                Ok(0) => {}
+                Ok(leases_released) => tracing::info!(
+                    worker.id = %worker_id,
+                    leases_released,
+                    "released the lease of a worker step that the grace period cut off; another worker can take the operation at once"
+                ),
+                Err(error) => tracing::warn!(
+                    worker.id = %worker_id,
+                    error = %error,
+                    "could not release the lease of a worker step that the grace period cut off; it expires on its own"
+                ),
+            }
         }
     }
 
@@ -234,13 +259,16 @@ pub async fn start(config: &ServeConfig, listener: TcpListener) -> anyhow::Resul
         idle_poll: Duration::from_millis(config.idle_poll_ms),
     };
     let process_id = uuid::Uuid::new_v4().simple().to_string();
-    for index in 0..config.workers {
+    let worker_ids: Vec<String> = (0..config.workers)
+        .map(|index| format!("{}-{index}", &process_id[..12]))
+        .collect();
+    for worker_id in &worker_ids {
         let worker = Worker::new(
             db.clone(),
             aws.clone(),
             sealer.clone(),
             settings.clone(),
-            format!("{}-{index}", &process_id[..12]),
+            worker_id.clone(),
         )
         .with_budget(budget.clone())
         .with_cache(cache.clone());
@@ -284,6 +312,7 @@ pub async fn start(config: &ServeConfig, listener: TcpListener) -> anyhow::Resul
         tasks,
         sandbox,
         regions_synced,
+        worker_ids,
     })
 }
 

@@ -102,3 +102,44 @@ async fn sigterm_hands_operation_to_next_process() {
     assert_eq!(finished["status"], "succeeded", "{finished}");
     assert_eq!(app.sandbox().call_count("CreateWorkforce"), 1);
 }
+
+/// A worker step still waiting on AWS when the grace period ends is cut off, and its lease is
+/// given up, so that another process can take the operation at once instead of after the
+/// lease expires.
+#[tokio::test]
+async fn shutdown_releases_lease_of_cut_off_step() {
+    let mut app = TestApp::spawn().await;
+    app.sandbox().set_faults(workforce_sandbox::Faults {
+        latency_ms: 60_000,
+        actions: Some(vec!["CreateWorkforce".to_owned()]),
+        ..Default::default()
+    });
+    let (status, created) = app.create_workforce(cognito_workforce("stuck")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let locked_by = || async {
+        sqlx::query_scalar::<_, Option<String>>(
+            "select locked_by from operations where id = $1::uuid",
+        )
+        .bind(&id)
+        .fetch_one(&app.db)
+        .await
+        .unwrap()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while locked_by().await.is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no worker took the operation"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    app.service
+        .take()
+        .unwrap()
+        .shutdown(Duration::from_secs(1))
+        .await;
+
+    assert_eq!(locked_by().await, None, "the cut-off step kept its lease");
+}
