@@ -132,7 +132,9 @@ pub async fn list(
 }
 
 /// Stores what `DescribeWorkforce` reported. The auth settings are kept when AWS returned
-/// none, because a stored OIDC or Cognito config never includes anything AWS would lack.
+/// none, because a stored OIDC or Cognito config never includes anything AWS would lack. A
+/// change of any stored field, the address type and auth settings included, moves the
+/// revision and so the `ETag`.
 pub async fn apply_snapshot(
     conn: &mut PgConnection,
     region: &str,
@@ -159,11 +161,15 @@ pub async fn apply_snapshot(
                 source_ip_cidrs = $8, auth_kind = coalesce($9, auth_kind),
                 auth_config = coalesce($10, auth_config), aws_refreshed_at = now(),
                 ip_address_type = coalesce($11, ip_address_type),
-                updated_at = case when (arn, aws_status, failure_reason, subdomain, vpc_config, source_ip_cidrs)
-                                       is distinct from ($3, $4, $5, $6, $7, $8)
+                updated_at = case when (arn, aws_status, failure_reason, subdomain, vpc_config,
+                                        source_ip_cidrs, auth_kind, auth_config, ip_address_type)
+                                       is distinct from ($3, $4, $5, $6, $7, $8, coalesce($9, auth_kind),
+                                        coalesce($10, auth_config), coalesce($11, ip_address_type))
                                   then now() else updated_at end,
-                revision = case when (arn, aws_status, failure_reason, subdomain, vpc_config, source_ip_cidrs)
-                                     is distinct from ($3, $4, $5, $6, $7, $8)
+                revision = case when (arn, aws_status, failure_reason, subdomain, vpc_config,
+                                      source_ip_cidrs, auth_kind, auth_config, ip_address_type)
+                                     is distinct from ($3, $4, $5, $6, $7, $8, coalesce($9, auth_kind),
+                                      coalesce($10, auth_config), coalesce($11, ip_address_type))
                                 then nextval('workforce_revisions') else revision end
           where region = $1 and name = $2",
         region,

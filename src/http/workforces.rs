@@ -252,7 +252,7 @@ pub async fn create_workforce(
     ),
     responses(
         (status = 200, description = "Success", body = WorkforceResponse,
-            headers(("ETag" = String, description = "Changes with the workforce's state; send it as If-Match with a change"))),
+            headers(("ETag" = String, description = "Revision of the workforce's settings and status; send it as If-Match with a change. It does not change with aws_refreshed_at or the progress of operation_in_flight"))),
         (status = 400, description = "Malformed request: unreadable JSON, wrong field type, or an invalid path or query parameter", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
     )

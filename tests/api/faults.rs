@@ -344,6 +344,56 @@ async fn stuck_workforce_times_out() {
     assert_eq!(workforce["status"], "Active", "{workforce}");
 }
 
+/// A change made outside the service that touches only the address type still moves the
+/// workforce's `ETag` once a refresh picks it up, so an `If-Match` read before it gets 412.
+#[tokio::test]
+async fn address_type_changed_outside_moves_the_etag() {
+    use workforce_service::aws::UpdateWorkforceInput;
+    use workforce_service::domain::{IpAddressType, Region, SourceIpConfig, WorkforceName};
+
+    let app = TestApp::spawn().await;
+    let (status, created) = app.create_workforce(cognito_workforce("outside")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{created}");
+    app.wait_for_operation(created["id"].as_str().unwrap())
+        .await;
+    let path = format!("/v1/regions/{REGION}/workforces/outside");
+    let (_, headers, _) = app.request(Method::GET, &path, None).await;
+    let before = headers[reqwest::header::ETAG].to_str().unwrap().to_owned();
+
+    let region = Region::parse("region", REGION).unwrap();
+    let name = WorkforceName::parse("name", "outside").unwrap();
+    app.service()
+        .state
+        .aws
+        .update_workforce(
+            &region,
+            &name,
+            UpdateWorkforceInput::SourceIpConfig(
+                &SourceIpConfig::default(),
+                Some(IpAddressType::Dualstack),
+            ),
+        )
+        .await
+        .unwrap();
+    let (_, workforce) = read_after_refresh(&app, "outside", |_, workforce| {
+        workforce["ip_address_type"] == "dualstack"
+    })
+    .await;
+    assert_eq!(workforce["ip_address_type"], "dualstack", "{workforce}");
+
+    let (_, headers, _) = app.request(Method::GET, &path, None).await;
+    assert_ne!(headers[reqwest::header::ETAG], before.as_str());
+    let response = app
+        .client
+        .put(format!("{}{path}/source-ip-config", app.base_url))
+        .header("if-match", &before)
+        .json(&json!({"cidrs": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::PRECONDITION_FAILED);
+}
+
 /// Backdates every workforce record past --refresh-after-seconds, then reads the workforce
 /// `name` until `done` accepts the response or 15 s pass, and returns the last response.
 async fn read_after_refresh(
