@@ -86,6 +86,11 @@ fn aws_unavailable(error: AwsError) -> ApiError {
     ))
 }
 
+/// Time the VPC checks of a change may take on the request path. EC2 usually returns their
+/// reads in well under a second. A change whose checks take longer is accepted with the checks
+/// deferred, instead of waiting for the SDK's 30 s timeout and getting the request timeout's 503.
+const PREREQUISITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Runs the VPC prerequisite checks and rejects the configuration when one finds an error.
 /// Returns the warnings and notes to store with the change. When EC2 cannot be read, the change
 /// is accepted with a warning instead of failing on AWS's account: the worker runs the checks
@@ -95,7 +100,22 @@ pub(crate) async fn require_prerequisites(
     region: &Region,
     config: &VpcConfig,
 ) -> Result<Vec<Finding>, ApiError> {
-    let findings = match vpc_checks::run(&state.aws, region, config).await {
+    let checked = tokio::time::timeout(
+        PREREQUISITE_TIMEOUT,
+        vpc_checks::run(&state.aws, region, config),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err(AwsError::Transient {
+            code: "Timeout".to_owned(),
+            message: format!(
+                "EC2 did not answer within {} s",
+                PREREQUISITE_TIMEOUT.as_secs()
+            ),
+            request_id: None,
+        })
+    });
+    let findings = match checked {
         Ok(findings) => findings,
         Err(error) => {
             tracing::warn!(

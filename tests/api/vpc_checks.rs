@@ -474,6 +474,41 @@ async fn ec2_throttling_gives_502_on_checks() {
     assert_eq!(codes, ["vpc_checks_deferred"]);
 }
 
+/// EC2 that answers too slowly does not hold a change until the request timeout: after 5 s the
+/// change is accepted with its checks deferred to the worker.
+#[tokio::test]
+async fn slow_ec2_defers_the_checks_of_a_change() {
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    app.sandbox().set_faults(Faults {
+        latency_ms: 8_000,
+        actions: Some(EC2_ACTIONS.iter().map(|a| a.to_string()).collect()),
+        ..Default::default()
+    });
+    let mut body = cognito_workforce("labelers");
+    body["vpc_config"] = healthy_config();
+    let started = std::time::Instant::now();
+    let (status, operation) = app.create_workforce(body).await;
+    let took = started.elapsed();
+    assert_eq!(status, StatusCode::ACCEPTED, "{operation}");
+    assert_eq!(
+        operation["findings"][0]["code"], "vpc_checks_deferred",
+        "{operation}"
+    );
+    assert!(
+        operation["findings"][0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Timeout"),
+        "{operation}"
+    );
+    // Well below the 8 s of latency, so the checks did not wait for EC2.
+    assert!(took < std::time::Duration::from_secs(7), "took {took:?}");
+}
+
 #[tokio::test]
 async fn create_with_failing_vpc_is_rejected() {
     let app = TestApp::spawn().await;
