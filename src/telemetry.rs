@@ -112,8 +112,8 @@ fn describe_metrics() {
         "HTTP connections open in this process"
     );
     describe_counter!(
-        "http_connection_cap_waits_total",
-        "Times the accept loop stopped because --http-max-connections connections were open"
+        "http_connection_cap_reached_total",
+        "Times the open connections reached --http-max-connections, after which further connections wait to be accepted"
     );
     describe_histogram!(
         "http_request_duration_seconds",

@@ -52,7 +52,7 @@ pub struct ConnectionLimits {
     pub max_open: usize,
 }
 
-/// Lets the warning that new connections wait for the cap through once a minute at most.
+/// Lets the warning that the connection cap was reached through once a minute at most.
 static AT_CAPACITY: crate::telemetry::WarningGate =
     crate::telemetry::WarningGate::new(Duration::from_secs(60));
 
@@ -80,21 +80,26 @@ pub async fn serve(
         let slot = match slots.clone().try_acquire_owned() {
             Ok(slot) => slot,
             Err(_) => {
-                metrics::counter!("http_connection_cap_waits_total").increment(1);
+                metrics::counter!("http_connection_cap_reached_total").increment(1);
                 if let Some(held_back) = AT_CAPACITY.pass() {
                     tracing::warn!(
                         http_max_connections = limits.max_open,
                         held_back,
-                        "open connections reached --http-max-connections; new connections wait in the listen backlog until one closes"
+                        "open connections reached --http-max-connections; further connections wait in the listen backlog until one closes"
                     );
                 }
+                // Biased, so that once the shutdown has begun, a slot that frees up at the
+                // same moment does not let one more connection in.
                 tokio::select! {
-                    slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+                    biased;
                     () = shutdown.cancelled() => break,
+                    slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
                 }
             }
         };
         let (stream, client) = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
@@ -102,7 +107,6 @@ pub async fn serve(
                     continue;
                 }
             },
-            () = shutdown.cancelled() => break,
         };
         let mut stream = TimeoutStream::new(stream);
         stream.set_write_timeout(Some(limits.write));

@@ -244,7 +244,7 @@ async fn connection_cap_holds_new_connections_back() {
     drop(second);
     let metrics = app.metrics_text().await;
     assert!(
-        metrics.contains("http_connection_cap_waits_total"),
+        metrics.contains("http_connection_cap_reached_total"),
         "{metrics}"
     );
     assert!(metrics.contains("http_connections_open"), "{metrics}");
