@@ -573,6 +573,7 @@ pub fn app(
             REQUEST_ID_HEADER,
             HeaderName::from_static("idempotency-key"),
             header::IF_MATCH,
+            header::IF_NONE_MATCH,
         ])
         .expose_headers([
             header::LOCATION,

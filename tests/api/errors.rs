@@ -684,6 +684,25 @@ async fn cors_preflight_needs_no_credential() {
         .unwrap();
     assert_eq!(preflight.status(), StatusCode::OK);
     assert_eq!(preflight.headers()["access-control-allow-origin"], origin);
+    // A browser sends a request only with the headers that the preflight allows; a portal
+    // sends these to change safely, to repeat a change, and to long-poll.
+    let allowed_headers = preflight.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    for name in [
+        "authorization",
+        "content-type",
+        "idempotency-key",
+        "if-match",
+        "if-none-match",
+        "x-request-id",
+    ] {
+        assert!(
+            allowed_headers.contains(name),
+            "{name} in {allowed_headers}"
+        );
+    }
     // The preflight passes through the access log and the metrics like any request.
     assert!(preflight.headers().contains_key("x-request-id"));
     let metrics = anonymous
