@@ -34,7 +34,6 @@ pub use rate_limit::RateLimiter;
     Ord,
     Hash,
     Serialize,
-    Deserialize,
     utoipa::ToSchema,
     clap::ValueEnum,
 )]
@@ -74,6 +73,16 @@ impl Role {
             Permission::ManageKeys => self == Self::Admin,
             Permission::Any => true,
         }
+    }
+}
+
+impl<'de> Deserialize<'de> for Role {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        crate::domain::deserialize_name(
+            deserializer,
+            Self::parse,
+            &["viewer", "operator", "auditor", "admin"],
+        )
     }
 }
 

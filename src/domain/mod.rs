@@ -19,6 +19,21 @@ pub use network::{
 pub use operation::{Change, OperationKind, OperationStatus};
 pub use tags::Tag;
 
+/// Deserializes a unit enum from its name, and only from a string. serde's derived form also
+/// accepts a one-key object such as `{"ipv4": null}`, and reports a number as a syntax error
+/// that names no field.
+pub(crate) fn deserialize_name<'de, D, T>(
+    deserializer: D,
+    parse: fn(&str) -> Option<T>,
+    names: &'static [&'static str],
+) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let name = <std::borrow::Cow<'de, str> as serde::Deserialize>::deserialize(deserializer)?;
+    parse(&name).ok_or_else(|| serde::de::Error::unknown_variant(&name, names))
+}
+
 /// One rejected field of a request: where it is (a JSON path such as `vpc_config.subnets[1]`)
 /// and why it was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]

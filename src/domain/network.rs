@@ -1,6 +1,6 @@
 //! Network settings: the workforce's VPC configuration and the source-IP allow-list.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::str::FromStr;
 
@@ -112,7 +112,7 @@ fn parse_id_list<T>(
 }
 
 /// The IP address type of the worker portal, as SageMaker's `WorkforceIpAddressType`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum IpAddressType {
     #[default]
@@ -133,6 +133,12 @@ impl IpAddressType {
         [Self::Ipv4, Self::Dualstack]
             .into_iter()
             .find(|kind| kind.as_aws_str() == value)
+    }
+}
+
+impl<'de> Deserialize<'de> for IpAddressType {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        super::deserialize_name(deserializer, Self::parse, &["ipv4", "dualstack"])
     }
 }
 
@@ -215,25 +221,31 @@ impl SourceIpConfig {
             );
             ok = false;
         }
-        let mut seen = HashSet::new();
+        let mut seen = HashMap::new();
         let mut parsed = Vec::with_capacity(cidrs.len());
         for (index, value) in cidrs.iter().enumerate() {
             let item_field = format!("{field}[{index}]");
-            if !seen.insert(value.as_str()) {
+            let Some(cidr) = violations.check(Cidr::parse(&item_field, value, ip_address_type))
+            else {
+                ok = false;
+                continue;
+            };
+            // Compared as address and prefix, so that IPv6 blocks that differ only in case
+            // or in the zeros they leave out are the same block.
+            let block = IpNet::from_str(cidr.as_str()).expect("a parsed CIDR block");
+            if let Some(&first) = seen.get(&block) {
                 violations.push(
                     item_field,
                     format!(
-                        "'{}' is listed twice; list each CIDR block once",
+                        "'{}' is the block of {field}[{first}] again; list each CIDR block once",
                         truncate_for_message(value)
                     ),
                 );
                 ok = false;
                 continue;
             }
-            match violations.check(Cidr::parse(&item_field, value, ip_address_type)) {
-                Some(cidr) => parsed.push(cidr),
-                None => ok = false,
-            }
+            seen.insert(block, index);
+            parsed.push(cidr);
         }
         ok.then_some(Self { cidrs: parsed })
     }
@@ -303,6 +315,24 @@ mod tests {
             SourceIpConfig::parse("cidrs", &twice, IpAddressType::Ipv4, &mut violations).is_none()
         );
         assert_eq!(violations.into_errors()[0].field, "cidrs[1]");
+
+        // The same IPv6 block in other case and with the zeros written out.
+        let mut violations = Violations::default();
+        let spelled = strings(&["2001:db8::/32", "10.0.0.0/8", "2001:DB8:0:0::/32"]);
+        assert!(
+            SourceIpConfig::parse("cidrs", &spelled, IpAddressType::Dualstack, &mut violations)
+                .is_none()
+        );
+        let errors = violations.into_errors();
+        assert_eq!(errors[0].field, "cidrs[2]");
+        assert!(errors[0].reason.contains("cidrs[0]"), "{errors:?}");
+
+        // Host bits make another block, as in AWS.
+        let mut violations = Violations::default();
+        let hosts = strings(&["10.0.0.0/8", "10.0.0.1/8"]);
+        assert!(
+            SourceIpConfig::parse("cidrs", &hosts, IpAddressType::Ipv4, &mut violations).is_some()
+        );
     }
 
     #[test]

@@ -313,6 +313,48 @@ async fn changes_reject_invalid_bodies() {
     app.assert_nothing_written().await;
 }
 
+/// A named value, such as an address type or a role, is read only from a string: any other
+/// JSON type gets 400 naming the field, and a one-key object, which serde would otherwise read
+/// as the name, is rejected too.
+#[tokio::test]
+async fn named_values_must_be_strings() {
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    let source_ip = format!("/v1/regions/{REGION}/workforces/labelers/source-ip-config");
+    for value in [
+        json!(4),
+        json!(true),
+        json!({"ipv4": null}),
+        json!(["ipv4"]),
+    ] {
+        let (status, _, problem) = app
+            .request(
+                Method::PUT,
+                &source_ip,
+                Some(json!({"cidrs": [], "ip_address_type": value})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{value}: {problem}");
+        assert_eq!(
+            problem["errors"][0]["field"], "ip_address_type",
+            "{value}: {problem}"
+        );
+    }
+    let (status, _, problem) = app
+        .request(
+            Method::POST,
+            "/v1/api-keys",
+            Some(json!({"name": "portal", "role": {"admin": null}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+    assert_eq!(problem["errors"][0]["field"], "role", "{problem}");
+    app.assert_nothing_written().await;
+}
+
 #[tokio::test]
 async fn path_parameters_are_validated() {
     let app = TestApp::spawn_with(TestOptions {
