@@ -293,10 +293,22 @@ impl<'a> Acceptor<'a> {
         if let Some(expected) = &self.if_match
             && !if_match_allows(expected, workforce.revision)
         {
-            return Err(ApiError::PreconditionFailed(format!(
-                "workforce '{name}' changed since the ETag in If-Match was read (it is now {}); read it again and decide whether the change still applies",
-                etag(workforce.revision)
-            )));
+            let current = etag(workforce.revision);
+            // If-Match compares strongly, so a weak tag never matches (RFC 9110 section 13.1.1),
+            // even the weak form of the current one.
+            let weak_current = format!("W/{current}");
+            let detail = if entity_tags(expected)
+                .is_some_and(|tags| tags.contains(&weak_current.as_str()))
+            {
+                format!(
+                    "If-Match holds the weak tag {weak_current}, and If-Match never matches a weak tag; send the ETag as the workforce's read returned it, {current}, without W/"
+                )
+            } else {
+                format!(
+                    "workforce '{name}' changed since the ETag in If-Match was read (it is now {current}); read it again and decide whether the change still applies"
+                )
+            };
+            return Err(ApiError::PreconditionFailed(detail));
         }
         if let Some(in_flight) =
             operations::find_unfinished(&mut *tx, region.as_str(), name.as_str()).await?

@@ -226,6 +226,14 @@ async fn if_match_guards_changes() {
         response.headers()["content-type"],
         "application/problem+json"
     );
+    // If-Match compares strongly, so the weak form of the current tag fails too, and the
+    // problem says why instead of claiming that the workforce changed.
+    let response = put_cidrs_if_match(&app, &path, &format!("W/{etag}"), &[]).await;
+    assert_eq!(response.status(), StatusCode::PRECONDITION_FAILED);
+    let problem: Value = response.json().await.unwrap();
+    let detail = problem["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("weak"), "{problem}");
+    assert!(!detail.contains("changed since"), "{problem}");
 
     let response = put_cidrs_if_match(&app, &path, &etag, &["10.0.0.0/8"]).await;
     assert_eq!(response.status(), StatusCode::ACCEPTED);
