@@ -267,6 +267,14 @@ fn cidrs_schema() -> utoipa::openapi::Array {
         )
         .max_items(Some(crate::domain::MAX_CIDRS))
         .unique_items(true)
+        // A schema function replaces the field's doc comment, so the rules are repeated here.
+        .description(Some(
+            "0 to 10 CIDR blocks, each listed once (an IPv6 block in another case or with its \
+             zeros written out counts as the same block). IPv6 blocks need a workforce whose \
+             `ip_address_type` is `dualstack`: a creation without it gets 422, and a replacement \
+             on an IPv4 workforce gets 409 unless the same request sets `ip_address_type` to \
+             `dualstack`.",
+        ))
         .build()
 }
 
@@ -606,7 +614,7 @@ pub struct OperationResponse {
     #[schema(value_type = Object)]
     pub change: Value,
     /// Findings of the VPC prerequisite checks, when the change has a VPC configuration.
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<crate::vpc_checks::Finding>)]
     pub findings: Value,
     /// Worker steps run for this operation so far, such as its submission and each status read
     /// of SageMaker. Its changes and those of `updated_at` alone leave the `ETag` as it was.

@@ -200,7 +200,7 @@ pub async fn list_workforces(
     request_body = CreateWorkforceRequest,
     responses(
         (status = 202, description = "Accepted; the operation carries out the change", body = OperationResponse,
-            headers(("Location" = String, description = "URL of the operation"))),
+            headers(("Location" = String, description = "Path of the operation, such as /v1/operations/{id}, relative to the base URL of this service"))),
         (status = 400, description = "Malformed request: unreadable JSON, wrong field type, or an invalid path or query parameter", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Region not managed by this service", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The region already has a workforce", body = Problem, content_type = "application/problem+json"),
@@ -326,7 +326,7 @@ async fn load_workforce(
     ),
     responses(
         (status = 202, description = "Accepted; the operation carries out the change", body = OperationResponse,
-            headers(("Location" = String, description = "URL of the operation"))),
+            headers(("Location" = String, description = "Path of the operation, such as /v1/operations/{id}, relative to the base URL of this service"))),
         (status = 400, description = "Malformed request: unreadable JSON, wrong field type, or an invalid path or query parameter", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Another operation is in flight, or the status forbids deletion", body = Problem, content_type = "application/problem+json"),
@@ -368,7 +368,7 @@ pub async fn delete_workforce(
     request_body = VpcConfigRequest,
     responses(
         (status = 202, description = "Accepted; the operation carries out the change", body = OperationResponse,
-            headers(("Location" = String, description = "URL of the operation"))),
+            headers(("Location" = String, description = "Path of the operation, such as /v1/operations/{id}, relative to the base URL of this service"))),
         (status = 400, description = "Malformed request: unreadable JSON, wrong field type, or an invalid path or query parameter", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Conflict with the workforce's state", body = Problem, content_type = "application/problem+json"),
@@ -429,7 +429,7 @@ pub async fn put_vpc_config(
     ),
     responses(
         (status = 202, description = "Accepted; the operation carries out the change", body = OperationResponse,
-            headers(("Location" = String, description = "URL of the operation"))),
+            headers(("Location" = String, description = "Path of the operation, such as /v1/operations/{id}, relative to the base URL of this service"))),
         (status = 400, description = "Malformed request: unreadable JSON, wrong field type, or an invalid path or query parameter", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Conflict with the workforce's state", body = Problem, content_type = "application/problem+json"),
@@ -470,7 +470,7 @@ pub async fn delete_vpc_config(
     request_body = SourceIpConfigRequest,
     responses(
         (status = 202, description = "Accepted; the operation carries out the change", body = OperationResponse,
-            headers(("Location" = String, description = "URL of the operation"))),
+            headers(("Location" = String, description = "Path of the operation, such as /v1/operations/{id}, relative to the base URL of this service"))),
         (status = 400, description = "Malformed request: unreadable JSON, wrong field type, or an invalid path or query parameter", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Conflict with the workforce's state", body = Problem, content_type = "application/problem+json"),
@@ -531,7 +531,7 @@ pub async fn put_source_ip_config(
     request_body = OidcConfigRequest,
     responses(
         (status = 202, description = "Accepted; the operation carries out the change", body = OperationResponse,
-            headers(("Location" = String, description = "URL of the operation"))),
+            headers(("Location" = String, description = "Path of the operation, such as /v1/operations/{id}, relative to the base URL of this service"))),
         (status = 400, description = "Malformed request: unreadable JSON, wrong field type, or an invalid path or query parameter", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Conflict with the workforce's state", body = Problem, content_type = "application/problem+json"),
