@@ -194,7 +194,13 @@ row "bulk load of $audit_rows audit events (s) | $(( ($(date +%s%N) - load_start
 start_service 18082 wfs_bench_audit --workers 0
 sleep 1
 audit_key=$(cat "$work/wfs_bench_audit-key")
-since=2026-03-01T00:00:00Z; until=2026-03-02T00:00:00Z
+# One day of events: the full run's events, one every 30 s, span 2026; the smoke run's, 3.5 days.
+if (( smoke )); then
+    since=2026-01-02T00:00:00Z; until=2026-01-03T00:00:00Z
+else
+    since=2026-03-01T00:00:00Z; until=2026-03-02T00:00:00Z
+fi
+export WFS_AUDIT_SINCE=$since WFS_AUDIT_UNTIL=$until
 for filter in workforce actor time; do
     case $filter in
         workforce) query="workforce_name=wf-42" ;;
