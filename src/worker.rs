@@ -94,6 +94,12 @@ pub struct Worker {
 const SUBMIT_IN_FLIGHT_GRACE: chrono::TimeDelta =
     chrono::TimeDelta::seconds(crate::aws::OPERATION_TIMEOUT.as_secs() as i64 + 10);
 
+/// Maximum time from the request to mark a call as submitting to sending the call. A call sent
+/// within it ends by the marked time plus the SDK's timeout plus 5 s, before another worker may
+/// send it after [`SUBMIT_IN_FLIGHT_GRACE`]. A database that replies later, such as over a
+/// stalled connection, may have let another worker take the operation meanwhile.
+const SUBMIT_START_LIMIT: Duration = Duration::from_secs(5);
+
 /// Statuses in which SageMaker is still applying a change.
 fn is_transitional(status: Option<&str>) -> bool {
     matches!(status, Some("Initializing" | "Updating" | "Deleting"))
@@ -209,6 +215,31 @@ impl Worker {
                     }
                 }
             }
+        }
+    }
+
+    /// Skips the call of a step whose marking as submitting took longer than
+    /// [`SUBMIT_START_LIMIT`], and records that nothing was sent, so that the next attempt,
+    /// by whichever worker holds the lease then, need not wait for a call in flight.
+    async fn give_up_late_submit(&self, operation: &OperationRow, took: Duration) -> StepOutcome {
+        tracing::warn!(
+            worker.id = %self.id,
+            operation.id = %operation.id,
+            took_ms = took.as_millis() as u64,
+            "the database took too long to mark the change as submitting; not sending it in this step"
+        );
+        if let Err(error) = operations::end_submit_call(&self.db, operation.id, &self.id).await {
+            tracing::warn!(operation.id = %operation.id, error = %error, "failed to record that the change was not sent; the next attempt waits for the call grace period");
+        }
+        StepOutcome::Retry {
+            error: AwsError::Transient {
+                code: "DatabaseSlow".into(),
+                message: format!(
+                    "the database took {} ms to mark the change as submitting, so it was not sent; the next attempt sends it",
+                    took.as_millis()
+                ),
+                request_id: None,
+            },
         }
     }
 
@@ -413,6 +444,7 @@ impl Worker {
                 };
             }
         };
+        let marking = std::time::Instant::now();
         match operations::mark_submitting(&self.db, operation.id, &self.id).await {
             Ok(true) => {
                 // Findings stored at acceptance may be out of date, or only report that the
@@ -435,6 +467,9 @@ impl Worker {
                     },
                 };
             }
+        }
+        if marking.elapsed() > SUBMIT_START_LIMIT {
+            return self.give_up_late_submit(operation, marking.elapsed()).await;
         }
         let result = self.send_change(change, region, name, secret).await;
         match result {

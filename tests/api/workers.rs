@@ -420,3 +420,68 @@ async fn racing_workers_never_share_an_operation() {
     assert_eq!(all.len(), 50, "every operation is claimed once");
     assert_eq!(unique.len(), 50, "no operation is claimed twice");
 }
+
+/// A worker whose database took longer than a few seconds to mark the change as submitting
+/// may have lost the operation meanwhile to a worker that then sent the change, so it does not
+/// send the change in that step. A row lock held by the test stands in for a stalled database
+/// connection. The next attempt sends the change once.
+#[tokio::test]
+async fn late_submit_mark_skips_the_call() {
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 1,
+        ..Default::default()
+    })
+    .await;
+    app.create_active_workforce("labelers", None).await;
+    app.sandbox().set_faults(workforce_sandbox::Faults {
+        latency_ms: 1_500,
+        actions: Some(vec!["DescribeWorkforce".to_owned()]),
+        ..Default::default()
+    });
+    let (status, _, accepted) = app
+        .request(
+            reqwest::Method::PUT,
+            &format!("/v1/regions/{REGION}/workforces/labelers/source-ip-config"),
+            Some(json!({"cidrs": ["10.0.0.0/8"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    let id = accepted["id"].as_str().unwrap().to_owned();
+
+    // Once the worker holds the lease and reads SageMaker, lock the row, so that marking the
+    // change as submitting waits for the lock.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let locked: Option<String> =
+            sqlx::query_scalar("select locked_by from operations where id = $1::uuid")
+                .bind(&id)
+                .fetch_one(&app.db)
+                .await
+                .unwrap();
+        if locked.is_some() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never claimed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut lock = app.db.begin().await.unwrap();
+    sqlx::query("select 1 from operations where id = $1::uuid for update")
+        .bind(&id)
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    lock.commit().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        app.sandbox().call_count("UpdateWorkforce"),
+        0,
+        "the change was sent after a 7 s wait for the database"
+    );
+
+    app.sandbox()
+        .set_faults(workforce_sandbox::Faults::default());
+    let finished = app.wait_for_operation(&id).await;
+    assert_eq!(finished["status"], "succeeded", "{finished}");
+    assert_eq!(app.sandbox().call_count("UpdateWorkforce"), 1);
+}
