@@ -997,17 +997,29 @@ pub async fn listen_for_work(
     cache: ReadCache,
     shutdown: CancellationToken,
 ) {
+    // A database that accepts connections and then drops them at once would otherwise make
+    // this loop reconnect thousands of times a second. The wait doubles up to 5 s, and starts
+    // again from 100 ms after a connection that lasted a minute.
+    let mut retry_delay = LISTEN_RETRY_FIRST;
+    let mut first_attempt = true;
     while !shutdown.is_cancelled() {
+        if !first_attempt {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(retry_delay) => {}
+            }
+            retry_delay = (retry_delay * 2).min(LISTEN_RETRY_MAX);
+        }
+        first_attempt = false;
         let mut listener = match PgListener::connect_with(&db).await {
             Ok(listener) => listener,
             Err(error) => {
-                tracing::warn!(error = %error, "failed to listen for new operations; retrying");
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    () = tokio::time::sleep(Duration::from_secs(2)) => continue,
-                }
+                tracing::warn!(error = %error, retry_ms = retry_delay.as_millis() as u64, "failed to listen for new operations; retrying");
+                continue;
             }
         };
+        // Without this, `try_recv` reconnects by itself in a loop with no wait.
+        listener.eager_reconnect(false);
         if let Err(error) = listener
             .listen_all([
                 operations::WAKE_CHANNEL,
@@ -1016,9 +1028,10 @@ pub async fn listen_for_work(
             ])
             .await
         {
-            tracing::warn!(error = %error, "failed to listen for new operations; retrying");
+            tracing::warn!(error = %error, retry_ms = retry_delay.as_millis() as u64, "failed to listen for new operations; retrying");
             continue;
         }
+        let listening_since = std::time::Instant::now();
         // Changes may have been missed while no connection listened.
         cache.listening_started();
         watchers.announce_all();
@@ -1051,8 +1064,18 @@ pub async fn listen_for_work(
                 },
             }
         }
+        if listening_since.elapsed() >= LISTEN_STABLE_AFTER {
+            retry_delay = LISTEN_RETRY_FIRST;
+        }
     }
 }
+
+/// First wait before the notification listener connects again.
+const LISTEN_RETRY_FIRST: Duration = Duration::from_millis(100);
+/// Maximum wait before the notification listener connects again.
+const LISTEN_RETRY_MAX: Duration = Duration::from_secs(5);
+/// Time a notification connection must last before the listener's wait starts over.
+const LISTEN_STABLE_AFTER: Duration = Duration::from_secs(60);
 
 /// Returns the text of the field `key` of an audit event's detail, or "" when it has none.
 fn detail_text<'a>(detail: &'a serde_json::Value, key: &str) -> &'a str {
