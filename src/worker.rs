@@ -144,12 +144,17 @@ impl Worker {
     /// Runs until `shutdown` is cancelled, then gives up this worker's leases.
     pub async fn run(self, wake: Arc<Notify>, shutdown: CancellationToken) {
         tracing::info!(worker.id = %self.id, "worker started");
+        // While the database is down, every idle poll fails, so the failures are logged at
+        // most every 30 s, each with the count held back since the last one.
+        let failures = crate::telemetry::WarningGate::new(Duration::from_secs(30));
         while !shutdown.is_cancelled() {
             match self.run_once().await {
                 Ok(true) => continue,
                 Ok(false) => {}
                 Err(error) => {
-                    tracing::warn!(worker.id = %self.id, error = %format!("{error:#}"), "worker step failed; retrying")
+                    if let Some(held_back) = failures.pass() {
+                        tracing::warn!(worker.id = %self.id, held_back, error = %format!("{error:#}"), "worker step failed; retrying");
+                    }
                 }
             }
             tokio::select! {
