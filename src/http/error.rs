@@ -286,7 +286,7 @@ impl IntoResponse for ApiError {
                 StatusCode::BAD_GATEWAY,
                 "aws-unavailable",
                 "AWS unavailable",
-                "EC2 could not be read to check the VPC configuration (throttling, an AWS server error or denied access); nothing was changed, retry later",
+                "EC2 could not be read to check the VPC configuration (throttling, an AWS server error, a network failure or denied access); nothing was changed, retry later",
             ),
             Self::RateLimited { detail, .. } => Problem::new(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -298,7 +298,7 @@ impl IntoResponse for ApiError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "service-unavailable",
                 "Service unavailable",
-                "the database is unreachable; nothing was changed, retry in a few seconds",
+                "the database is unreachable; retry in a few seconds. If the connection broke while a change was being stored, the change may have been accepted, so repeat a change with the same Idempotency-Key, or check the operation list before sending it again",
             ),
             Self::IdentityProviderUnavailable => Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,

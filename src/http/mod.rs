@@ -277,7 +277,7 @@ impl utoipa::Modify for SecurityAddon {
                 responses.insert("429".into(), problem("The credential's rate limit is exceeded; retry after the Retry-After seconds"));
                 responses
                     .entry("503".into())
-                    .or_insert_with(|| problem("The database is unreachable; nothing was changed"));
+                    .or_insert_with(|| problem("The database is unreachable; a change whose connection broke while it was stored may have been accepted"));
             }
         }
     }
