@@ -293,7 +293,8 @@ pub const CURSOR_PATTERN: &str = "^[A-Za-z0-9_-]*$";
 
 /// Writes the rules that the handlers enforce on the shared path and query parameters
 /// (`region`, `name`, `limit`, `cursor`) into every operation's parameter schema, so that the
-/// document states them once for all resources.
+/// document states them once for all resources. The filters that take one of a fixed set of
+/// values, which are plain strings in the handlers, get that set as their `enum`.
 struct ParameterRules;
 
 impl utoipa::Modify for ParameterRules {
@@ -301,7 +302,15 @@ impl utoipa::Modify for ParameterRules {
         use utoipa::openapi::path::ParameterIn;
         use utoipa::openapi::{RefOr, Schema};
 
-        for item in openapi.paths.paths.values_mut() {
+        let one_of = |values: &[&str]| -> Option<Vec<serde_json::Value>> {
+            Some(
+                values
+                    .iter()
+                    .map(|value| serde_json::json!(value))
+                    .collect(),
+            )
+        };
+        for (path, item) in openapi.paths.paths.iter_mut() {
             for operation in [
                 &mut item.get,
                 &mut item.put,
@@ -319,6 +328,20 @@ impl utoipa::Modify for ParameterRules {
                     let Some(RefOr::T(Schema::Object(schema))) = parameter.schema.as_mut() else {
                         continue;
                     };
+                    if parameter.parameter_in == ParameterIn::Query {
+                        let values = match (path.as_str(), parameter.name.as_str()) {
+                            ("/v1/workforces", "status") => one_of(&workforces::AWS_STATUSES),
+                            ("/v1/audit-events", "action") => one_of(&crate::db::audit::ACTIONS),
+                            ("/v1/audit-events", "outcome") => one_of(&crate::db::audit::OUTCOMES),
+                            ("/v1/audit-events", "actor_kind") => {
+                                one_of(&crate::db::audit::ACTOR_KINDS)
+                            }
+                            _ => None,
+                        };
+                        if values.is_some() {
+                            schema.enum_values = values;
+                        }
+                    }
                     match (parameter.name.as_str(), &parameter.parameter_in) {
                         ("region", ParameterIn::Path | ParameterIn::Query) => {
                             schema.pattern = Some(REGION_PATTERN.to_owned());

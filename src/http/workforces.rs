@@ -25,7 +25,8 @@ use crate::domain::{Change, IpAddressType, Region, SourceIpConfig, Violations, W
 use crate::refresh;
 
 /// Workforce statuses that SageMaker reports.
-const AWS_STATUSES: [&str; 5] = ["Initializing", "Updating", "Deleting", "Failed", "Active"];
+pub(crate) const AWS_STATUSES: [&str; 5] =
+    ["Initializing", "Updating", "Deleting", "Failed", "Active"];
 
 pub(crate) fn caller(headers: &HeaderMap, authorized: &Authorized) -> Caller {
     Caller {
