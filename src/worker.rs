@@ -98,6 +98,8 @@ const SUBMIT_IN_FLIGHT_GRACE: chrono::TimeDelta =
 /// within it ends by the marked time plus the SDK's timeout plus 5 s, before another worker may
 /// send it after [`SUBMIT_IN_FLIGHT_GRACE`]. A database that replies later, such as over a
 /// stalled connection, may have let another worker take the operation meanwhile.
+// NOTE: a database that replies this slowly at every attempt keeps the change from being sent
+// until the operation's deadline fails it as `OperationTimedOut`; each attempt logs a warning.
 const SUBMIT_START_LIMIT: Duration = Duration::from_secs(5);
 
 /// Statuses in which SageMaker is still applying a change.
