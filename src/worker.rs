@@ -88,19 +88,21 @@ pub struct Worker {
 }
 
 /// How long after an earlier attempt began its mutating call a resumed attempt waits before
-/// it sends the call again: the SDK's timeout for the whole call, and a margin.
+/// it sends the call again: the SDK's timeout for the whole call, the time the earlier attempt
+/// may take to start it ([`SUBMIT_START_LIMIT`]), and a margin of 5 s.
 // NOTE: this assumes that AWS does not apply a call after the client has timed out on it. AWS
 // documents no such bound, so a call that lands later still applies the change twice.
-const SUBMIT_IN_FLIGHT_GRACE: chrono::TimeDelta =
-    chrono::TimeDelta::seconds(crate::aws::OPERATION_TIMEOUT.as_secs() as i64 + 10);
+const SUBMIT_IN_FLIGHT_GRACE: chrono::TimeDelta = chrono::TimeDelta::seconds(
+    (crate::aws::OPERATION_TIMEOUT.as_secs() + SUBMIT_START_LIMIT.as_secs() + 5) as i64,
+);
 
-/// Maximum time from the request to mark a call as submitting to sending the call. A call sent
-/// within it ends by the marked time plus the SDK's timeout plus 5 s, before another worker may
-/// send it after [`SUBMIT_IN_FLIGHT_GRACE`]. A database that replies later, such as over a
+/// Maximum time from the request to mark a call as submitting to sending the call. Marking
+/// takes a few round trips to the database (a connection check and the statement), so this
+/// allows replies of several seconds each. A database that replies later, such as over a
 /// stalled connection, may have let another worker take the operation meanwhile.
 // NOTE: a database that replies this slowly at every attempt keeps the change from being sent
-// until the operation's deadline fails it as `OperationTimedOut`; each attempt logs a warning.
-const SUBMIT_START_LIMIT: Duration = Duration::from_secs(5);
+// until the operation's deadline fails it; each attempt logs a warning.
+const SUBMIT_START_LIMIT: Duration = Duration::from_secs(25);
 
 /// Statuses in which SageMaker is still applying a change.
 fn is_transitional(status: Option<&str>) -> bool {
@@ -321,15 +323,26 @@ impl Worker {
             Err(error) => return StepOutcome::Retry { error },
         };
         if chrono::Utc::now() > operation.deadline_at {
+            let status = current
+                .as_ref()
+                .and_then(|c| c.status.as_deref())
+                .unwrap_or("gone");
+            // Before the call was sent, the delay was this side's, such as a slow database or a
+            // spent call budget, not SageMaker's.
+            let message = match operation.phase.as_str() {
+                "poll" => format!(
+                    "SageMaker did not finish the change before the deadline; the workforce is {status}"
+                ),
+                "submitting" => format!(
+                    "the change may have been sent to SageMaker, but no attempt saw it applied before the deadline (the log of each attempt says why); the workforce is {status}"
+                ),
+                _ => format!(
+                    "the change was not sent to SageMaker before the deadline, because every attempt failed or was put off (the log of each attempt says why); the workforce is {status}"
+                ),
+            };
             return StepOutcome::Failed {
                 code: "OperationTimedOut".into(),
-                message: format!(
-                    "SageMaker did not finish the change before the deadline; the workforce is {}",
-                    current
-                        .as_ref()
-                        .and_then(|c| c.status.as_deref())
-                        .unwrap_or("gone")
-                ),
+                message,
                 snapshot: current,
             };
         }

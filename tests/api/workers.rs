@@ -421,14 +421,15 @@ async fn racing_workers_never_share_an_operation() {
     assert_eq!(unique.len(), 50, "no operation is claimed twice");
 }
 
-/// A worker whose database took longer than a few seconds to mark the change as submitting
-/// may have lost the operation meanwhile to a worker that then sent the change, so it does not
-/// send the change in that step. A row lock held by the test stands in for a stalled database
+/// A worker whose database took longer than 25 s to mark the change as submitting may have
+/// lost the operation meanwhile to a worker that then sent the change, so it does not send the
+/// change in that step. A row lock held by the test stands in for a stalled database
 /// connection. The next attempt sends the change once.
 #[tokio::test]
 async fn late_submit_mark_skips_the_call() {
     let app = TestApp::spawn_with(TestOptions {
         workers: 1,
+        lease_seconds: 120,
         ..Default::default()
     })
     .await;
@@ -470,13 +471,13 @@ async fn late_submit_mark_skips_the_call() {
         .execute(&mut *lock)
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_secs(7)).await;
+    tokio::time::sleep(Duration::from_secs(27)).await;
     lock.commit().await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         app.sandbox().call_count("UpdateWorkforce"),
         0,
-        "the change was sent after a 7 s wait for the database"
+        "the change was sent after a 27 s wait for the database"
     );
 
     app.sandbox()
