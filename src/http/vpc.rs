@@ -78,6 +78,24 @@ pub struct WorkforceVpcConfigResponse {
     pub endpoints: Vec<VpcEndpointResponse>,
 }
 
+/// Time the EC2 reads of a request that only reads may take. Past it, the request gets 502,
+/// well before the request timeout's 503, whose advice is about changes.
+const EC2_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Runs an EC2 read, and turns its taking longer than `limit` into a transient error.
+async fn within<T>(
+    limit: std::time::Duration,
+    read: impl std::future::Future<Output = Result<T, AwsError>>,
+) -> Result<T, AwsError> {
+    tokio::time::timeout(limit, read).await.unwrap_or_else(|_| {
+        Err(AwsError::Transient {
+            code: "Timeout".to_owned(),
+            message: format!("EC2 did not answer within {} s", limit.as_secs()),
+            request_id: None,
+        })
+    })
+}
+
 /// Maps an EC2 failure to a 502 problem; the cause goes to the access log.
 fn aws_unavailable(error: AwsError) -> ApiError {
     ApiError::AwsUnavailable(format!(
@@ -100,21 +118,11 @@ pub(crate) async fn require_prerequisites(
     region: &Region,
     config: &VpcConfig,
 ) -> Result<Vec<Finding>, ApiError> {
-    let checked = tokio::time::timeout(
+    let checked = within(
         PREREQUISITE_TIMEOUT,
         vpc_checks::run(&state.aws, region, config),
     )
-    .await
-    .unwrap_or_else(|_| {
-        Err(AwsError::Transient {
-            code: "Timeout".to_owned(),
-            message: format!(
-                "EC2 did not answer within {} s",
-                PREREQUISITE_TIMEOUT.as_secs()
-            ),
-            request_id: None,
-        })
-    });
+    .await;
     let findings = match checked {
         Ok(findings) => findings,
         Err(error) => {
@@ -172,9 +180,12 @@ pub async fn check_vpc_config(
         .finish(|| parsed)
         .map_err(ApiError::Validation)?
         .expect("parsed without violations");
-    let findings = vpc_checks::run(&state.aws, &region, &config)
-        .await
-        .map_err(aws_unavailable)?;
+    let findings = within(
+        EC2_READ_TIMEOUT,
+        vpc_checks::run(&state.aws, &region, &config),
+    )
+    .await
+    .map_err(aws_unavailable)?;
     let passed = vpc_checks::passed(&findings);
     Ok(axum::Json(VpcConfigCheckResponse { findings, passed }))
 }
@@ -226,16 +237,17 @@ pub async fn get_vpc_config(
     };
 
     let service_name = state.aws.portal_endpoint_service(&region);
-    let endpoints = state
-        .aws
-        .find_vpc_endpoints(
+    let endpoints = within(
+        EC2_READ_TIMEOUT,
+        state.aws.find_vpc_endpoints(
             &region,
             vpc_config.vpc_endpoint_id.as_deref(),
             &vpc_config.vpc_id,
             service_name.as_deref(),
-        )
-        .await
-        .map_err(aws_unavailable)?;
+        ),
+    )
+    .await
+    .map_err(aws_unavailable)?;
     Ok(axum::Json(WorkforceVpcConfigResponse {
         vpc_config,
         workforce_status: row.aws_status,

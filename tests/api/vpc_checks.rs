@@ -509,6 +509,28 @@ async fn slow_ec2_defers_the_checks_of_a_change() {
     assert!(took < std::time::Duration::from_secs(7), "took {took:?}");
 }
 
+/// A check of a VPC configuration while EC2 does not answer gets 502 after 10 s, not the
+/// request timeout's 503 after 30 s.
+#[tokio::test]
+async fn slow_ec2_gives_502_on_checks() {
+    let app = TestApp::spawn_with(TestOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    app.sandbox().set_faults(Faults {
+        latency_ms: 20_000,
+        actions: Some(EC2_ACTIONS.iter().map(|a| a.to_string()).collect()),
+        ..Default::default()
+    });
+    let started = std::time::Instant::now();
+    let (status, problem) = check(&app, healthy_config()).await;
+    let took = started.elapsed();
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{problem}");
+    assert_eq!(problem["type"], "/problems/aws-unavailable");
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+}
+
 #[tokio::test]
 async fn create_with_failing_vpc_is_rejected() {
     let app = TestApp::spawn().await;
