@@ -101,7 +101,7 @@ const SUBMIT_IN_FLIGHT_GRACE: chrono::TimeDelta = chrono::TimeDelta::seconds(
 /// allows replies of several seconds each. A database that replies later, such as over a
 /// stalled connection, may have let another worker take the operation meanwhile.
 // NOTE: a database that replies this slowly at every attempt keeps the change from being sent
-// until the operation's deadline fails it; each attempt logs a warning.
+// until the operation's deadline fails it. Each attempt logs a warning.
 const SUBMIT_START_LIMIT: Duration = Duration::from_secs(25);
 
 /// Statuses in which SageMaker is still applying a change.
@@ -168,7 +168,7 @@ impl Worker {
             }
         }
         match operations::release_leases(&self.db, &self.id).await {
-            // Only operations leased at this moment count; one between steps holds no lease.
+            // Only operations leased at this moment count. One between steps holds no lease.
             Ok(leases_released) => {
                 tracing::info!(worker.id = %self.id, leases_released, "worker stopped; operations it had leased can be taken by any worker at once")
             }

@@ -48,11 +48,11 @@ pub struct ConnectionLimits {
     pub header_read: Duration,
     /// Time a response write may wait for the client to read before the connection is closed.
     pub write: Duration,
-    /// Connections open at once; more wait to be accepted.
+    /// Maximum number of connections open at once. More wait to be accepted.
     pub max_open: usize,
 }
 
-/// Lets the warning that the connection cap was reached through once a minute at most.
+/// Gate that lets the warning about a reached connection cap through at most once a minute.
 static AT_CAPACITY: crate::telemetry::WarningGate =
     crate::telemetry::WarningGate::new(Duration::from_secs(60));
 

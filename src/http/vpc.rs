@@ -90,7 +90,7 @@ async fn within<T>(
     tokio::time::timeout(limit, read).await.unwrap_or_else(|_| {
         Err(AwsError::Transient {
             code: "Timeout".to_owned(),
-            message: format!("EC2 did not answer within {} s", limit.as_secs()),
+            message: format!("EC2 did not respond within {} s", limit.as_secs()),
             request_id: None,
         })
     })

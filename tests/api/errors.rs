@@ -684,7 +684,7 @@ async fn cors_preflight_needs_no_credential() {
         .unwrap();
     assert_eq!(preflight.status(), StatusCode::OK);
     assert_eq!(preflight.headers()["access-control-allow-origin"], origin);
-    // A browser sends a request only with the headers that the preflight allows; a portal
+    // A browser sends a request only with the headers that the preflight allows. A portal
     // sends these to change safely, to repeat a change, and to long-poll.
     let allowed_headers = preflight.headers()["access-control-allow-headers"]
         .to_str()

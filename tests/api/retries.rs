@@ -226,8 +226,8 @@ async fn if_match_guards_changes() {
         response.headers()["content-type"],
         "application/problem+json"
     );
-    // If-Match compares strongly, so the weak form of the current tag fails too, and the
-    // problem says why instead of claiming that the workforce changed.
+    // If-Match compares strongly, so the weak form of the current tag fails too. The problem
+    // explains why instead of claiming that the workforce changed.
     let response = put_cidrs_if_match(&app, &path, &format!("W/{etag}"), &[]).await;
     assert_eq!(response.status(), StatusCode::PRECONDITION_FAILED);
     let problem: Value = response.json().await.unwrap();

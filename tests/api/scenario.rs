@@ -2,7 +2,7 @@
 
 use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
 use reqwest::{Method, StatusCode};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::support::*;
 
@@ -389,26 +389,12 @@ async fn allow_list_switches_the_address_type() {
         .await;
     let path = format!("/v1/regions/{REGION}/workforces/switch/source-ip-config");
 
-    let (status, _, accepted) = app
-        .request(
-            Method::PUT,
-            &path,
-            Some(json!({"cidrs": ["2001:db8::/32", "10.0.0.0/8"], "ip_address_type": "dualstack"})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    let body = json!({"cidrs": ["2001:db8::/32", "10.0.0.0/8"], "ip_address_type": "dualstack"});
+    let (accepted, workforce) = apply_allow_list(&app, &path, body).await;
     assert_eq!(
         accepted["change"]["ip_address_type"], "dualstack",
         "{accepted}"
     );
-    let finished = app
-        .wait_for_operation(accepted["id"].as_str().unwrap())
-        .await;
-    assert_eq!(finished["status"], "succeeded", "{finished}");
-    // The record is what SageMaker describes after the change, so this reads the sandbox.
-    let (_, workforce) = app
-        .get(&format!("/v1/regions/{REGION}/workforces/switch"))
-        .await;
     assert_eq!(workforce["ip_address_type"], "dualstack", "{workforce}");
     assert_eq!(
         workforce["source_ip_config"]["cidrs"],
@@ -432,13 +418,16 @@ async fn allow_list_switches_the_address_type() {
         "{operations}"
     );
 
-    let (status, _, accepted) = app
-        .request(
-            Method::PUT,
-            &path,
-            Some(json!({"cidrs": ["10.0.0.0/8"], "ip_address_type": "ipv4"})),
-        )
-        .await;
+    let body = json!({"cidrs": ["10.0.0.0/8"], "ip_address_type": "ipv4"});
+    let (_, workforce) = apply_allow_list(&app, &path, body).await;
+    assert_eq!(workforce["ip_address_type"], "ipv4", "{workforce}");
+}
+
+/// Sends `body` to the allow-list route `path` of the workforce `switch`, waits until the
+/// change succeeds, and returns the accepted operation and the workforce read afterwards. The
+/// record is what SageMaker describes after the change, so the read reflects the sandbox.
+async fn apply_allow_list(app: &TestApp, path: &str, body: Value) -> (Value, Value) {
+    let (status, _, accepted) = app.request(Method::PUT, path, Some(body)).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
     let finished = app
         .wait_for_operation(accepted["id"].as_str().unwrap())
@@ -447,5 +436,5 @@ async fn allow_list_switches_the_address_type() {
     let (_, workforce) = app
         .get(&format!("/v1/regions/{REGION}/workforces/switch"))
         .await;
-    assert_eq!(workforce["ip_address_type"], "ipv4", "{workforce}");
+    (accepted, workforce)
 }

@@ -313,9 +313,9 @@ async fn changes_reject_invalid_bodies() {
     app.assert_nothing_written().await;
 }
 
-/// A named value, such as an address type or a role, is read only from a string: any other
-/// JSON type gets 400 naming the field, and a one-key object, which serde would otherwise read
-/// as the name, is rejected too.
+/// A named value, such as an address type or a role, is read only from a string. Any other
+/// JSON type gets 400 naming the field. A one-key object, which serde would otherwise read as
+/// the name, is rejected too.
 #[tokio::test]
 async fn named_values_must_be_strings() {
     let app = TestApp::spawn_with(TestOptions {

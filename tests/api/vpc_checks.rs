@@ -474,8 +474,8 @@ async fn ec2_throttling_gives_502_on_checks() {
     assert_eq!(codes, ["vpc_checks_deferred"]);
 }
 
-/// EC2 that answers too slowly does not hold a change until the request timeout: after 5 s the
-/// change is accepted with its checks deferred to the worker.
+/// An EC2 that responds too slowly does not hold a change until the request timeout. After
+/// 5 s the change is accepted with its checks deferred to the worker.
 #[tokio::test]
 async fn slow_ec2_defers_the_checks_of_a_change() {
     let app = TestApp::spawn_with(TestOptions {
@@ -509,7 +509,7 @@ async fn slow_ec2_defers_the_checks_of_a_change() {
     assert!(took < std::time::Duration::from_secs(7), "took {took:?}");
 }
 
-/// A check of a VPC configuration while EC2 does not answer gets 502 after 10 s, not the
+/// A check of a VPC configuration while EC2 does not respond gets 502 after 10 s, not the
 /// request timeout's 503 after 30 s.
 #[tokio::test]
 async fn slow_ec2_gives_502_on_checks() {

@@ -423,7 +423,7 @@ async fn racing_workers_never_share_an_operation() {
 
 /// A worker whose database took longer than 25 s to mark the change as submitting may have
 /// lost the operation meanwhile to a worker that then sent the change, so it does not send the
-/// change in that step. A row lock held by the test stands in for a stalled database
+/// change in that step. A row lock held by the test simulates a stalled database
 /// connection. The next attempt sends the change once.
 #[tokio::test]
 async fn late_submit_mark_skips_the_call() {
